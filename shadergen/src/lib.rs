@@ -1,0 +1,370 @@
+//! kiln's build-time kernel generator.
+//!
+//! It reads `shaders/manifest.txt`, expands each listed variant of each `.wgsl` template (see
+//! [`manifest`] and [`preprocess`]), validates the result with naga against exactly the
+//! capabilities the variant declares, reads the workgroup size, bindings and workgroup memory
+//! out of the naga IR, and returns the variants sorted by kernel name and key. [`emit_rust`]
+//! turns them into the table the runtime builds its pipelines from.
+//!
+//! This crate knows no GPU API: it only produces text and facts about that text.
+
+pub mod manifest;
+pub mod preprocess;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+/// What went wrong, always with the template file and line it came from.
+#[derive(Debug)]
+pub enum Error {
+    /// A file could not be read.
+    Io { path: String, message: String },
+    /// A template, shared helper or manifest line is wrong.
+    Template {
+        file: String,
+        line: u32,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io { path, message } => write!(f, "cannot read {path}: {message}"),
+            Error::Template {
+                file,
+                line,
+                message,
+            } => write!(f, "shaders/{file}:{line}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Optional device features a variant needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `enable f16;` and SHADER_F16.
+    pub f16: bool,
+    /// Subgroup built-ins (SUBGROUP); browsers also need `enable subgroups;`.
+    pub subgroup: bool,
+}
+
+/// How a binding is accessed, as read from the IR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingKind {
+    Uniform,
+    StorageRead,
+    StorageReadWrite,
+}
+
+/// One resource binding of a variant (all live in group 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub binding: u32,
+    pub kind: BindingKind,
+    /// Size of the bound type; for runtime-sized arrays, one element.
+    pub min_size: u32,
+}
+
+/// One generated kernel variant.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    /// Kernel name from the manifest, e.g. `reduce`.
+    pub name: String,
+    /// Canonical parameters, e.g. `DTYPE=f32,OP=sum,SUBGROUP=1,WG_SIZE=256`.
+    pub key: String,
+    /// Template file it was expanded from.
+    pub template: String,
+    pub workgroup_size: [u32; 3],
+    pub bindings: Vec<Binding>,
+    pub features: Features,
+    /// Bytes of `var<workgroup>` storage; checked against the adapter at run time.
+    pub workgroup_storage_bytes: u32,
+    /// Text for native wgpu (naga front end): no `enable subgroups;`.
+    pub wgsl_native: String,
+    /// Text for browsers (Tint): with `enable subgroups;` where subgroups are used.
+    pub wgsl_web: String,
+}
+
+impl Variant {
+    /// A file-name-safe identifier: `reduce__DTYPE-f32_OP-sum`.
+    pub fn slug(&self) -> String {
+        let key = self.key.replace('=', "-").replace(',', "_");
+        format!("{}__{}", self.name, key)
+    }
+}
+
+/// Expands and validates every variant listed in `shaders_dir/manifest.txt`.
+pub fn generate(shaders_dir: &Path) -> Result<Vec<Variant>, Error> {
+    let manifest_path = shaders_dir.join("manifest.txt");
+    let manifest = std::fs::read_to_string(&manifest_path).map_err(|e| Error::Io {
+        path: manifest_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    manifest::parse(&manifest)?
+        .iter()
+        .map(|entry| build_variant(shaders_dir, entry))
+        .collect()
+}
+
+fn build_variant(root: &Path, entry: &manifest::Entry) -> Result<Variant, Error> {
+    let features = entry.features();
+    let key = entry.key();
+    let manifest_origin = preprocess::Origin {
+        file: "manifest.txt".into(),
+        line: entry.line,
+    };
+
+    let mut expanded = preprocess::Expanded::default();
+    if features.f16 {
+        expanded.push_line("enable f16;", manifest_origin.clone());
+    }
+    expanded.push_line(
+        &format!("// {}[{}] from {}", entry.kernel, key, entry.template),
+        manifest_origin.clone(),
+    );
+    for decl in entry.declarations() {
+        expanded.push_line(&decl, manifest_origin.clone());
+    }
+    let mut imported = BTreeSet::new();
+    preprocess::expand(
+        root,
+        &entry.template,
+        &entry.defines(),
+        &mut imported,
+        &mut expanded,
+    )?;
+
+    let module = naga::front::wgsl::parse_str(&expanded.text).map_err(|e| {
+        let line = e.location(&expanded.text).map(|l| l.line_number);
+        located(
+            &expanded,
+            entry,
+            line,
+            &e.emit_to_string_with_path(&expanded.text, &entry.template),
+        )
+    })?;
+
+    let mut caps = Capabilities::empty();
+    if features.f16 {
+        caps |= Capabilities::SHADER_FLOAT16;
+    }
+    if features.subgroup {
+        caps |= Capabilities::SUBGROUP | Capabilities::SUBGROUP_BARRIER;
+    }
+    let info = Validator::new(ValidationFlags::all(), caps)
+        .validate(&module)
+        .map_err(|e| {
+            let line = e.location(&expanded.text).map(|l| l.line_number);
+            located(
+                &expanded,
+                entry,
+                line,
+                &e.emit_to_string_with_path(&expanded.text, &entry.template),
+            )
+        })?;
+
+    let fail = |message: String| Error::Template {
+        file: entry.template.clone(),
+        line: 1,
+        message: format!("{}[{}]: {message}", entry.kernel, key),
+    };
+    let [entry_point] = module.entry_points.as_slice() else {
+        return Err(fail("a kernel needs exactly one entry point".into()));
+    };
+    if entry_point.stage != naga::ShaderStage::Compute || entry_point.name != "main" {
+        return Err(fail("the entry point must be `@compute fn main`".into()));
+    }
+
+    let mut layouter = naga::proc::Layouter::default();
+    layouter
+        .update(module.to_ctx())
+        .map_err(|e| fail(format!("type layout: {e}")))?;
+
+    let ep_info = info.get_entry_point(0);
+    let mut bindings = Vec::new();
+    let mut workgroup_storage_bytes = 0u32;
+    for (handle, var) in module.global_variables.iter() {
+        if var.space == naga::AddressSpace::WorkGroup {
+            workgroup_storage_bytes += layouter[var.ty].size;
+            continue;
+        }
+        let Some(rb) = &var.binding else { continue };
+        if ep_info[handle].is_empty() {
+            let name = var.name.as_deref().unwrap_or("?");
+            return Err(fail(format!(
+                "binding {} (`{name}`) is declared but unused; drop it or guard it with #ifdef",
+                rb.binding
+            )));
+        }
+        if rb.group != 0 {
+            return Err(fail(format!("binding {} must be in @group(0)", rb.binding)));
+        }
+        let kind = match var.space {
+            naga::AddressSpace::Uniform => BindingKind::Uniform,
+            naga::AddressSpace::Storage { access } => {
+                if access.contains(naga::StorageAccess::STORE) {
+                    BindingKind::StorageReadWrite
+                } else {
+                    BindingKind::StorageRead
+                }
+            }
+            other => return Err(fail(format!("unsupported binding space {other:?}"))),
+        };
+        let ty = &module.types[var.ty];
+        let min_size = match &ty.inner {
+            naga::TypeInner::Array {
+                size: naga::ArraySize::Dynamic,
+                stride,
+                ..
+            } => *stride,
+            _ => layouter[var.ty].size,
+        };
+        bindings.push(Binding {
+            binding: rb.binding,
+            kind,
+            min_size,
+        });
+    }
+    bindings.sort_by_key(|b| b.binding);
+
+    let wgsl_native = expanded.text.clone();
+    // Tint needs the directives that naga 30 rejects: `enable subgroups;` for any subgroup
+    // built-in and `requires subgroup_id;` for `subgroup_id` / `num_subgroups`.
+    let mut wgsl_web = String::new();
+    if features.subgroup {
+        wgsl_web.push_str("enable subgroups;\n");
+        if wgsl_native.contains("subgroup_id") || wgsl_native.contains("num_subgroups") {
+            wgsl_web.push_str("requires subgroup_id;\n");
+        }
+    }
+    wgsl_web.push_str(&wgsl_native);
+    Ok(Variant {
+        name: entry.kernel.clone(),
+        key,
+        template: entry.template.clone(),
+        workgroup_size: entry_point.workgroup_size,
+        bindings,
+        features,
+        workgroup_storage_bytes,
+        wgsl_native,
+        wgsl_web,
+    })
+}
+
+/// Maps a naga error at `line` of the preprocessed text back to its template file and line.
+fn located(
+    expanded: &preprocess::Expanded,
+    entry: &manifest::Entry,
+    line: Option<u32>,
+    detail: &str,
+) -> Error {
+    let origin = line
+        .and_then(|l| expanded.origin(l))
+        .cloned()
+        .unwrap_or(preprocess::Origin {
+            file: entry.template.clone(),
+            line: 1,
+        });
+    Error::Template {
+        file: origin.file,
+        line: origin.line,
+        message: format!(
+            "{}[{}] does not validate:\n{detail}",
+            entry.kernel,
+            entry.key()
+        ),
+    }
+}
+
+/// Which WGSL text the emitted table carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// wgpu on Vulkan, Metal, DX12 (naga front end).
+    Native,
+    /// Browsers (Tint).
+    Web,
+}
+
+/// Rust source for `static KERNELS: &[KernelSpec]`, sorted by (name, key). The including module
+/// must define `KernelSpec`, `BindingSpec`, `BindingKind` and `KernelFeatures` with the same
+/// field names.
+pub fn emit_rust(variants: &[Variant], target: Target) -> String {
+    let mut out = String::from("// Generated by kiln-shadergen from shaders/: do not edit.\n");
+    out.push_str("pub static KERNELS: &[KernelSpec] = &[\n");
+    for v in variants {
+        let wgsl = match target {
+            Target::Native => &v.wgsl_native,
+            Target::Web => &v.wgsl_web,
+        };
+        let mut bindings = String::new();
+        for b in &v.bindings {
+            let _ = write!(
+                bindings,
+                "BindingSpec {{ binding: {}, kind: BindingKind::{:?}, min_size: {} }}, ",
+                b.binding, b.kind, b.min_size
+            );
+        }
+        let _ = writeln!(
+            out,
+            "    KernelSpec {{ name: {:?}, key: {:?}, template: {:?}, workgroup_size: {:?}, \
+             bindings: &[{bindings}], features: KernelFeatures {{ f16: {}, subgroup: {} }}, \
+             workgroup_storage_bytes: {}, wgsl: {:?} }},",
+            v.name,
+            v.key,
+            v.template,
+            v.workgroup_size,
+            v.features.f16,
+            v.features.subgroup,
+            v.workgroup_storage_bytes,
+            wgsl
+        );
+    }
+    out.push_str("];\n");
+    out
+}
+
+/// The reviewed text of one variant, as kept in `snapshots/`.
+pub fn snapshot_text(v: &Variant) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "kernel: {}", v.name);
+    let _ = writeln!(s, "key: {}", v.key);
+    let _ = writeln!(s, "template: {}", v.template);
+    let _ = writeln!(s, "workgroup_size: {:?}", v.workgroup_size);
+    let _ = writeln!(s, "workgroup_storage_bytes: {}", v.workgroup_storage_bytes);
+    let _ = writeln!(
+        s,
+        "features: f16={} subgroup={}",
+        v.features.f16, v.features.subgroup
+    );
+    for b in &v.bindings {
+        let _ = writeln!(
+            s,
+            "binding {}: {:?} (min {} bytes)",
+            b.binding, b.kind, b.min_size
+        );
+    }
+    let web_only: Vec<&str> = v
+        .wgsl_web
+        .lines()
+        .take_while(|l| l.starts_with("enable ") || l.starts_with("requires "))
+        .filter(|l| !v.wgsl_native.lines().any(|n| n == *l))
+        .collect();
+    let _ = writeln!(
+        s,
+        "web adds: {}",
+        if web_only.is_empty() {
+            "nothing".into()
+        } else {
+            web_only.join(" ")
+        }
+    );
+    s.push_str("---\n");
+    s.push_str(&v.wgsl_native);
+    s
+}

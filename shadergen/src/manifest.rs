@@ -1,0 +1,181 @@
+//! The variant manifest (`shaders/manifest.txt`): which variants of which template to build.
+//!
+//! One line per family of variants, `#` starts a comment:
+//!
+//! ```text
+//! # kernel     template          parameters
+//! reduce       reduce.wgsl       OP=sum|max DTYPE=f32 WG_SIZE=256 SUBGROUP=0|1
+//! ```
+//!
+//! `a|b` expands into one variant per choice (the cross product over all parameters). A bare
+//! `NAME` means `NAME=1`. What a parameter gives the template:
+//! - an integer `N`: `const NAME: u32 = Nu;`, and `NAME` is defined for `#ifdef` when `N != 0`;
+//! - a WGSL scalar type (`f32`, `f16`, `u32`, `i32`): `alias NAME = type;`, and `NAME_TYPE`
+//!   (e.g. `DTYPE_F16`) is defined;
+//! - any other word `w`: `NAME_W` is defined (e.g. `OP=sum` defines `OP_SUM`).
+//!
+//! A variant needs SHADER_F16 when any parameter is `f16`, and subgroups when `SUBGROUP` is
+//! non-zero. Its key is its parameters in name order, `DTYPE=f32,OP=sum,...`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{Error, Features};
+
+/// One variant to generate.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub kernel: String,
+    pub template: String,
+    pub params: BTreeMap<String, String>,
+    /// 1-based manifest line, for errors.
+    pub line: u32,
+}
+
+const SCALARS: [&str; 4] = ["f32", "f16", "u32", "i32"];
+
+impl Entry {
+    /// Canonical key: parameters sorted by name, `K=V` joined by commas.
+    pub fn key(&self) -> String {
+        let parts: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        parts.join(",")
+    }
+
+    pub fn features(&self) -> Features {
+        Features {
+            f16: self.params.values().any(|v| v == "f16"),
+            subgroup: self
+                .params
+                .get("SUBGROUP")
+                .is_some_and(|v| v.parse::<u32>().is_ok_and(|n| n != 0)),
+        }
+    }
+
+    /// Names visible to `#ifdef`.
+    pub fn defines(&self) -> BTreeSet<String> {
+        let mut defined = BTreeSet::new();
+        for (name, value) in &self.params {
+            match value.parse::<u32>() {
+                Ok(0) => {}
+                Ok(_) => {
+                    defined.insert(name.clone());
+                }
+                Err(_) => {
+                    defined.insert(format!("{name}_{}", value.to_ascii_uppercase()));
+                }
+            }
+        }
+        defined
+    }
+
+    /// WGSL declarations for the typed constants, one per line.
+    pub fn declarations(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (name, value) in &self.params {
+            if let Ok(n) = value.parse::<u32>() {
+                lines.push(format!("const {name}: u32 = {n}u;"));
+            } else if SCALARS.contains(&value.as_str()) {
+                lines.push(format!("alias {name} = {value};"));
+            }
+        }
+        lines
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses the manifest text into expanded entries, sorted by kernel name then key.
+pub fn parse(text: &str) -> Result<Vec<Entry>, Error> {
+    let mut entries = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index as u32 + 1;
+        let at = |message: String| Error::Template {
+            file: "manifest.txt".into(),
+            line,
+            message,
+        };
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let mut words = content.split_whitespace();
+        let (Some(kernel), Some(template)) = (words.next(), words.next()) else {
+            return Err(at("expected `kernel template.wgsl PARAM=value ...`".into()));
+        };
+        if !is_identifier(kernel) {
+            return Err(at(format!("kernel name `{kernel}` is not an identifier")));
+        }
+        if !template.ends_with(".wgsl") || template.contains("..") {
+            return Err(at(format!(
+                "template `{template}` must be a .wgsl file in shaders/"
+            )));
+        }
+        // Each parameter with its choices, expanded as a cross product below.
+        let mut axes: Vec<(String, Vec<String>)> = Vec::new();
+        for word in words {
+            let (name, values) = word.split_once('=').unwrap_or((word, "1"));
+            if !is_identifier(name) || name.to_ascii_uppercase() != name {
+                return Err(at(format!(
+                    "parameter `{name}` must be an UPPER_CASE identifier"
+                )));
+            }
+            if axes.iter().any(|(n, _)| n == name) {
+                return Err(at(format!("parameter `{name}` given twice")));
+            }
+            let choices: Vec<String> = values.split('|').map(str::to_string).collect();
+            if let Some(bad) = choices
+                .iter()
+                .find(|c| !(is_identifier(c) || c.parse::<u32>().is_ok()))
+            {
+                return Err(at(format!(
+                    "value `{bad}` of {name} must be an unsigned integer or a word"
+                )));
+            }
+            axes.push((name.to_string(), choices));
+        }
+        let mut combos: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
+        for (name, choices) in &axes {
+            combos = combos
+                .into_iter()
+                .flat_map(|combo| {
+                    choices.iter().map(move |choice| {
+                        let mut next = combo.clone();
+                        next.insert(name.clone(), choice.clone());
+                        next
+                    })
+                })
+                .collect();
+        }
+        entries.extend(combos.into_iter().map(|params| Entry {
+            kernel: kernel.to_string(),
+            template: template.to_string(),
+            params,
+            line,
+        }));
+    }
+    entries.sort_by(|a, b| (&a.kernel, a.key()).cmp(&(&b.kernel, b.key())));
+    for pair in entries.windows(2) {
+        if pair[0].kernel == pair[1].kernel && pair[0].key() == pair[1].key() {
+            return Err(Error::Template {
+                file: "manifest.txt".into(),
+                line: pair[1].line,
+                message: format!(
+                    "variant {}[{}] is also listed on line {}",
+                    pair[1].kernel,
+                    pair[1].key(),
+                    pair[0].line
+                ),
+            });
+        }
+    }
+    Ok(entries)
+}
