@@ -1,1 +1,13 @@
-//! kiln
+//! kiln runs small language models fast through WebGPU, natively (wgpu on Vulkan, Metal, DX12)
+//! and in browsers, with a SIMD CPU path where there is no GPU.
+//!
+//! Layers, bottom up (see docs/ARCHITECTURE.md):
+//! - [`gpu`]: the device, the generated kernel table, pipelines, buffer pool, recorder, readback;
+//! - [`ops`]: one module per kernel family, each recording dispatches of generated kernels.
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+
+pub use error::{Error, Result};
+pub use gpu::{Counters, Gpu, GpuOptions};

@@ -1,0 +1,91 @@
+//! The crate's error type: every variant says what went wrong and what the caller can do.
+
+/// Result with kiln's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in kiln, with a message that says what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No GPU adapter matched the options.
+    #[error(
+        "no GPU adapter found ({detail}). Install a Vulkan/Metal/DX12 driver (on Linux without a \
+         GPU: `apt-get install mesa-vulkan-drivers` gives the lavapipe CPU driver), relax \
+         KILN_BACKEND / KILN_ADAPTER, or use the CPU backend"
+    )]
+    NoAdapter { detail: String },
+
+    /// The adapter refused to create a device.
+    #[error("the GPU adapter `{adapter}` refused to create a device: {detail}")]
+    DeviceRequest { adapter: String, detail: String },
+
+    /// The device was lost (driver reset, GPU removed, out of memory, or destroyed).
+    #[error(
+        "the GPU device was lost ({reason}); everything on it is gone: create a new Gpu and \
+         reload the model, or fall back to the CPU backend"
+    )]
+    DeviceLost { reason: String },
+
+    /// wgpu reported a validation or out-of-memory error.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+
+    /// A kernel variant is not in the generated table.
+    #[error(
+        "no kernel variant {name}[{key}] was generated; add it to shaders/manifest.txt \
+         (variants of {name}: {available})"
+    )]
+    MissingKernel {
+        name: String,
+        key: String,
+        available: String,
+    },
+
+    /// A kernel needs a device feature the adapter lacks.
+    #[error(
+        "kernel {kernel} needs the device feature {feature}, which this adapter lacks; pick a variant without it"
+    )]
+    MissingFeature {
+        kernel: String,
+        feature: &'static str,
+    },
+
+    /// A kernel exceeds a device limit that naga cannot check at build time.
+    #[error(
+        "kernel {kernel} needs {what} = {needed}, but this adapter allows {limit}; \
+         choose a variant with a smaller workgroup or tile for this device"
+    )]
+    KernelExceedsLimits {
+        kernel: String,
+        what: &'static str,
+        needed: u64,
+        limit: u64,
+    },
+
+    /// A buffer or binding is larger than the adapter allows.
+    #[error(
+        "{what} of {size} bytes exceeds this adapter's limit of {limit} bytes; \
+         split the tensor across several buffers or use a device with larger limits"
+    )]
+    BufferTooLarge {
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
+
+    /// A shape the kernels cannot take.
+    #[error("invalid shape for {op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+
+    /// Reading results back from the GPU failed.
+    #[error("reading back from the GPU failed: {0}")]
+    Readback(String),
+
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,342 @@
+//! The GPU context: adapter selection, device creation with the optional features kiln uses,
+//! recorded limits, device-lost and uncaptured-error tracking.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::counters::{Counters, LiveCounters};
+use crate::gpu::pipelines::Pipelines;
+use crate::gpu::pool::BufferPool;
+use crate::gpu::recorder::Arena;
+
+/// How to pick an adapter. [`GpuOptions::from_env`] reads the same choices from the environment.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// Backends to consider (`KILN_BACKEND=vulkan,metal,dx12,gl,webgpu`); all by default.
+    pub backends: wgpu::Backends,
+    /// `KILN_POWER=high|low`; high performance by default.
+    pub power_preference: wgpu::PowerPreference,
+    /// Only adapters whose name contains this (case-insensitive; `KILN_ADAPTER`).
+    pub adapter_name: Option<String>,
+    /// Folder for the persisted pipeline cache (`KILN_CACHE_DIR`); natively defaults to
+    /// `$XDG_CACHE_HOME/kiln` or `~/.cache/kiln`. Unused where the backend has no pipeline cache.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            backends: wgpu::Backends::all(),
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            adapter_name: None,
+            cache_dir: None,
+        }
+    }
+}
+
+impl GpuOptions {
+    /// Defaults, overridden by `KILN_BACKEND`, `KILN_POWER`, `KILN_ADAPTER`, `KILN_CACHE_DIR`.
+    pub fn from_env() -> Self {
+        let mut opts = GpuOptions::default();
+        if let Ok(list) = std::env::var("KILN_BACKEND") {
+            opts.backends = wgpu::Backends::from_comma_list(&list);
+        }
+        if let Ok(power) = std::env::var("KILN_POWER") {
+            opts.power_preference = match power.to_ascii_lowercase().as_str() {
+                "low" | "low-power" => wgpu::PowerPreference::LowPower,
+                _ => wgpu::PowerPreference::HighPerformance,
+            };
+        }
+        opts.adapter_name = std::env::var("KILN_ADAPTER").ok().filter(|s| !s.is_empty());
+        opts.cache_dir = std::env::var_os("KILN_CACHE_DIR").map(Into::into);
+        opts
+    }
+}
+
+/// Optional features kiln turns on when the adapter has them.
+const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::SUBGROUP_BARRIER)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::PIPELINE_CACHE);
+
+/// What the device can do, as kernel selection needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// f16 in shaders (SHADER_F16).
+    pub f16: bool,
+    /// Subgroup operations (SUBGROUP and SUBGROUP_BARRIER).
+    pub subgroup: bool,
+    /// GPU timestamps (TIMESTAMP_QUERY).
+    pub timestamps: bool,
+    /// Smallest and largest subgroup size the adapter reports.
+    pub subgroup_sizes: (u32, u32),
+}
+
+pub(crate) struct GpuInner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub caps: Capabilities,
+    pub counters: LiveCounters,
+    pub pool: BufferPool,
+    pub pipelines: Pipelines,
+    pub arena: Arena,
+    lost: Arc<(AtomicBool, Mutex<String>)>,
+    first_error: Arc<Mutex<Option<String>>>,
+}
+
+/// A GPU device and everything kiln keeps per device: pipelines, buffer pool, counters.
+/// Cheap to clone (a shared handle).
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Arc<GpuInner>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .field("caps", &self.inner.caps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gpu {
+    /// Opens the best adapter that matches `opts` and creates a device on it.
+    pub async fn new(opts: GpuOptions) -> Result<Gpu> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = opts.backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pick_adapter(&instance, &opts).await?;
+        let info = adapter.get_info();
+        let features = adapter.features() & WANTED_FEATURES;
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("kiln"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::DeviceRequest {
+                adapter: info.name.clone(),
+                detail: e.to_string(),
+            })?;
+
+        let lost = Arc::new((AtomicBool::new(false), Mutex::new(String::new())));
+        let lost_cb = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut m) = lost_cb.1.lock() {
+                *m = format!("{reason:?}: {message}");
+            }
+            lost_cb.0.store(true, Ordering::SeqCst);
+        });
+        let first_error = Arc::new(Mutex::new(None));
+        let err_cb = first_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = err_cb.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+
+        let caps = Capabilities {
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroup: features
+                .contains(wgpu::Features::SUBGROUP | wgpu::Features::SUBGROUP_BARRIER),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+        };
+        let pipelines = Pipelines::new(&device, &info, features, opts.cache_dir.as_deref());
+        Ok(Gpu {
+            inner: Arc::new(GpuInner {
+                device,
+                queue,
+                info,
+                limits,
+                caps,
+                counters: LiveCounters::default(),
+                pool: BufferPool::default(),
+                pipelines,
+                arena: Arena::default(),
+                lost,
+                first_error,
+            }),
+        })
+    }
+
+    /// [`Gpu::new`], blocking the calling thread (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(opts: GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Gpu::new(opts))
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The adapter's name, backend, device type and subgroup sizes.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The device limits (equal to the adapter's: kiln requests all of them).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.caps
+    }
+
+    /// A snapshot of the work counters.
+    pub fn counters(&self) -> Counters {
+        self.inner.counters.snapshot()
+    }
+
+    pub(crate) fn live_counters(&self) -> &LiveCounters {
+        &self.inner.counters
+    }
+
+    /// Fails if the device was lost or wgpu reported an error since the last check.
+    pub fn check(&self) -> Result<()> {
+        if self.inner.lost.0.load(Ordering::SeqCst) {
+            let reason = self
+                .inner
+                .lost
+                .1
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default();
+            return Err(Error::DeviceLost { reason });
+        }
+        if let Some(message) = self
+            .inner
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|mut e| e.take())
+        {
+            return Err(Error::Gpu(message));
+        }
+        Ok(())
+    }
+
+    /// Waits until the GPU has finished all submitted work (native); counts one wait.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_idle(&self) -> Result<()> {
+        LiveCounters::add(&self.inner.counters.waits, 1);
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.check()
+    }
+
+    /// Checks a buffer size against the adapter's limits before creating it.
+    pub(crate) fn check_buffer_size(&self, size: u64, usage: wgpu::BufferUsages) -> Result<()> {
+        let limits = &self.inner.limits;
+        if size > limits.max_buffer_size {
+            return Err(Error::BufferTooLarge {
+                what: "buffer",
+                size,
+                limit: limits.max_buffer_size,
+            });
+        }
+        if usage.contains(wgpu::BufferUsages::STORAGE)
+            && size > limits.max_storage_buffer_binding_size
+        {
+            return Err(Error::BufferTooLarge {
+                what: "storage binding",
+                size,
+                limit: limits.max_storage_buffer_binding_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates a buffer outside the pool (weights, caches that live as long as a model),
+    /// counted and size-checked.
+    pub fn create_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        self.check_buffer_size(size, usage)?;
+        LiveCounters::add(&self.inner.counters.buffers_created, 1);
+        Ok(self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4).next_multiple_of(4),
+            usage,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Creates a storage buffer holding `data` (padded to 4 bytes).
+    pub fn upload(&self, label: &str, data: &[u8]) -> Result<wgpu::Buffer> {
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        let buffer = self.create_buffer(label, data.len() as u64, usage)?;
+        self.write(&buffer, 0, data);
+        Ok(buffer)
+    }
+
+    /// Writes `data` into `buffer` at `offset` before the next submit (padded to 4 bytes).
+    pub fn write(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        LiveCounters::add(&self.inner.counters.bytes_uploaded, data.len() as u64);
+        if data.len().is_multiple_of(4) {
+            self.inner.queue.write_buffer(buffer, offset, data);
+        } else {
+            let mut padded = data.to_vec();
+            padded.resize(data.len().next_multiple_of(4), 0);
+            self.inner.queue.write_buffer(buffer, offset, &padded);
+        }
+    }
+}
+
+async fn pick_adapter(instance: &wgpu::Instance, opts: &GpuOptions) -> Result<wgpu::Adapter> {
+    if let Some(wanted) = &opts.adapter_name {
+        let wanted_lower = wanted.to_lowercase();
+        let adapters = instance.enumerate_adapters(opts.backends).await;
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
+            .collect();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
+            .ok_or_else(|| Error::NoAdapter {
+                detail: format!(
+                    "none is named like `{wanted}`; available: {}",
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            });
+    }
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: opts.power_preference,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        })
+        .await
+        .map_err(|e| Error::NoAdapter {
+            detail: format!("backends {:?}: {e}", opts.backends),
+        })
+}

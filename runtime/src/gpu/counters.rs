@@ -1,0 +1,69 @@
+//! Work counters: how many dispatches, submits, buffer and pipeline creations, bytes moved and
+//! CPU-GPU waits a workload caused. Tests assert on them; benchmarks print them per token.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the counters. Subtract two snapshots to get the work done in between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Compute dispatches submitted.
+    pub dispatches: u64,
+    /// `Queue::submit` calls.
+    pub submits: u64,
+    /// `Device::create_buffer` calls (pool misses, arena growth, uploads of weights).
+    pub buffers_created: u64,
+    /// Compute pipelines created (pipeline-cache misses).
+    pub pipelines_created: u64,
+    /// Bytes written to GPU buffers from the CPU.
+    pub bytes_uploaded: u64,
+    /// Bytes copied back from the GPU to the CPU.
+    pub bytes_read_back: u64,
+    /// Times the CPU blocked on (or awaited) the GPU.
+    pub waits: u64,
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    fn sub(self, rhs: Counters) -> Counters {
+        Counters {
+            dispatches: self.dispatches - rhs.dispatches,
+            submits: self.submits - rhs.submits,
+            buffers_created: self.buffers_created - rhs.buffers_created,
+            pipelines_created: self.pipelines_created - rhs.pipelines_created,
+            bytes_uploaded: self.bytes_uploaded - rhs.bytes_uploaded,
+            bytes_read_back: self.bytes_read_back - rhs.bytes_read_back,
+            waits: self.waits - rhs.waits,
+        }
+    }
+}
+
+/// The live, thread-safe counters of one [`crate::Gpu`].
+#[derive(Debug, Default)]
+pub(crate) struct LiveCounters {
+    pub dispatches: AtomicU64,
+    pub submits: AtomicU64,
+    pub buffers_created: AtomicU64,
+    pub pipelines_created: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
+    pub bytes_read_back: AtomicU64,
+    pub waits: AtomicU64,
+}
+
+impl LiveCounters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Counters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            dispatches: get(&self.dispatches),
+            submits: get(&self.submits),
+            buffers_created: get(&self.buffers_created),
+            pipelines_created: get(&self.pipelines_created),
+            bytes_uploaded: get(&self.bytes_uploaded),
+            bytes_read_back: get(&self.bytes_read_back),
+            waits: get(&self.waits),
+        }
+    }
+}

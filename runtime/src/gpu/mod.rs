@@ -1,0 +1,16 @@
+//! The GPU core: context and device facts, the generated kernel table, pipelines, the buffer
+//! pool, the recorder with its uniform arena, readback and counters.
+
+pub mod context;
+pub mod counters;
+pub mod kernels;
+pub mod pipelines;
+pub mod pool;
+pub mod recorder;
+
+pub use context::{Capabilities, Gpu, GpuOptions};
+pub use counters::Counters;
+pub use kernels::{DType, KernelKey, KernelSpec};
+pub use pipelines::Kernel;
+pub use pool::GpuBuffer;
+pub use recorder::{Readback, Recorder, View};

@@ -1,0 +1,21 @@
+//! Ops: one module per kernel family. Each op names its kernel variant with a typed key, checks
+//! the shapes it is given, and records dispatches on a [`crate::gpu::Recorder`]; the dispatch
+//! math reads workgroup and tile sizes from the variant's spec, never from a second copy.
+
+pub mod elementwise;
+pub mod matmul;
+pub mod reduce;
+
+use crate::error::{Error, Result};
+use crate::gpu::View;
+
+/// Fails unless `view` holds at least `bytes` bytes.
+pub(crate) fn need(op: &'static str, name: &str, view: &View<'_>, bytes: u64) -> Result<()> {
+    if view.size < bytes {
+        return Err(Error::Shape {
+            op,
+            detail: format!("`{name}` holds {} bytes, needs {bytes}", view.size),
+        });
+    }
+    Ok(())
+}
