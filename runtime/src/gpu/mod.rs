@@ -10,7 +10,7 @@ pub mod recorder;
 
 pub use context::{Capabilities, Gpu, GpuOptions};
 pub use counters::Counters;
-pub use kernels::{DType, KernelKey, KernelSpec};
+pub use kernels::{BindingKind, BindingSpec, DType, KernelFeatures, KernelKey, KernelSpec};
 pub use pipelines::Kernel;
 pub use pool::GpuBuffer;
 pub use recorder::{Readback, Recorder, View};

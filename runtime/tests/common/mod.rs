@@ -1,0 +1,97 @@
+//! Shared helpers for tests that run on a real adapter.
+#![allow(dead_code)]
+
+use kiln::{Error, Gpu, GpuOptions};
+
+/// Opens the adapter the environment selects. Without one the test is skipped loudly, unless
+/// `KILN_REQUIRE_GPU=1` (CI), where a missing adapter fails the test.
+pub fn gpu() -> Option<Gpu> {
+    match Gpu::new_blocking(GpuOptions::from_env()) {
+        Ok(gpu) => {
+            eprintln!("adapter: {gpu:?}");
+            Some(gpu)
+        }
+        Err(e @ Error::NoAdapter { .. }) => {
+            if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("KILN_REQUIRE_GPU=1 but there is no adapter: {e}");
+            }
+            eprintln!("SKIPPED: no GPU adapter ({e}); set KILN_REQUIRE_GPU=1 to make this fail");
+            None
+        }
+        Err(e) => panic!("opening the GPU failed: {e}"),
+    }
+}
+
+/// A small seeded generator (SplitMix64), so inputs are random but reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+/// Guard words written around every output, to catch writes out of bounds.
+pub const GUARD: u32 = 0x7fc0_dead;
+pub const GUARD_WORDS: usize = 16;
+
+/// A storage buffer holding `words` 4-byte words of output, with guard words before and after.
+/// Returns the buffer and the byte offset of the output.
+pub fn guarded_output(gpu: &Gpu, words: usize) -> (wgpu::Buffer, u64) {
+    let mut init = vec![GUARD; words + 2 * GUARD_WORDS];
+    init[GUARD_WORDS..GUARD_WORDS + words].fill(0);
+    let buffer = gpu
+        .upload("test output", bytemuck::cast_slice(&init))
+        .expect("upload output");
+    (buffer, (GUARD_WORDS * 4) as u64)
+}
+
+/// Reads a guarded output back, asserts the guards are intact, and returns the output words.
+pub fn read_guarded(gpu: &Gpu, buffer: &wgpu::Buffer, words: usize) -> Vec<u32> {
+    let mut rec = gpu.recorder();
+    let back = rec.read(buffer.into()).expect("schedule read");
+    rec.submit().expect("submit");
+    let bytes = back.wait().expect("read back");
+    let all: &[u32] = bytemuck::cast_slice(&bytes);
+    let (head, rest) = all.split_at(GUARD_WORDS);
+    let (out, tail) = rest.split_at(words);
+    assert!(
+        head.iter().all(|&w| w == GUARD),
+        "a kernel wrote before its output"
+    );
+    assert!(
+        tail[..GUARD_WORDS].iter().all(|&w| w == GUARD),
+        "a kernel wrote past its output"
+    );
+    out.to_vec()
+}
+
+/// Asserts `got` matches `want` within `atol + rtol * |want|`, and that nothing is NaN or inf.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}[{i}] = {g} is not finite");
+        let tol = atol + rtol * w.abs();
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}[{i}]: got {g}, want {w} (tolerance {tol})"
+        );
+    }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every kiln test: formatting, lints, the workspace's tests (GPU tests on the first
+# adapter found; lavapipe where there is no GPU), and kiln-cpu's tests as wasm32 under Node.
+# Set KILN_REQUIRE_GPU=1 to make a missing adapter a failure instead of a loud skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# lavapipe warns on every device creation without it.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
