@@ -149,8 +149,20 @@ fn reductions_match_cpu_and_variants_agree() {
             let max = run_reduce(&gpu, ReduceOp::Max, combine, &x, nrows);
             // f32 summation of n terms of magnitude <= 3 in a different order.
             let atol = 3.0 * n as f32 * f32::EPSILON * 4.0;
-            assert_close(&format!("sum {combine:?} {nrows}x{n}"), &sum, &sums, atol, 1e-5);
-            assert_close(&format!("max {combine:?} {nrows}x{n}"), &max, &maxes, 0.0, 0.0);
+            assert_close(
+                &format!("sum {combine:?} {nrows}x{n}"),
+                &sum,
+                &sums,
+                atol,
+                1e-5,
+            );
+            assert_close(
+                &format!("max {combine:?} {nrows}x{n}"),
+                &max,
+                &maxes,
+                0.0,
+                0.0,
+            );
             results.push(sum);
         }
         if let [a, b] = &results[..] {
@@ -168,7 +180,11 @@ fn cpu_matmul(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
             for j in 0..n {
                 let mut acc = 0.0f64;
                 for p in 0..k {
-                    let bv = if s.trans_b { b[j * k + p] } else { b[p * n + j] };
+                    let bv = if s.trans_b {
+                        b[j * k + p]
+                    } else {
+                        b[p * n + j]
+                    };
                     acc += f64::from(a[i * k + p]) * f64::from(bv);
                 }
                 c[z * m * n + i * n + j] = acc as f32;
@@ -182,7 +198,12 @@ fn cpu_matmul(a: &[f32], b: &[f32], s: MatmulShape) -> Vec<f32> {
 fn matmul_matches_cpu_at_odd_sizes() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(4);
-    for (m, n, k, batch) in [(1, 1, 1, 1), (67, 45, 129, 3), (33, 70, 5, 1), (1, 577, 300, 2)] {
+    for (m, n, k, batch) in [
+        (1, 1, 1, 1),
+        (67, 45, 129, 3),
+        (33, 70, 5, 1),
+        (1, 577, 300, 2),
+    ] {
         for trans_b in [false, true] {
             let s = MatmulShape {
                 m,
@@ -235,14 +256,39 @@ fn a_step_is_one_submit_and_repeats_without_allocation() {
         let b = gpu.alloc_storage("step b", u64::from(n) * 4).unwrap();
         let sum = gpu.alloc_storage("step sum", 4).unwrap();
         let mut rec = gpu.recorder();
-        binary(&mut rec, BinaryOp::Add, DType::F32, (&x).into(), (&x).into(), (&a).into(), n)
-            .unwrap();
+        binary(
+            &mut rec,
+            BinaryOp::Add,
+            DType::F32,
+            (&x).into(),
+            (&x).into(),
+            (&a).into(),
+            n,
+        )
+        .unwrap();
         for i in 0..10 {
             let (src, dst) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
-            binary(&mut rec, BinaryOp::Mul, DType::F32, src.into(), (&x).into(), dst.into(), n)
-                .unwrap();
+            binary(
+                &mut rec,
+                BinaryOp::Mul,
+                DType::F32,
+                src.into(),
+                (&x).into(),
+                dst.into(),
+                n,
+            )
+            .unwrap();
         }
-        rows(&mut rec, ReduceOp::Sum, combine, (&a).into(), (&sum).into(), 1, n).unwrap();
+        rows(
+            &mut rec,
+            ReduceOp::Sum,
+            combine,
+            (&a).into(),
+            (&sum).into(),
+            1,
+            n,
+        )
+        .unwrap();
         let back = rec.read((&sum).into()).unwrap();
         rec.submit().unwrap();
         f32::from_le_bytes(back.wait().unwrap()[..4].try_into().unwrap())
