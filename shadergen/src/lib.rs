@@ -150,7 +150,9 @@ fn build_variant(root: &Path, entry: &manifest::Entry) -> Result<Variant, Error>
         )
     })?;
 
-    let mut caps = Capabilities::empty();
+    // pack2x16float / unpack2x16float are core WebGPU; naga files them under a capability that
+    // every wgpu backend but old GLES has (downlevel SHADER_F16_IN_F32).
+    let mut caps = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     if features.f16 {
         caps |= Capabilities::SHADER_FLOAT16;
     }

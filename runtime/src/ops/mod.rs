@@ -2,9 +2,15 @@
 //! the shapes it is given, and records dispatches on a [`crate::gpu::Recorder`]; the dispatch
 //! math reads workgroup and tile sizes from the variant's spec, never from a second copy.
 
+pub mod activation;
+pub mod attention;
 pub mod elementwise;
+pub mod gemv;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
+pub mod rope;
+pub mod sample;
 
 use crate::error::{Error, Result};
 use crate::gpu::View;

@@ -1,0 +1,49 @@
+// Quantized matrix-vector product, dequantization fused: y[j, row] (+)= W[row, :] . x[j, :]
+// for each of `m` activation rows j. W is stored as GGUF blocks (WTYPE), one output feature per
+// row; one workgroup per weight row reads it once per activation row, the workgroup's
+// invocations split the row's 32-weight units and combine with a subgroup or shared-memory
+// reduction.
+#import quant_dot
+#import reduce
+#import grid
+
+struct Params {
+    k: u32,          // row length (multiple of 32; of 256 for K-quants)
+    rows: u32,       // weight rows in this part
+    row_bytes: u32,  // bytes per weight row
+    m: u32,          // activation rows
+    x_stride: u32,   // vec4s between activation rows
+    y_stride: u32,   // floats between output rows
+    y_offset: u32,   // first output column (row of W) of this part
+    pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<u32>;           // (rows, row_bytes / 4) blocks
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;     // (m, k / 4)
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;     // (m, y_stride)
+
+@compute @workgroup_size(WG_SIZE)
+fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = flat_workgroup(wg, nwg);
+    if row >= p.rows {
+        return;
+    }
+    let units = p.k / 32u;
+    let base = row * p.row_bytes;
+    for (var j = 0u; j < p.m; j++) {
+        var acc = 0.0;
+        for (var u = l.index; u < units; u += WG_SIZE) {
+            acc += unit_dot(base, u, j * p.x_stride + u * 8u);
+        }
+        let s = wg_sum(l, acc);
+        if l.index == 0u {
+            let o = j * p.y_stride + p.y_offset + row;
+#ifdef ACC
+            y[o] += s;
+#else
+            y[o] = s;
+#endif
+        }
+    }
+}
