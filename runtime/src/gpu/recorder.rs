@@ -225,7 +225,8 @@ impl Recorder {
     /// Records a buffer-to-buffer copy (offsets and size multiples of 4).
     pub fn copy(&mut self, src: View<'_>, dst: View<'_>) -> Result<()> {
         let size = src.size;
-        if !src.offset.is_multiple_of(4) || !dst.offset.is_multiple_of(4) || !size.is_multiple_of(4) {
+        if !src.offset.is_multiple_of(4) || !dst.offset.is_multiple_of(4) || !size.is_multiple_of(4)
+        {
             return Err(Error::Shape {
                 op: "copy",
                 detail: format!(
