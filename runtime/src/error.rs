@@ -88,4 +88,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A GGUF file is invalid or lacks what the caller needs.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+
+    /// A tokenizer could not be built or used.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
 }

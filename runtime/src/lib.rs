@@ -4,10 +4,14 @@
 //! Layers, bottom up (see docs/ARCHITECTURE.md):
 //! - [`gpu`]: the device, the generated kernel table, pipelines, buffer pool, recorder, readback;
 //! - [`ops`]: one module per kernel family, each recording dispatches of generated kernels.
+//!
+//! Model files: [`gguf`] reads GGUF files, [`tokenizer`] builds tokenizers from their metadata.
 
 pub mod error;
+pub mod gguf;
 pub mod gpu;
 pub mod ops;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use gpu::{Counters, Gpu, GpuOptions};
