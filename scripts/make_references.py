@@ -16,8 +16,9 @@ runtime/tests/fixtures/reference/:
   tokenize_{model}.json  llama.cpp's tokenization of ~30 awkward texts, with special=True and
                          special=False, and llama.cpp's detokenization of each result.
 
-llama.cpp settings: n_ctx=512, n_batch=512, n_threads=n_threads_batch=2, f16 KV cache, no flash
-attention, CPU only, extra buffer types (weight repacking) OFF. The whole prompt is evaluated as
+llama.cpp settings: n_ctx=512, n_batch=512, n_threads=n_threads_batch=2 (--threads N; 1 and 2
+give identical files apart from the recorded count, and 1 is much faster on a busy 2-core machine),
+f16 KV cache, no flash attention, CPU only, extra buffer types (weight repacking) OFF. The whole prompt is evaluated as
 one batch, then one token per step. `Llama(use_extra_bufts=False)` is silently ignored by
 llama-cpp-python 0.3.36 (its **kwargs swallow it), so this script turns the flag off in the model
 defaults itself and checks that it took effect; repacked weights crash with SIGILL on some of our
