@@ -220,11 +220,13 @@ impl Tokenizer {
                     }
                 })?;
                 let chars = bpe::byte_chars();
-                let mut byte_token = [0u32; 256];
+                // Bytes whose char is not a token (SmolLM2 lacks a few control bytes) are
+                // dropped when they occur, as llama.cpp does.
+                let mut byte_token = [bpe::NO_TOKEN; 256];
                 for (b, slot) in byte_token.iter_mut().enumerate() {
-                    *slot = *vocab.get(&chars[b].to_string()).ok_or_else(|| {
-                        bad(format!("no token for byte 0x{b:02X} (char {:?})", chars[b]))
-                    })?;
+                    if let Some(&id) = vocab.get(&chars[b].to_string()) {
+                        *slot = id;
+                    }
                 }
                 let merges = opt(h.get_array_str("tokenizer.ggml.merges"))?.unwrap_or(&[]);
                 let bpe = bpe::Bpe::new(merges, &vocab, byte_token);
@@ -443,7 +445,8 @@ impl Tokenizer {
     fn bpe_whole_word(&self, bpe: &bpe::Bpe, word: &str) -> Option<u32> {
         let mut s = String::with_capacity(word.len() * 2);
         for &b in word.as_bytes() {
-            s.push_str(&self.texts[bpe.byte_token[usize::from(b)] as usize]);
+            let id = bpe.byte_token[usize::from(b)];
+            s.push_str(self.texts.get(id as usize)?);
         }
         self.vocab.get(&s).copied()
     }
