@@ -21,12 +21,15 @@ pub(crate) fn byte_chars() -> [char; 256] {
     table
 }
 
+/// Marks a byte whose char is not in the vocabulary.
+pub(crate) const NO_TOKEN: u32 = u32::MAX;
+
 /// Merge ranks by token pair, and the tokens every byte starts as.
 #[derive(Debug)]
 pub(crate) struct Bpe {
     /// `(left << 32 | right)` -> `(rank, merged token)`.
     merges: HashMap<u64, (u32, u32)>,
-    /// The token of each byte's char.
+    /// The token of each byte's char, or [`NO_TOKEN`].
     pub(crate) byte_token: [u32; 256],
 }
 
@@ -64,7 +67,7 @@ impl Bpe {
     /// Appends the tokens of one pre-tokenized word (raw bytes).
     pub(crate) fn encode_word(&self, word: &[u8], out: &mut Vec<u32>) {
         if word.len() == 1 {
-            out.push(self.byte_token[usize::from(word[0])]);
+            out.extend(Some(self.byte_token[usize::from(word[0])]).filter(|&t| t != NO_TOKEN));
             return;
         }
         // A doubly linked list of symbols over the word; merged-away symbols are marked dead.
@@ -122,7 +125,10 @@ impl Bpe {
         }
         let mut i = 0;
         while i != NONE {
-            out.push(syms[i].id);
+            // A byte without a token never merges (no pair has it) and is dropped here.
+            if syms[i].id != NO_TOKEN {
+                out.push(syms[i].id);
+            }
             i = syms[i].next;
         }
     }

@@ -111,6 +111,8 @@ pub struct Tokenizer {
 }
 
 /// Token texts that end generation (llama.cpp's list, for the models kiln runs and their kin).
+/// Like llama.cpp, kiln treats these tokens as control tokens whatever their stored type: they
+/// are hidden by `decode` and only parsed from text with `parse_special`.
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
@@ -121,6 +123,7 @@ const EOG_TEXTS: &[&str] = &[
     "<EOT>",
     "<|end_of_text|>",
     "<eos>",
+    "</s>",
     // Fill-in-the-middle padding, repository and file separators.
     "<|fim_pad|>",
     "<fim-pad>",
@@ -156,7 +159,7 @@ impl Tokenizer {
         if n == 0 || n > u32::MAX as usize {
             return Err(bad(format!("{n} tokens")));
         }
-        let types: Vec<TokenType> = match opt(h.get_array_i32("tokenizer.ggml.token_type"))? {
+        let mut types: Vec<TokenType> = match opt(h.get_array_i32("tokenizer.ggml.token_type"))? {
             Some(t) if t.len() == n => t.iter().map(|&t| TokenType::from_id(t)).collect(),
             Some(t) => return Err(bad(format!("{} token types for {n} tokens", t.len()))),
             None => vec![TokenType::Normal; n],
@@ -217,11 +220,13 @@ impl Tokenizer {
                     }
                 })?;
                 let chars = bpe::byte_chars();
-                let mut byte_token = [0u32; 256];
+                // Bytes whose char is not a token (SmolLM2 lacks a few control bytes) are
+                // dropped when they occur, as llama.cpp does.
+                let mut byte_token = [bpe::NO_TOKEN; 256];
                 for (b, slot) in byte_token.iter_mut().enumerate() {
-                    *slot = *vocab.get(&chars[b].to_string()).ok_or_else(|| {
-                        bad(format!("no token for byte 0x{b:02X} (char {:?})", chars[b]))
-                    })?;
+                    if let Some(&id) = vocab.get(&chars[b].to_string()) {
+                        *slot = id;
+                    }
                 }
                 let merges = opt(h.get_array_str("tokenizer.ggml.merges"))?.unwrap_or(&[]);
                 let bpe = bpe::Bpe::new(merges, &vocab, byte_token);
@@ -265,7 +270,15 @@ impl Tokenizer {
             eog.extend(id_key(key)?);
         }
         eog.extend(eos);
-        eog.extend(EOG_TEXTS.iter().filter_map(|t| vocab.get(*t).copied()));
+        for id in EOG_TEXTS.iter().filter_map(|t| vocab.get(*t).copied()) {
+            eog.push(id);
+            if matches!(
+                types[id as usize],
+                TokenType::Normal | TokenType::UserDefined
+            ) {
+                types[id as usize] = TokenType::Control;
+            }
+        }
         eog.sort_unstable();
         eog.dedup();
 
@@ -432,7 +445,8 @@ impl Tokenizer {
     fn bpe_whole_word(&self, bpe: &bpe::Bpe, word: &str) -> Option<u32> {
         let mut s = String::with_capacity(word.len() * 2);
         for &b in word.as_bytes() {
-            s.push_str(&self.texts[bpe.byte_token[usize::from(b)] as usize]);
+            let id = bpe.byte_token[usize::from(b)];
+            s.push_str(self.texts.get(id as usize)?);
         }
         self.vocab.get(&s).copied()
     }
