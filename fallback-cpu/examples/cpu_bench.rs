@@ -47,6 +47,29 @@ fn random_blocks(t: QType, n_blocks: usize, rng: &mut Rng) -> Vec<u8> {
     v
 }
 
+/// Nanoseconds this thread has spent on a CPU (Linux `schedstat`), if readable. On a shared
+/// machine this shows what the code does per second of CPU it actually got.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Seconds per call of `f` on the clock and on this thread's CPU time (when known).
+fn time_cpu(secs: f64, mut f: impl FnMut()) -> (f64, Option<f64>) {
+    let c0 = thread_cpu_ns();
+    let t0 = Instant::now();
+    let mut n = 0u32;
+    while t0.elapsed().as_secs_f64() < secs {
+        f();
+        n += 1;
+    }
+    let wall = t0.elapsed().as_secs_f64() / n as f64;
+    let cpu = c0
+        .zip(thread_cpu_ns())
+        .map(|(a, b)| (b - a) as f64 * 1e-9 / n as f64);
+    (wall, cpu)
+}
+
 /// Runs `f` repeatedly for about `secs`, returns seconds per call (best of 3 rounds).
 fn time(secs: f64, mut f: impl FnMut()) -> f64 {
     f();
@@ -82,6 +105,8 @@ fn memcpy_gbs() -> f64 {
 
 fn main() {
     let isa = Isa::active();
+    // Optional filter: only types whose name contains this (e.g. `Q8_0`).
+    let filter = std::env::args().nth(1).unwrap_or_default();
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let copy = memcpy_gbs();
     println!("kiln-cpu bench: isa {isa:?}; memcpy {copy:.1} GB/s (read+write, 64 MiB, 1 thread)");
@@ -107,7 +132,10 @@ fn main() {
         "{:<6} {:>10} {:>4} {:>10} {:>8} {:>12} {:>8}",
         "type", "shape", "thr", "hot GB/s", "ratio", "stream GB/s", "ratio"
     );
-    for t in types {
+    for t in types
+        .into_iter()
+        .filter(|t| format!("{t:?}").contains(&filter))
+    {
         for &(rows, cols) in &shapes {
             if cols % t.block_size() != 0 {
                 continue;
@@ -135,15 +163,25 @@ fn main() {
                     mat_bytes as f64 / hot / 1e9,
                     mat_bytes as f64 / stream / 1e9,
                 );
+                let cpu = if ti == 0 {
+                    let (_, cpu) =
+                        time_cpu(0.2, || mats[0].gemv(&act, &mut y, pool).expect("gemv"));
+                    cpu.map_or("-".to_string(), |c| {
+                        format!("{:.1}", mat_bytes as f64 / c / 1e9)
+                    })
+                } else {
+                    "-".to_string()
+                };
                 println!(
-                    "{:<6} {:>10} {:>4} {:>10.1} {:>8.2} {:>12.1} {:>8.2}",
+                    "{:<6} {:>10} {:>4} {:>10.1} {:>8.2} {:>12.1} {:>8.2} {:>12}",
                     format!("{t:?}"),
                     format!("{rows}x{cols}"),
                     ti + 1,
                     h,
                     h / copy,
                     s,
-                    s / copy
+                    s / copy,
+                    cpu
                 );
             }
         }

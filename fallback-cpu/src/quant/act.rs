@@ -7,7 +7,8 @@ use crate::{CpuError, QType};
 pub enum ActKind {
     /// Plain f32 (for F32/F16 weights).
     F32,
-    /// Blocks of 32 `i8` with an f32 scale `d = amax/127`.
+    /// Blocks of 32 `i8` with an f32 scale `d = amax/127`. `d·Σq` per block is kept too (the
+    /// AVX2 kernels use it to fold Q4_0/Q5_0's offset out of the integer loop).
     Q8_0,
     /// Q8_0 plus `d·Σq` per block.
     Q8_1,
@@ -39,7 +40,7 @@ pub struct ActBuffer {
     qs: Vec<i8>,
     /// (rows, cols / block) scales (Q8 kinds).
     d: Vec<f32>,
-    /// (rows, cols / 32) `d·Σq` (Q8_1).
+    /// (rows, cols / 32) `d·Σq` (Q8_0, Q8_1).
     s: Vec<f32>,
     /// (rows, cols / 16) `Σq` per 16 (Q8K).
     bsums: Vec<i16>,
@@ -142,8 +143,7 @@ impl ActBuffer {
             ActKind::Q8_0 | ActKind::Q8_1 => {
                 self.qs.resize(n, 0);
                 self.d.resize(n / 32, 0.0);
-                self.s
-                    .resize(if kind == ActKind::Q8_1 { n / 32 } else { 0 }, 0.0);
+                self.s.resize(n / 32, 0.0);
                 for (b, (xb, qb)) in x
                     .chunks_exact(32)
                     .zip(self.qs.chunks_exact_mut(32))
@@ -151,9 +151,7 @@ impl ActBuffer {
                 {
                     let (d, sum) = quantize_block(xb, qb);
                     self.d[b] = d;
-                    if kind == ActKind::Q8_1 {
-                        self.s[b] = d * sum as f32;
-                    }
+                    self.s[b] = d * sum as f32;
                 }
             }
             ActKind::Q8K => {
@@ -195,11 +193,7 @@ impl ActBuffer {
                 ActRow {
                     qs: &self.qs[r * c..(r + 1) * c],
                     d: &self.d[r * nb..(r + 1) * nb],
-                    s: if self.kind == ActKind::Q8_1 {
-                        &self.s[r * nb..(r + 1) * nb]
-                    } else {
-                        &[]
-                    },
+                    s: &self.s[r * nb..(r + 1) * nb],
                     bsums: &[],
                     f: &[],
                 }

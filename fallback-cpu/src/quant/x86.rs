@@ -68,9 +68,9 @@ pub(super) unsafe fn vec_dot(wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
     // SAFETY: the checks above make every block read below in bounds.
     unsafe {
         match wtype {
-            QType::Q4_0 => q4_0(w, a),
-            QType::Q4_1 => q4_1(w, a),
-            QType::Q5_0 => q5_0(w, a),
+            QType::Q4_0 => q4_family::<0>(w, a),
+            QType::Q4_1 => q4_family::<1>(w, a),
+            QType::Q5_0 => q4_family::<2>(w, a),
             QType::Q8_0 => q8_0(w, a),
             QType::Q4_K => q4_k(w, a),
             QType::Q6_K => q6_k(w, a),
@@ -111,75 +111,51 @@ unsafe fn q8_0(w: &[u8], a: &ActRow<'_>) -> f32 {
     hsum(_mm256_add_ps(acc0, acc1))
 }
 
+/// Q4_0 (`K = 0`), Q4_1 (`K = 1`) and Q5_0 (`K = 2`): all are `d·q + m` with unsigned `q`
+/// (`m = -8d` for Q4_0, `-16d` for Q5_0), so `Σ w·x = d·dₐ·Σ q·qₐ + m·(dₐ·Σqₐ)`: one `maddubs`
+/// without sign fix-ups, and the `m` term from the activation block sums.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0(w: &[u8], a: &ActRow<'_>) -> f32 {
-    let nb = w.len() / 18;
+unsafe fn q4_family<const K: u8>(w: &[u8], a: &ActRow<'_>) -> f32 {
+    let (bb, qoff) = match K {
+        0 => (18, 2),
+        1 => (20, 4),
+        _ => (22, 6),
+    };
+    let nb = w.len() / bb;
     let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-    let eight = _mm256_set1_epi8(8);
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
-    // SAFETY: block `i` spans w[18i..18i+18] and qs[32i..32i+32].
+    // [1, offset]: turns [d, d] into [d, m] for the types whose m is a multiple of d.
+    let moff = _mm_setr_ps(1.0, if K == 0 { -8.0 } else { -16.0 }, 0.0, 0.0);
+    let x10 = _mm256_set1_epi8(0x10);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut macc = [_mm_setzero_ps(); 2];
+    // SAFETY: block `i` spans w[bb·i..bb·(i+1)], qs[32i..32i+32], d[i] and s[i], all in bounds.
     unsafe {
-        while i + 2 <= nb {
-            let b0 = wp.add(18 * i);
-            let b1 = wp.add(18 * i + 18);
-            let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
-            let d1 = _mm256_set1_ps(f16_ptr(b1) * a.d[i + 1]);
-            let q0 = _mm256_sub_epi8(nibbles(b0.add(2)), eight);
-            let q1 = _mm256_sub_epi8(nibbles(b1.add(2)), eight);
-            acc0 = _mm256_fmadd_ps(d0, mul_sum_i8(q0, load(ap.add(32 * i))), acc0);
-            acc1 = _mm256_fmadd_ps(d1, mul_sum_i8(q1, load(ap.add(32 * i + 32))), acc1);
-            i += 2;
-        }
-        if i < nb {
-            let b0 = wp.add(18 * i);
-            let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
-            let q0 = _mm256_sub_epi8(nibbles(b0.add(2)), eight);
-            acc0 = _mm256_fmadd_ps(d0, mul_sum_i8(q0, load(ap.add(32 * i))), acc0);
+        for i in 0..nb {
+            let b = wp.add(bb * i);
+            let dm = if K == 1 {
+                _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()))
+            } else {
+                let d = b.cast::<u16>().read_unaligned() as i32;
+                _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d | (d << 16))), moff)
+            };
+            let da = _mm_unpacklo_ps(
+                _mm_load_ss(a.d.as_ptr().add(i)),
+                _mm_load_ss(a.s.as_ptr().add(i)),
+            );
+            let prod = _mm_mul_ps(dm, da);
+            let mut q = nibbles(b.add(qoff));
+            if K == 2 {
+                let qh = b.add(2).cast::<u32>().read_unaligned();
+                q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(u32::from_le(qh)), x10));
+            }
+            let p = mul_sum_u8(q, load(ap.add(32 * i)));
+            let j = i & 1;
+            macc[j] = _mm_add_ps(macc[j], prod);
+            acc[j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, acc[j]);
         }
     }
-    hsum(_mm256_add_ps(acc0, acc1))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1(w: &[u8], a: &ActRow<'_>) -> f32 {
-    let nb = w.len() / 20;
-    let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut summ = 0f32;
-    let mut i = 0;
-    // SAFETY: block `i` spans w[20i..20i+20] and qs[32i..32i+32].
-    unsafe {
-        while i + 2 <= nb {
-            let b0 = wp.add(20 * i);
-            let b1 = wp.add(20 * i + 20);
-            let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
-            let d1 = _mm256_set1_ps(f16_ptr(b1) * a.d[i + 1]);
-            summ += f16_ptr(b0.add(2)) * a.s[i] + f16_ptr(b1.add(2)) * a.s[i + 1];
-            acc0 = _mm256_fmadd_ps(
-                d0,
-                mul_sum_u8(nibbles(b0.add(4)), load(ap.add(32 * i))),
-                acc0,
-            );
-            acc1 = _mm256_fmadd_ps(
-                d1,
-                mul_sum_u8(nibbles(b1.add(4)), load(ap.add(32 * i + 32))),
-                acc1,
-            );
-            i += 2;
-        }
-        if i < nb {
-            let b0 = wp.add(20 * i);
-            let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
-            summ += f16_ptr(b0.add(2)) * a.s[i];
-            acc0 = _mm256_fmadd_ps(
-                d0,
-                mul_sum_u8(nibbles(b0.add(4)), load(ap.add(32 * i))),
-                acc0,
-            );
-        }
-    }
-    hsum(_mm256_add_ps(acc0, acc1)) + summ
+    let m = _mm_add_ps(macc[0], macc[1]);
+    hsum(_mm256_add_ps(acc[0], acc[1])) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1))
 }
 
 /// Byte `i` of the result is 0xFF where bit `i` of `qh` is set.
@@ -196,26 +172,6 @@ fn bits_to_bytes(qh: u32) -> __m256i {
     let bytes = _mm256_shuffle_epi8(v, shuf);
     let mask = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
     _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0(w: &[u8], a: &ActRow<'_>) -> f32 {
-    let nb = w.len() / 22;
-    let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-    let (x10, x16) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(16));
-    let mut acc = _mm256_setzero_ps();
-    // SAFETY: block `i` spans w[22i..22i+22] and qs[32i..32i+32].
-    unsafe {
-        for i in 0..nb {
-            let b = wp.add(22 * i);
-            let d = _mm256_set1_ps(f16_ptr(b) * a.d[i]);
-            let qh = b.add(2).cast::<u32>().read_unaligned();
-            let hi = _mm256_and_si256(bits_to_bytes(u32::from_le(qh)), x10);
-            let q = _mm256_sub_epi8(_mm256_or_si256(nibbles(b.add(6)), hi), x16);
-            acc = _mm256_fmadd_ps(d, mul_sum_i8(q, load(ap.add(32 * i))), acc);
-        }
-    }
-    hsum(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
