@@ -77,7 +77,8 @@ fn math_matches_f64() {
 fn unary_and_gated_match_scalar_and_reference() {
     let mut rng = Rng::new(5);
     type Unary = fn(Isa, &mut [f32]) -> Result<(), CpuError>;
-    let unary: [(&str, Unary, fn(f64) -> f64); 5] = [
+    type Case = (&'static str, Unary, fn(f64) -> f64);
+    let unary: [Case; 5] = [
         ("silu", silu_with, |x| x * sig64(x)),
         ("gelu_tanh", gelu_tanh_with, gelu_tanh64),
         ("gelu_erf", gelu_erf_with, gelu_erf64),

@@ -26,7 +26,7 @@ pub struct AttnParams {
 
 impl AttnParams {
     fn check(&self, k: &[f16], v: &[f16]) -> Result<(), CpuError> {
-        if self.n_kv_head == 0 || self.head_dim == 0 || self.n_head % self.n_kv_head != 0 {
+        if self.n_kv_head == 0 || self.head_dim == 0 || !self.n_head.is_multiple_of(self.n_kv_head) {
             return Err(CpuError::Invalid {
                 what: "attention",
                 why: format!(
@@ -170,7 +170,7 @@ pub fn attention_prefill(
     let isa = Isa::active();
     p.check(k_cache, v_cache)?;
     let n = p.n_head * p.head_dim;
-    if n == 0 || q.len() % n != 0 {
+    if n == 0 || !q.len().is_multiple_of(n) {
         return Err(CpuError::Invalid {
             what: "attention_prefill: q",
             why: format!("{} values are not whole tokens of {n}", q.len()),

@@ -6,7 +6,7 @@ use super::math;
 use crate::{ActBuffer, CpuError, QMatrix, ThreadPool, check_len};
 
 fn heads(what: &'static str, n_embd: usize, head: usize, state: usize) -> Result<usize, CpuError> {
-    if head == 0 || n_embd % head != 0 {
+    if head == 0 || !n_embd.is_multiple_of(head) {
         return Err(CpuError::Invalid {
             what,
             why: format!("{n_embd} channels are not whole heads of {head}"),

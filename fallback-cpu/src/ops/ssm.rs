@@ -19,7 +19,7 @@ pub fn causal_conv1d_step(
     out: &mut [f32],
 ) -> Result<(), CpuError> {
     let d = x.len();
-    if d == 0 || w.len() % d != 0 || w.len() / d < 1 {
+    if d == 0 || !w.len().is_multiple_of(d) || w.len() / d < 1 {
         return Err(CpuError::Invalid {
             what: "causal_conv1d_step: w",
             why: format!("{} weights are not (channels {d}, taps)", w.len()),
@@ -113,14 +113,14 @@ pub fn selective_scan(
     y: &mut [f32],
 ) -> Result<(), CpuError> {
     let d = d_skip.len();
-    if d == 0 || x.len() % d != 0 {
+    if d == 0 || !x.len().is_multiple_of(d) {
         return Err(CpuError::Invalid {
             what: "selective_scan: x",
             why: format!("{} values are not whole tokens of {d} channels", x.len()),
         });
     }
     let len = x.len() / d;
-    if len == 0 || b.len() % len != 0 {
+    if len == 0 || !b.len().is_multiple_of(len) {
         return Err(CpuError::Invalid {
             what: "selective_scan: b",
             why: format!("{} values are not {len} tokens", b.len()),

@@ -114,7 +114,7 @@ impl ActBuffer {
     /// Quantizes `rows` rows (`x` is `(rows, cols)` row-major) for weights of type `wtype`.
     pub fn quantize_rows(&mut self, x: &[f32], rows: usize, wtype: QType) -> Result<(), CpuError> {
         let kind = wtype.act_kind();
-        if rows == 0 || x.len() % rows != 0 {
+        if rows == 0 || !x.len().is_multiple_of(rows) {
             return Err(CpuError::Invalid {
                 what: "ActBuffer::quantize_rows",
                 why: format!("{} values do not split into {rows} rows", x.len()),
@@ -123,7 +123,7 @@ impl ActBuffer {
         let cols = x.len() / rows;
         // K-quant and 32-blocks are checked against the weight type's block (K-quants need 256).
         let block = wtype.block_size().max(kind.block_size());
-        if cols % block != 0 {
+        if !cols.is_multiple_of(block) {
             return Err(CpuError::BlockAlign {
                 what: "activation row length",
                 qtype: wtype,
@@ -219,7 +219,7 @@ impl ActBuffer {
                 why: "nothing quantized yet; call quantize first".into(),
             });
         }
-        if self.kind != wtype.act_kind() || self.cols % wtype.block_size() != 0 {
+        if self.kind != wtype.act_kind() || !self.cols.is_multiple_of(wtype.block_size()) {
             return Err(CpuError::Invalid {
                 what: "ActBuffer",
                 why: format!(

@@ -113,7 +113,7 @@ impl QType {
 
     /// Bytes of a row of `n` elements; an error unless `n` is a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Result<usize, CpuError> {
-        if n % self.block_size() != 0 {
+        if !n.is_multiple_of(self.block_size()) {
             return Err(CpuError::BlockAlign {
                 what: "row length",
                 qtype: self,
