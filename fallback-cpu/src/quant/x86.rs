@@ -1,0 +1,272 @@
+//! AVX2 integer dot products (`maddubs` u8×i8 → i16 pairs, `madd` → i32), one block per step,
+//! f32 accumulation per block scale. Requires AVX2+FMA+F16C.
+
+use std::arch::x86_64::*;
+
+use super::{ActRow, QType, q4k_scale_min};
+use crate::simd::x86::hsum;
+
+/// Reads an f16 at `p` and widens it (F16C).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_ptr(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees 2 readable bytes at `p`.
+    let h = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// Σ x·y over 32 signed bytes, as 8 f32 partial sums.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    mul_sum_u8(ax, sy)
+}
+
+/// Σ x·y over 32 bytes, `x` unsigned (≤ 128 so pairs fit i16), `y` signed.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn mul_sum_u8(x: __m256i, y: __m256i) -> __m256 {
+    let p = _mm256_maddubs_epi16(x, y);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+}
+
+/// 16 bytes of nibbles → 32 bytes: low nibbles in bytes 0..16, high nibbles in 16..32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes at `p`.
+    let b = unsafe { _mm_loadu_si128(p.cast()) };
+    let m = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(b, m);
+    let hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    _mm256_set_m128i(hi, lo)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load(p: *const i8) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes at `p`.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// # Safety
+/// AVX2+FMA+F16C must be available; `w` holds exactly the blocks for `a`'s length and `a` is in
+/// `wtype.act_kind()`'s format.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot(wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
+    // SAFETY: the checks above make every block read below in bounds.
+    unsafe {
+        match wtype {
+            QType::Q4_0 => q4_family::<0>(w, a),
+            QType::Q4_1 => q4_family::<1>(w, a),
+            QType::Q5_0 => q4_family::<2>(w, a),
+            QType::Q8_0 => q8_0(w, a),
+            QType::Q4_K => q4_k(w, a),
+            QType::Q6_K => q6_k(w, a),
+            QType::F32 | QType::F16 => unreachable!("float weights are handled by dot_row"),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0(w: &[u8], a: &ActRow<'_>) -> f32 {
+    let nb = w.len() / 34;
+    let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    // SAFETY: block `i` spans w[34i..34i+34] and qs[32i..32i+32], both in bounds for i < nb.
+    unsafe {
+        while i + 2 <= nb {
+            let b0 = wp.add(34 * i);
+            let b1 = wp.add(34 * i + 34);
+            let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
+            let d1 = _mm256_set1_ps(f16_ptr(b1) * a.d[i + 1]);
+            let p0 = mul_sum_i8(load(b0.add(2).cast()), load(ap.add(32 * i)));
+            let p1 = mul_sum_i8(load(b1.add(2).cast()), load(ap.add(32 * i + 32)));
+            acc0 = _mm256_fmadd_ps(d0, p0, acc0);
+            acc1 = _mm256_fmadd_ps(d1, p1, acc1);
+            i += 2;
+        }
+        if i < nb {
+            let b0 = wp.add(34 * i);
+            let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
+            acc0 = _mm256_fmadd_ps(
+                d0,
+                mul_sum_i8(load(b0.add(2).cast()), load(ap.add(32 * i))),
+                acc0,
+            );
+        }
+    }
+    hsum(_mm256_add_ps(acc0, acc1))
+}
+
+/// Q4_0 (`K = 0`), Q4_1 (`K = 1`) and Q5_0 (`K = 2`): all are `d·q + m` with unsigned `q`
+/// (`m = -8d` for Q4_0, `-16d` for Q5_0), so `Σ w·x = d·dₐ·Σ q·qₐ + m·(dₐ·Σqₐ)`: one `maddubs`
+/// without sign fix-ups, and the `m` term from the activation block sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_family<const K: u8>(w: &[u8], a: &ActRow<'_>) -> f32 {
+    let (bb, qoff) = match K {
+        0 => (18, 2),
+        1 => (20, 4),
+        _ => (22, 6),
+    };
+    let nb = w.len() / bb;
+    let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
+    // [1, offset]: turns [d, d] into [d, m] for the types whose m is a multiple of d.
+    let moff = _mm_setr_ps(1.0, if K == 0 { -8.0 } else { -16.0 }, 0.0, 0.0);
+    let x10 = _mm256_set1_epi8(0x10);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut macc = [_mm_setzero_ps(); 2];
+    // SAFETY: block `i` spans w[bb·i..bb·(i+1)], qs[32i..32i+32], d[i] and s[i], all in bounds.
+    unsafe {
+        for i in 0..nb {
+            let b = wp.add(bb * i);
+            let dm = if K == 1 {
+                _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()))
+            } else {
+                let d = b.cast::<u16>().read_unaligned() as i32;
+                _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d | (d << 16))), moff)
+            };
+            let da = _mm_unpacklo_ps(
+                _mm_load_ss(a.d.as_ptr().add(i)),
+                _mm_load_ss(a.s.as_ptr().add(i)),
+            );
+            let prod = _mm_mul_ps(dm, da);
+            let mut q = nibbles(b.add(qoff));
+            if K == 2 {
+                let qh = b.add(2).cast::<u32>().read_unaligned();
+                q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(u32::from_le(qh)), x10));
+            }
+            let p = mul_sum_u8(q, load(ap.add(32 * i)));
+            let j = i & 1;
+            macc[j] = _mm_add_ps(macc[j], prod);
+            acc[j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, acc[j]);
+        }
+    }
+    let m = _mm_add_ps(macc[0], macc[1]);
+    hsum(_mm256_add_ps(acc[0], acc[1])) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1))
+}
+
+/// Byte `i` of the result is 0xFF where bit `i` of `qh` is set.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn bits_to_bytes(qh: u32) -> __m256i {
+    let v = _mm256_set1_epi32(qh as i32);
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(v, shuf);
+    let mask = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k(w: &[u8], a: &ActRow<'_>) -> f32 {
+    let nb = w.len() / 144;
+    let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    let mut accm = 0f32;
+    // SAFETY: super-block `i` spans w[144i..144i+144], qs[256i..256i+256], bsums[16i..16i+16].
+    unsafe {
+        for i in 0..nb {
+            let b = wp.add(144 * i);
+            let scales = std::slice::from_raw_parts(b.add(4), 12);
+            let bs = &a.bsums[16 * i..16 * i + 16];
+            let mut summ = 0i32;
+            let mut sumi = _mm256_setzero_si256();
+            for k in 0..4 {
+                let (s0, m0) = q4k_scale_min(2 * k, scales);
+                let (s1, m1) = q4k_scale_min(2 * k + 1, scales);
+                summ += m0 as i32 * (bs[4 * k] as i32 + bs[4 * k + 1] as i32);
+                summ += m1 as i32 * (bs[4 * k + 2] as i32 + bs[4 * k + 3] as i32);
+                let q = _mm256_loadu_si256(b.add(16 + 32 * k).cast());
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let x = ap.add(256 * i + 64 * k);
+                let p0 = _mm256_maddubs_epi16(lo, load(x));
+                let p1 = _mm256_maddubs_epi16(hi, load(x.add(32)));
+                let p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(s0 as i16));
+                let p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(s1 as i16));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+            }
+            let d = f16_ptr(b) * a.d[i];
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            accm += f16_ptr(b.add(2)) * a.d[i] * summ as f32;
+        }
+    }
+    hsum(acc) - accm
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k(w: &[u8], a: &ActRow<'_>) -> f32 {
+    let nb = w.len() / 210;
+    let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
+    let m4 = _mm256_set1_epi8(0x0f);
+    let (m03, m0c, m30, mc0) = (
+        _mm256_set1_epi8(0x03),
+        _mm256_set1_epi8(0x0c),
+        _mm256_set1_epi8(0x30),
+        _mm256_set1_epi8(0xc0u8 as i8),
+    );
+    let mut acc = 0f32;
+    // SAFETY: super-block `i` spans w[210i..210i+210], qs[256i..256i+256], bsums[16i..16i+16].
+    unsafe {
+        for i in 0..nb {
+            let b = wp.add(210 * i);
+            let sc = std::slice::from_raw_parts(b.add(192).cast::<i8>(), 16);
+            let bs = &a.bsums[16 * i..16 * i + 16];
+            let corr: i32 = (0..16).map(|g| sc[g] as i32 * bs[g] as i32).sum();
+            let mut sumi = _mm256_setzero_si256();
+            for c in 0..2 {
+                let ql0 = _mm256_loadu_si256(b.add(64 * c).cast());
+                let ql1 = _mm256_loadu_si256(b.add(64 * c + 32).cast());
+                let qh = _mm256_loadu_si256(b.add(128 + 32 * c).cast());
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, m4),
+                        _mm256_slli_epi16(_mm256_and_si256(qh, m03), 4),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_slli_epi16(_mm256_and_si256(qh, m0c), 2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                        _mm256_and_si256(qh, m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                        _mm256_srli_epi16(_mm256_and_si256(qh, mc0), 2),
+                    ),
+                ];
+                for (j, q) in q.into_iter().enumerate() {
+                    let g = 8 * c + 2 * j;
+                    let s = _mm256_set_m128i(
+                        _mm_set1_epi16(sc[g + 1] as i16),
+                        _mm_set1_epi16(sc[g] as i16),
+                    );
+                    let p = _mm256_maddubs_epi16(q, load(ap.add(256 * i + 128 * c + 32 * j)));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                }
+            }
+            let total = hsum_i32(sumi) - 32 * corr;
+            acc += f16_ptr(b.add(208)) * a.d[i] * total as f32;
+        }
+    }
+    acc
+}
