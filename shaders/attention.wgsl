@@ -3,7 +3,9 @@
 // Query t (at position pos0 + t) of head h attends cache positions
 // max(0, pos0 + t + 1 - window) ..= pos0 + t of kv head h / (n_head / n_kv_head).
 // One workgroup per (token, head): scores go to a scratch row, then a max and a sum reduction
-// (subgroup or shared memory) and a weighted sum of values.
+// (subgroup or shared memory) and a weighted sum of values. q and the normalized weights are
+// rounded to f16 before they meet the f16 cache, as llama.cpp's CPU path does, so both runtimes
+// compute the same products.
 #import reduce
 #import grid
 
@@ -53,7 +55,8 @@ fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         first = last + 1u - p.window;
     }
     for (var d = l.index; d < pairs; d += WG_SIZE) {
-        qs[d] = vec2<f32>(q[qi * p.head_dim + 2u * d], q[qi * p.head_dim + 2u * d + 1u]);
+        let v = vec2<f32>(q[qi * p.head_dim + 2u * d], q[qi * p.head_dim + 2u * d + 1u]);
+        qs[d] = unpack2x16float(pack2x16float(v));
     }
     workgroupBarrier();
 
@@ -85,9 +88,10 @@ fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     for (var d = l.index; d < pairs; d += WG_SIZE) {
         var acc = vec2<f32>(0.0);
         for (var pos = first; pos <= last; pos++) {
-            acc += scores[srow + pos] * unpack2x16float(vc[(kv_base + pos) * pairs + d]);
+            let w = unpack2x16float(pack2x16float(vec2<f32>(scores[srow + pos] * inv, 0.0))).x;
+            acc += w * unpack2x16float(vc[(kv_base + pos) * pairs + d]);
         }
-        out[qi * p.head_dim + 2u * d] = acc.x * inv;
-        out[qi * p.head_dim + 2u * d + 1u] = acc.y * inv;
+        out[qi * p.head_dim + 2u * d] = acc.x;
+        out[qi * p.head_dim + 2u * d + 1u] = acc.y;
     }
 }

@@ -81,6 +81,21 @@ pub enum Error {
     #[error("reading back from the GPU failed: {0}")]
     Readback(String),
 
+    /// A model or request kiln does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// The CPU path refused an input.
+    #[error("CPU path: {0}")]
+    Cpu(#[from] kiln_cpu::CpuError),
+
+    /// The KV cache is full.
+    #[error(
+        "the context is full ({capacity} positions); start a new conversation or load the \
+         model with a larger context"
+    )]
+    ContextFull { capacity: u32 },
+
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

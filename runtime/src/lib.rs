@@ -8,8 +8,10 @@
 //! Model files: [`gguf`] reads GGUF files, [`tokenizer`] builds tokenizers from their metadata.
 
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod tokenizer;
 

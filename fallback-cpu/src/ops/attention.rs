@@ -26,7 +26,8 @@ pub struct AttnParams {
 
 impl AttnParams {
     fn check(&self, k: &[f16], v: &[f16]) -> Result<(), CpuError> {
-        if self.n_kv_head == 0 || self.head_dim == 0 || !self.n_head.is_multiple_of(self.n_kv_head) {
+        if self.n_kv_head == 0 || self.head_dim == 0 || !self.n_head.is_multiple_of(self.n_kv_head)
+        {
             return Err(CpuError::Invalid {
                 what: "attention",
                 why: format!(
@@ -142,6 +143,11 @@ fn decode_one(
         }
         // Infallible: `isa` was checked by the caller.
         let _ = super::softmax_with(isa, s);
+        // The weights meet f16 values: round them to f16 first, as llama.cpp's f16 KV path does,
+        // so both runtimes form the same products.
+        for w in s.iter_mut() {
+            *w = f16::from_f32(*w).to_f32();
+        }
         let oh = &mut out[h * hd..(h + 1) * hd];
         oh.fill(0.0);
         for (i, pos) in (lo..len).enumerate() {

@@ -156,5 +156,10 @@ pub fn attention(
         softcap: a.softcap,
         pad: [0; 3],
     };
-    rec.dispatch(&kernel, groups, &params, &[q, k_cache, v_cache, scratch, out])
+    rec.dispatch(
+        &kernel,
+        groups,
+        &params,
+        &[q, k_cache, v_cache, scratch, out],
+    )
 }

@@ -84,12 +84,37 @@ impl WType {
     }
 }
 
-pub fn gemv_key(wtype: WType, combine: Combine, accumulate: bool) -> KernelKey {
-    KernelKey::new("gemv")
+/// How a gemv splits its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// One workgroup per weight row, reduced with subgroups or shared memory (GPUs).
+    Group(Combine),
+    /// One invocation per weight row, no reduction (CPU-like adapters such as lavapipe).
+    Thread,
+}
+
+impl Split {
+    /// What suits the device: per-thread rows on CPU adapters, workgroup rows on GPUs.
+    pub fn best(gpu: &crate::gpu::Gpu) -> Split {
+        if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+            Split::Thread
+        } else {
+            Split::Group(Combine::best(gpu))
+        }
+    }
+}
+
+pub fn gemv_key(wtype: WType, split: Split, accumulate: bool) -> KernelKey {
+    let key = KernelKey::new("gemv")
         .word("WTYPE", wtype.word())
         .uint("WG_SIZE", 64)
-        .flag("SUBGROUP", combine == Combine::Subgroup)
-        .flag("ACC", accumulate)
+        .flag("ACC", accumulate);
+    match split {
+        Split::Group(combine) => key
+            .word("SPLIT", "group")
+            .flag("SUBGROUP", combine == Combine::Subgroup),
+        Split::Thread => key.word("SPLIT", "thread"),
+    }
 }
 
 pub fn embed_key(wtype: WType) -> KernelKey {
@@ -128,7 +153,7 @@ struct GemvParams {
 /// Records `y[j, y_offset + r] (+)= W[r, :] . x[j, :]`.
 pub fn gemv(
     rec: &mut Recorder,
-    combine: Combine,
+    split: Split,
     w: View<'_>,
     x: View<'_>,
     y: View<'_>,
@@ -144,8 +169,13 @@ pub fn gemv(
     need("gemv", "w", &w, u64::from(s.rows) * u64::from(row_bytes))?;
     need("gemv", "x", &x, u64::from(s.m) * u64::from(s.k) * 4)?;
     need("gemv", "y", &y, u64::from(s.m) * u64::from(s.y_stride) * 4)?;
-    let kernel = rec.gpu().kernel(&gemv_key(s.wtype, combine, s.accumulate))?;
-    let groups = rec.gpu().grid(s.rows);
+    let kernel = rec.gpu().kernel(&gemv_key(s.wtype, split, s.accumulate))?;
+    let groups = match split {
+        Split::Group(_) => rec.gpu().grid(s.rows),
+        Split::Thread => rec
+            .gpu()
+            .grid(s.rows.div_ceil(kernel.spec.workgroup_size[0])),
+    };
     let params = GemvParams {
         k: s.k,
         rows: s.rows,
@@ -197,9 +227,19 @@ pub fn embed(
     s: EmbedShape,
 ) -> Result<()> {
     let row_bytes = s.wtype.row_bytes(s.k)?;
-    need("embed", "table", &table, u64::from(s.rows) * u64::from(row_bytes))?;
+    need(
+        "embed",
+        "table",
+        &table,
+        u64::from(s.rows) * u64::from(row_bytes),
+    )?;
     need("embed", "tokens", &tokens, u64::from(s.t0 + s.n_tok) * 4)?;
-    need("embed", "out", &out, u64::from(s.n_tok) * u64::from(s.k) * 4)?;
+    need(
+        "embed",
+        "out",
+        &out,
+        u64::from(s.n_tok) * u64::from(s.k) * 4,
+    )?;
     let kernel = rec.gpu().kernel(&embed_key(s.wtype))?;
     let groups = rec.gpu().grid(s.n_tok.max(1));
     let params = EmbedParams {
@@ -213,4 +253,177 @@ pub fn embed(
         pad: 0,
     };
     rec.dispatch(&kernel, groups, &params, &[table, tokens, out])
+}
+
+/// The int8 activation format llama.cpp's CPU path pairs with each weight format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActQuant {
+    /// Blocks of 32, f16 scale (Q4_0, Q5_0, Q8_0 weights).
+    Q8_0,
+    /// Blocks of 32, f16 scale and scaled sum (Q4_1 weights).
+    Q8_1,
+    /// Blocks of 256 scaled by the signed extreme (Q4_K, Q6_K weights).
+    Q8K,
+}
+
+impl ActQuant {
+    /// The activation format for `wtype`, or None where activations stay f32 (F16, F32).
+    pub fn for_weights(wtype: WType) -> Option<ActQuant> {
+        match wtype {
+            WType::Q4_0 | WType::Q5_0 | WType::Q8_0 => Some(ActQuant::Q8_0),
+            WType::Q4_1 => Some(ActQuant::Q8_1),
+            WType::Q4K | WType::Q6K => Some(ActQuant::Q8K),
+            WType::F16 | WType::F32 => None,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            ActQuant::Q8_0 => "q8_0",
+            ActQuant::Q8_1 => "q8_1",
+            ActQuant::Q8K => "q8_k",
+        }
+    }
+
+    fn block(self) -> u32 {
+        match self {
+            ActQuant::Q8K => 256,
+            _ => 32,
+        }
+    }
+
+    /// Whether the format carries per-unit sums (`xs`).
+    pub fn has_sums(self) -> bool {
+        self != ActQuant::Q8_0
+    }
+}
+
+/// Quantized activations on the GPU: `xq` (m, k/4) words of int8, `xd` and `xs` (m, k/32).
+#[derive(Clone, Copy, Debug)]
+pub struct QAct<'a> {
+    pub quant: ActQuant,
+    pub xq: View<'a>,
+    pub xd: View<'a>,
+    pub xs: View<'a>,
+}
+
+impl QAct<'_> {
+    /// Bytes of (xq, xd, xs) for `m` rows of `k`.
+    pub fn sizes(m: u32, k: u32) -> (u64, u64, u64) {
+        let n = u64::from(m) * u64::from(k);
+        (n, n / 8, n / 8)
+    }
+}
+
+pub fn quantize_key(quant: ActQuant) -> KernelKey {
+    KernelKey::new("quantize")
+        .word("QTYPE", quant.word())
+        .uint("WG_SIZE", 64)
+}
+
+pub fn gemv_q8_key(wtype: WType, split: Split, accumulate: bool) -> KernelKey {
+    let mut key = KernelKey::new("gemv_q8")
+        .word("WTYPE", wtype.word())
+        .uint("WG_SIZE", 64)
+        .flag("ACC", accumulate);
+    // Only the formats with a min term read the activation sums (an `XS` variant).
+    if matches!(wtype, WType::Q4_1 | WType::Q4K) {
+        key = key.uint("XS", 1);
+    }
+    match split {
+        Split::Group(combine) => key
+            .word("SPLIT", "group")
+            .flag("SUBGROUP", combine == Combine::Subgroup),
+        Split::Thread => key.word("SPLIT", "thread"),
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct QuantParams {
+    k: u32,
+    m: u32,
+}
+
+/// Records the quantization of `x` (m, k) f32 into `q`.
+pub fn quantize(rec: &mut Recorder, x: View<'_>, q: QAct<'_>, m: u32, k: u32) -> Result<()> {
+    if k == 0 || !k.is_multiple_of(q.quant.block()) {
+        return Err(Error::Shape {
+            op: "quantize",
+            detail: format!("rows of {k} are not whole {:?} blocks", q.quant),
+        });
+    }
+    let (bq, bd, bs) = QAct::sizes(m, k);
+    need("quantize", "x", &x, u64::from(m) * u64::from(k) * 4)?;
+    need("quantize", "xq", &q.xq, bq)?;
+    need("quantize", "xd", &q.xd, bd)?;
+    let kernel = rec.gpu().kernel(&quantize_key(q.quant))?;
+    let blocks = m * (k / q.quant.block());
+    let groups = rec
+        .gpu()
+        .grid(blocks.div_ceil(kernel.spec.workgroup_size[0]).max(1));
+    let params = QuantParams { k, m };
+    if q.quant.has_sums() {
+        need("quantize", "xs", &q.xs, bs)?;
+        rec.dispatch(&kernel, groups, &params, &[x, q.xq, q.xd, q.xs])
+    } else {
+        rec.dispatch(&kernel, groups, &params, &[x, q.xq, q.xd])
+    }
+}
+
+/// Records `y[j, y_offset + r] (+)= W[r, :] . x[j, :]` on activations quantized for `W`'s type.
+pub fn gemv_q8(
+    rec: &mut Recorder,
+    split: Split,
+    w: View<'_>,
+    x: QAct<'_>,
+    y: View<'_>,
+    s: GemvShape,
+) -> Result<()> {
+    let row_bytes = s.wtype.row_bytes(s.k)?;
+    if ActQuant::for_weights(s.wtype) != Some(x.quant)
+        || s.rows == 0
+        || s.m == 0
+        || s.y_offset + s.rows > s.y_stride
+    {
+        return Err(Error::Shape {
+            op: "gemv_q8",
+            detail: format!("bad shape {s:?} for activations {:?}", x.quant),
+        });
+    }
+    let (bq, bd, bs) = QAct::sizes(s.m, s.k);
+    need("gemv_q8", "w", &w, u64::from(s.rows) * u64::from(row_bytes))?;
+    need("gemv_q8", "xq", &x.xq, bq)?;
+    need("gemv_q8", "xd", &x.xd, bd)?;
+    need(
+        "gemv_q8",
+        "y",
+        &y,
+        u64::from(s.m) * u64::from(s.y_stride) * 4,
+    )?;
+    let kernel = rec
+        .gpu()
+        .kernel(&gemv_q8_key(s.wtype, split, s.accumulate))?;
+    let groups = match split {
+        Split::Group(_) => rec.gpu().grid(s.rows),
+        Split::Thread => rec
+            .gpu()
+            .grid(s.rows.div_ceil(kernel.spec.workgroup_size[0])),
+    };
+    let params = GemvParams {
+        k: s.k,
+        rows: s.rows,
+        row_bytes,
+        m: s.m,
+        x_stride: s.k / 4,
+        y_stride: s.y_stride,
+        y_offset: s.y_offset,
+        pad: 0,
+    };
+    if matches!(s.wtype, WType::Q4_1 | WType::Q4K) {
+        need("gemv_q8", "xs", &x.xs, bs)?;
+        rec.dispatch(&kernel, groups, &params, &[w, x.xq, x.xd, x.xs, y])
+    } else {
+        rec.dispatch(&kernel, groups, &params, &[w, x.xq, x.xd, y])
+    }
 }

@@ -22,7 +22,10 @@ struct Params {
 
 /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * (w + w_offset)` for `rows` rows of `n`;
 /// `w_offset` is 0, or 1 for Gemma's `(1 + w)`. `x` and `out` must not overlap.
-#[allow(clippy::too_many_arguments, reason = "one argument per binding and parameter")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per binding and parameter"
+)]
 pub fn rms_norm(
     rec: &mut Recorder,
     combine: Combine,

@@ -1,0 +1,136 @@
+//! `kiln bench`: load time, time to first token, prefill and decode speed (median and spread over
+//! repetitions after a warm-up), peak RSS, and on the GPU the work counters per decoded token.
+
+use std::ops::ControlFlow;
+
+use kiln::generate::GenerateOptions;
+
+use crate::args::Args;
+
+/// Peak resident set size of this process in MB (Linux: VmHWM), 0 where unknown.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Median and (min, max) of `v`.
+fn summary(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let median = if s.is_empty() {
+        0.0
+    } else if s.len() % 2 == 1 {
+        s[s.len() / 2]
+    } else {
+        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+    };
+    (
+        median,
+        s.first().copied().unwrap_or(0.0),
+        s.last().copied().unwrap_or(0.0),
+    )
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let json = args.flag("json");
+    let prompt_tokens: usize = args.parse_or("prompt-tokens", 64)?;
+    let gen_tokens: u32 = args.parse_or("gen-tokens", 64)?;
+    let reps: usize = args.parse_or("reps", 5)?;
+    let (mut model, load_ms) = crate::load(args)?;
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(prompt_tokens.max(1));
+    let mut prompt = model.encode_prompt(&text);
+    prompt.truncate(prompt_tokens.max(1));
+    let opts = GenerateOptions {
+        max_tokens: gen_tokens,
+        ignore_eog: true,
+        ..GenerateOptions::default()
+    };
+    let gpu = model.gpu().cloned();
+    let (mut ttft, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
+    let mut per_token = None;
+    for rep in 0..=reps {
+        let mut first = None;
+        let generation = model
+            .generate(&prompt, &opts, |_, _| {
+                if first.is_none() {
+                    first = gpu.as_ref().map(|g| g.counters());
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(|e| e.to_string())?;
+        if let (Some(g), Some(before)) = (&gpu, first) {
+            let n = generation.tokens.len().saturating_sub(1).max(1) as f64;
+            let d = g.counters() - before;
+            per_token = Some(serde_json::json!({
+                "dispatches": d.dispatches as f64 / n,
+                "submits": d.submits as f64 / n,
+                "buffers_created": d.buffers_created as f64 / n,
+                "pipelines_created": d.pipelines_created as f64 / n,
+                "bytes_read_back": d.bytes_read_back as f64 / n,
+                "waits": d.waits as f64 / n,
+            }));
+        }
+        if rep == 0 {
+            continue; // warm-up
+        }
+        let s = generation.stats;
+        ttft.push(s.ttft.as_secs_f64() * 1000.0);
+        prefill.push(s.prefill_tok_s);
+        decode.push(s.decode_tok_s);
+    }
+    let (ttft_m, _, _) = summary(&ttft);
+    let (pre_m, pre_lo, pre_hi) = summary(&prefill);
+    let (dec_m, dec_lo, dec_hi) = summary(&decode);
+    let threads = if model.backend_name() == "cpu" {
+        args.parse_or("threads", 0usize)?
+    } else {
+        0
+    };
+    if json {
+        let v = serde_json::json!({
+            "backend": model.backend_name(),
+            "adapter": model.adapter(),
+            "threads": threads,
+            "prompt_tokens": prompt.len(),
+            "gen_tokens": gen_tokens,
+            "reps": reps,
+            "load_ms": load_ms,
+            "ttft_ms": ttft_m,
+            "prefill_tok_s": pre_m,
+            "prefill_tok_s_range": [pre_lo, pre_hi],
+            "decode_tok_s": dec_m,
+            "decode_tok_s_range": [dec_lo, dec_hi],
+            "decode_tok_s_all": decode,
+            "peak_rss_mb": peak_rss_mb(),
+            "per_token": per_token,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} on {} ({} threads): load {:.0} ms, ttft {:.1} ms, prefill {:.1} tok/s \
+             [{:.1}..{:.1}], decode {:.1} tok/s [{:.1}..{:.1}] over {reps} reps, peak RSS {:.0} MB",
+            model.backend_name(),
+            model.adapter(),
+            threads,
+            load_ms,
+            ttft_m,
+            pre_m,
+            pre_lo,
+            pre_hi,
+            dec_m,
+            dec_lo,
+            dec_hi,
+            peak_rss_mb()
+        );
+        if let Some(p) = per_token {
+            println!("per decoded token: {p}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! A model's hyperparameters and tensor layout, read from GGUF metadata alone.
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::ops::gemv::WType;
+use crate::ops::rope::RopeLayout;
+
+/// The architectures kiln runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// SmolLM2, TinyLlama, Llama 3.x.
+    Llama,
+    /// Qwen2 / Qwen2.5: q/k/v biases, NeoX RoPE.
+    Qwen2,
+    /// Gemma 3: q/k norms, post-norms, GeGLU, sliding-window and global layers, scaled embeddings.
+    Gemma3,
+}
+
+/// Everything the forward pass needs to know about a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub arch: Arch,
+    pub n_layer: u32,
+    pub d_model: u32,
+    pub n_head: u32,
+    pub n_kv_head: u32,
+    pub head_dim: u32,
+    pub d_ff: u32,
+    pub vocab: u32,
+    pub eps: f32,
+    pub rope_layout: RopeLayout,
+    pub rope_dims: u32,
+    pub rope_base: f32,
+    /// RoPE base of sliding-window layers (Gemma 3 uses 10 000 there).
+    pub rope_base_local: f32,
+    pub rope_freq_scale: f32,
+    /// Sliding window of local layers (0 = none).
+    pub window: u32,
+    /// Every `swa_pattern`-th layer is global; the others use the window (Gemma 3: 6).
+    pub swa_pattern: u32,
+    /// Context length the model was trained for.
+    pub n_ctx_train: u32,
+    pub embed_scale: f32,
+    pub attn_scale: f32,
+    pub attn_softcap: f32,
+    pub final_softcap: f32,
+}
+
+impl Config {
+    /// Reads the configuration of a supported architecture.
+    pub fn from_gguf(file: &GgufFile) -> Result<Config> {
+        let arch_name = file.architecture()?.to_string();
+        let arch = match arch_name.as_str() {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "gemma3" => Arch::Gemma3,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "architecture `{other}`; kiln runs llama, qwen2 and gemma3 models"
+                )));
+            }
+        };
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let u = |k: &str| file.get_u32(&key(k));
+        let n_head = u("attention.head_count")?;
+        let d_model = u("embedding_length")?;
+        if n_head == 0 || d_model == 0 {
+            return Err(Error::Unsupported(
+                "zero heads or zero embedding length".into(),
+            ));
+        }
+        let head_dim = u("attention.key_length").unwrap_or(d_model / n_head);
+        let embd = file
+            .tensor("token_embd.weight")
+            .ok_or_else(|| missing("token_embd.weight"))?;
+        let vocab = u32::try_from(*embd.dims.get(1).unwrap_or(&0))
+            .map_err(|_| Error::Unsupported("vocabulary over 2^32".into()))?;
+        let gemma = arch == Arch::Gemma3;
+        let cfg = Config {
+            arch,
+            n_layer: u("block_count")?,
+            d_model,
+            n_head,
+            n_kv_head: u("attention.head_count_kv").unwrap_or(n_head),
+            head_dim,
+            d_ff: u("feed_forward_length")?,
+            vocab,
+            eps: file.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_layout: if arch == Arch::Llama {
+                RopeLayout::Norm
+            } else {
+                RopeLayout::Neox
+            },
+            rope_dims: u("rope.dimension_count").unwrap_or(head_dim),
+            rope_base: file.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
+            rope_base_local: if gemma { 10_000.0 } else { 0.0 },
+            rope_freq_scale: file
+                .get_f32(&key("rope.scaling.factor"))
+                .ok()
+                .filter(|f| *f > 0.0)
+                .map_or(1.0, |f| 1.0 / f),
+            window: if gemma {
+                u("attention.sliding_window").unwrap_or(0)
+            } else {
+                0
+            },
+            swa_pattern: if gemma { 6 } else { 0 },
+            n_ctx_train: u("context_length").unwrap_or(2048),
+            embed_scale: if gemma { (d_model as f32).sqrt() } else { 1.0 },
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            attn_softcap: file.get_f32(&key("attn_logit_softcapping")).unwrap_or(0.0),
+            final_softcap: file.get_f32(&key("final_logit_softcapping")).unwrap_or(0.0),
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        let ok = self.n_layer > 0
+            && self.n_kv_head > 0
+            && self.n_head.is_multiple_of(self.n_kv_head)
+            && self.head_dim.is_multiple_of(2)
+            && self.head_dim <= crate::ops::attention::MAX_HEAD_DIM
+            && self.rope_dims <= self.head_dim
+            && self.d_model.is_multiple_of(32)
+            && self.vocab > 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Unsupported(format!(
+                "a shape kiln's kernels cannot take: {self:?}"
+            )))
+        }
+    }
+
+    /// Whether layer `il` attends through the sliding window.
+    pub fn is_local(&self, il: u32) -> bool {
+        self.window > 0 && self.swa_pattern > 0 && (il + 1) % self.swa_pattern != 0
+    }
+
+    pub fn q_dim(&self) -> u32 {
+        self.n_head * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> u32 {
+        self.n_kv_head * self.head_dim
+    }
+}
+
+fn missing(name: &str) -> Error {
+    Error::Unsupported(format!("the model has no tensor `{name}`"))
+}
+
+/// The kernel format of a GGUF tensor type.
+pub fn wtype(t: &TensorInfo) -> Result<WType> {
+    Ok(match t.ty {
+        GgmlType::Q4_0 => WType::Q4_0,
+        GgmlType::Q4_1 => WType::Q4_1,
+        GgmlType::Q5_0 => WType::Q5_0,
+        GgmlType::Q8_0 => WType::Q8_0,
+        GgmlType::Q4_K => WType::Q4K,
+        GgmlType::Q6_K => WType::Q6K,
+        GgmlType::F16 => WType::F16,
+        GgmlType::F32 => WType::F32,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "tensor `{}` is stored as {other:?}, which kiln has no kernel for \
+                 (supported: F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K)",
+                t.name
+            )));
+        }
+    })
+}
+
+/// A matrix tensor `(rows, k)` and its format, checked.
+pub fn matrix<'a>(file: &'a GgufFile, name: &str) -> Result<(&'a TensorInfo, WType, u32, u32)> {
+    let t = file.tensor(name).ok_or_else(|| missing(name))?;
+    let (k, rows) = match t.dims[..] {
+        [k, rows] => (k, rows),
+        [k] => (k, 1),
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "tensor `{name}` has shape {:?}, expected a matrix",
+                t.dims
+            )));
+        }
+    };
+    let k = u32::try_from(k).map_err(|_| Error::Unsupported(format!("`{name}` is too wide")))?;
+    let rows =
+        u32::try_from(rows).map_err(|_| Error::Unsupported(format!("`{name}` is too tall")))?;
+    Ok((t, wtype(t)?, rows, k))
+}
+
+/// A vector tensor as f32 (norm weights, biases), checked against its expected length.
+pub fn vector(file: &GgufFile, name: &str, len: u32) -> Result<Vec<f32>> {
+    let t = file.tensor(name).ok_or_else(|| missing(name))?;
+    if t.n_elements() != u64::from(len) || t.ty != GgmlType::F32 {
+        return Err(Error::Unsupported(format!(
+            "tensor `{name}` is {:?} {:?}, expected {len} f32 values",
+            t.ty, t.dims
+        )));
+    }
+    Ok(bytemuck::pod_collect_to_vec(file.tensor_data(t)))
+}

@@ -1,0 +1,443 @@
+//! The forward pass on kiln-cpu's SIMD kernels, for machines (and browsers) without a WebGPU
+//! adapter. Weights stay in the (memory-mapped) GGUF file in their block formats; activations
+//! are quantized to int8 blocks per matrix type, as llama.cpp does. Every buffer is allocated at
+//! load: the per-token loop allocates nothing.
+
+use half::f16;
+use kiln_cpu::ops::{AttnParams, RopeLayout as CpuRope, attention_decode, rope};
+use kiln_cpu::{ActBuffer, QMatrix, QType, ThreadPool};
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::model::config::{Arch, Config, matrix, vector};
+use crate::ops::rope::RopeLayout;
+
+/// Prompt tokens processed per batched matmul.
+const CHUNK: usize = 32;
+
+/// A weight matrix: where its blocks lie in the file.
+#[derive(Debug, Clone)]
+struct Mat {
+    qtype: QType,
+    rows: usize,
+    cols: usize,
+    start: usize,
+    len: usize,
+}
+
+impl Mat {
+    fn load(file: &GgufFile, name: &str) -> Result<Mat> {
+        let (t, _, rows, k) = matrix(file, name)?;
+        let qtype = QType::from_ggml_id(t.ty as u32).ok_or_else(|| {
+            Error::Unsupported(format!("tensor `{name}` type {:?} on the CPU path", t.ty))
+        })?;
+        let data = file.tensor_data(t);
+        let start = data.as_ptr() as usize - file.bytes().as_ptr() as usize;
+        let m = Mat {
+            qtype,
+            rows: rows as usize,
+            cols: k as usize,
+            start,
+            len: data.len(),
+        };
+        // Validate the shape once, so later views cannot fail.
+        QMatrix::new(m.qtype, m.rows, m.cols, data).map_err(cpu_err)?;
+        Ok(m)
+    }
+
+    fn view<'a>(&self, file: &'a GgufFile) -> QMatrix<'a> {
+        let bytes = &file.bytes()[self.start..self.start + self.len];
+        QMatrix::new(self.qtype, self.rows, self.cols, bytes).expect("validated at load")
+    }
+}
+
+fn cpu_err(e: kiln_cpu::CpuError) -> Error {
+    Error::Cpu(e)
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    q: Mat,
+    k: Mat,
+    v: Mat,
+    o: Mat,
+    bias: Option<[Vec<f32>; 3]>,
+    qk_norm: Option<[Vec<f32>; 2]>,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: Mat,
+    up: Mat,
+    down: Mat,
+    post_ffn_norm: Option<Vec<f32>>,
+    k_cache: Vec<f16>,
+    v_cache: Vec<f16>,
+}
+
+/// Activations for up to CHUNK tokens.
+#[derive(Debug)]
+struct Scratch {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    tmp: Vec<f32>,
+    tmp2: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    hidden: Vec<f32>,
+    scores: Vec<f32>,
+    logits: Vec<f32>,
+    act: ActBuffer,
+}
+
+/// A model on the CPU path, with its KV cache.
+pub struct CpuModel {
+    file: GgufFile,
+    cfg: Config,
+    pool: ThreadPool,
+    embd: Mat,
+    output: Mat,
+    output_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    s: Scratch,
+    capacity: u32,
+}
+
+impl std::fmt::Debug for CpuModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuModel")
+            .field("cfg", &self.cfg)
+            .field("threads", &self.pool.threads())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CpuModel {
+    /// Maps the weights of `file` and allocates every buffer for `capacity` positions.
+    pub fn load(
+        file: GgufFile,
+        cfg: &Config,
+        capacity: u32,
+        threads: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<CpuModel> {
+        if cfg.rope_freq_scale != 1.0 || cfg.final_softcap != 0.0 {
+            return Err(Error::Unsupported(
+                "RoPE scaling and final soft-capping are not implemented on the CPU path".into(),
+            ));
+        }
+        let n_layer = cfg.n_layer as usize;
+        let cache = cfg.n_kv_head as usize * capacity as usize * cfg.head_dim as usize;
+        let vec = |name: &str, len: u32| vector(&file, name, len);
+        let mut layers = Vec::with_capacity(n_layer);
+        for il in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{il}.{s}");
+            let qwen = cfg.arch == Arch::Qwen2;
+            let gemma = cfg.arch == Arch::Gemma3;
+            layers.push(Layer {
+                attn_norm: vec(&n("attn_norm.weight"), cfg.d_model)?,
+                q: Mat::load(&file, &n("attn_q.weight"))?,
+                k: Mat::load(&file, &n("attn_k.weight"))?,
+                v: Mat::load(&file, &n("attn_v.weight"))?,
+                o: Mat::load(&file, &n("attn_output.weight"))?,
+                bias: if qwen {
+                    Some([
+                        vec(&n("attn_q.bias"), cfg.q_dim())?,
+                        vec(&n("attn_k.bias"), cfg.kv_dim())?,
+                        vec(&n("attn_v.bias"), cfg.kv_dim())?,
+                    ])
+                } else {
+                    None
+                },
+                qk_norm: if gemma {
+                    Some([
+                        vec(&n("attn_q_norm.weight"), cfg.head_dim)?,
+                        vec(&n("attn_k_norm.weight"), cfg.head_dim)?,
+                    ])
+                } else {
+                    None
+                },
+                post_attn_norm: if gemma {
+                    Some(vec(&n("post_attention_norm.weight"), cfg.d_model)?)
+                } else {
+                    None
+                },
+                ffn_norm: vec(&n("ffn_norm.weight"), cfg.d_model)?,
+                gate: Mat::load(&file, &n("ffn_gate.weight"))?,
+                up: Mat::load(&file, &n("ffn_up.weight"))?,
+                down: Mat::load(&file, &n("ffn_down.weight"))?,
+                post_ffn_norm: if gemma {
+                    Some(vec(&n("post_ffw_norm.weight"), cfg.d_model)?)
+                } else {
+                    None
+                },
+                k_cache: vec![f16::ZERO; cache],
+                v_cache: vec![f16::ZERO; cache],
+            });
+            progress(il as usize + 1, n_layer + 1);
+        }
+        let embd = Mat::load(&file, "token_embd.weight")?;
+        let output = match file.tensor("output.weight") {
+            Some(_) => Mat::load(&file, "output.weight")?,
+            None => embd.clone(),
+        };
+        let output_norm = vec("output_norm.weight", cfg.d_model)?;
+        let c = CHUNK;
+        let (d, qd, kvd, ff) = (
+            cfg.d_model as usize,
+            cfg.q_dim() as usize,
+            cfg.kv_dim() as usize,
+            cfg.d_ff as usize,
+        );
+        let widest = d.max(qd).max(ff);
+        let s = Scratch {
+            x: vec![0.0; c * d],
+            xn: vec![0.0; c * d],
+            q: vec![0.0; c * qd],
+            k: vec![0.0; c * kvd],
+            v: vec![0.0; c * kvd],
+            att: vec![0.0; c * qd],
+            tmp: vec![0.0; c * d],
+            tmp2: vec![0.0; c * d],
+            gate: vec![0.0; c * ff],
+            up: vec![0.0; c * ff],
+            hidden: vec![0.0; c * ff],
+            scores: vec![0.0; capacity as usize],
+            logits: vec![0.0; cfg.vocab as usize],
+            act: ActBuffer::with_capacity(c, widest),
+        };
+        progress(n_layer + 1, n_layer + 1);
+        Ok(CpuModel {
+            file,
+            cfg: cfg.clone(),
+            pool: ThreadPool::new(threads),
+            embd,
+            output,
+            output_norm,
+            layers,
+            s,
+            capacity,
+        })
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// The instruction set and thread count, for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:?}, {} threads",
+            kiln_cpu::Isa::active(),
+            self.pool.threads()
+        )
+    }
+
+    /// Runs `tokens` at positions `pos0..` and returns the logits after the last one.
+    pub fn step(&mut self, tokens: &[u32], pos0: u32) -> Result<&[f32]> {
+        let n_new = tokens.len();
+        if n_new == 0 || pos0 as usize + n_new > self.capacity as usize {
+            return Err(Error::ContextFull {
+                capacity: self.capacity,
+            });
+        }
+        if let Some(bad) = tokens.iter().find(|&&t| t >= self.cfg.vocab) {
+            return Err(Error::Shape {
+                op: "step",
+                detail: format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    self.cfg.vocab
+                ),
+            });
+        }
+        let mut done = 0;
+        while done < n_new {
+            let n = CHUNK.min(n_new - done);
+            self.chunk(&tokens[done..done + n], pos0 as usize + done)?;
+            done += n;
+        }
+        // The last row of the last chunk.
+        let d = self.cfg.d_model as usize;
+        let last = (n_new - 1) % CHUNK;
+        let s = &mut self.s;
+        let x = &s.x[last * d..(last + 1) * d];
+        kiln_cpu::ops::rms_norm(x, &self.output_norm, self.cfg.eps, &mut s.xn[..d])
+            .map_err(cpu_err)?;
+        let out = self.output.view(&self.file);
+        s.act
+            .quantize_rows(&s.xn[..d], 1, out.qtype())
+            .map_err(cpu_err)?;
+        out.gemv(&s.act, &mut s.logits, &self.pool)
+            .map_err(cpu_err)?;
+        Ok(&self.s.logits)
+    }
+
+    /// `y (n, W.rows) = x (n, W.cols) · Wᵀ`.
+    fn matmul(
+        file: &GgufFile,
+        pool: &ThreadPool,
+        act: &mut ActBuffer,
+        w: &Mat,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+    ) -> Result<()> {
+        let m = w.view(file);
+        act.quantize_rows(&x[..n * w.cols], n, w.qtype)
+            .map_err(cpu_err)?;
+        m.matmul(act, &mut y[..n * w.rows], pool).map_err(cpu_err)
+    }
+
+    fn chunk(&mut self, tokens: &[u32], pos0: usize) -> Result<()> {
+        let cfg = &self.cfg;
+        let n = tokens.len();
+        let (d, hd) = (cfg.d_model as usize, cfg.head_dim as usize);
+        let (qd, kvd, ff) = (
+            cfg.q_dim() as usize,
+            cfg.kv_dim() as usize,
+            cfg.d_ff as usize,
+        );
+        let s = &mut self.s;
+        let file = &self.file;
+        let pool = &self.pool;
+        let embd = self.embd.view(file);
+        for (t, &tok) in tokens.iter().enumerate() {
+            let row = &mut s.x[t * d..(t + 1) * d];
+            kiln_cpu::ops::embed_row(
+                embd.qtype(),
+                embd_bytes(file, &self.embd),
+                tok as usize,
+                row,
+            )
+            .map_err(cpu_err)?;
+            if cfg.embed_scale != 1.0 {
+                kiln_cpu::ops::scale(row, cfg.embed_scale);
+            }
+        }
+        let layout = match cfg.rope_layout {
+            RopeLayout::Norm => CpuRope::Normal,
+            RopeLayout::Neox => CpuRope::NeoX,
+        };
+        let norm = |x: &[f32], w: &[f32], out: &mut [f32], rows: usize, len: usize| -> Result<()> {
+            for r in 0..rows {
+                kiln_cpu::ops::rms_norm(
+                    &x[r * len..(r + 1) * len],
+                    w,
+                    cfg.eps,
+                    &mut out[r * len..(r + 1) * len],
+                )
+                .map_err(cpu_err)?;
+            }
+            Ok(())
+        };
+        for (il, l) in self.layers.iter_mut().enumerate() {
+            let local = cfg.is_local(il as u32);
+            norm(&s.x, &l.attn_norm, &mut s.xn, n, d)?;
+            Self::matmul(file, pool, &mut s.act, &l.q, &s.xn, n, &mut s.q)?;
+            Self::matmul(file, pool, &mut s.act, &l.k, &s.xn, n, &mut s.k)?;
+            Self::matmul(file, pool, &mut s.act, &l.v, &s.xn, n, &mut s.v)?;
+            if let Some([bq, bk, bv]) = &l.bias {
+                for t in 0..n {
+                    add_row(&mut s.q[t * qd..(t + 1) * qd], bq);
+                    add_row(&mut s.k[t * kvd..(t + 1) * kvd], bk);
+                    add_row(&mut s.v[t * kvd..(t + 1) * kvd], bv);
+                }
+            }
+            if let Some([nq, nk]) = &l.qk_norm {
+                s.tmp[..n * qd].copy_from_slice(&s.q[..n * qd]);
+                norm(&s.tmp, nq, &mut s.q, n * cfg.n_head as usize, hd)?;
+                s.tmp[..n * kvd].copy_from_slice(&s.k[..n * kvd]);
+                norm(&s.tmp, nk, &mut s.k, n * cfg.n_kv_head as usize, hd)?;
+            }
+            let base = if local {
+                cfg.rope_base_local
+            } else {
+                cfg.rope_base
+            };
+            let params = AttnParams {
+                n_head: cfg.n_head as usize,
+                n_kv_head: cfg.n_kv_head as usize,
+                head_dim: hd,
+                capacity: self.capacity as usize,
+                scale: cfg.attn_scale,
+                window: (local && cfg.window > 0).then_some(cfg.window as usize),
+                softcap: (cfg.attn_softcap > 0.0).then_some(cfg.attn_softcap),
+            };
+            for t in 0..n {
+                let pos = pos0 + t;
+                let q = &mut s.q[t * qd..(t + 1) * qd];
+                let k = &mut s.k[t * kvd..(t + 1) * kvd];
+                let rot = cfg.rope_dims as usize;
+                rope(q, hd, rot, pos, base, layout).map_err(cpu_err)?;
+                // q meets the f16 cache rounded to f16, as in llama.cpp's f16 KV path.
+                for x in q.iter_mut() {
+                    *x = f16::from_f32(*x).to_f32();
+                }
+                rope(k, hd, rot, pos, base, layout).map_err(cpu_err)?;
+                let v = &s.v[t * kvd..(t + 1) * kvd];
+                for h in 0..cfg.n_kv_head as usize {
+                    let at = (h * self.capacity as usize + pos) * hd;
+                    for (dst, &src) in l.k_cache[at..at + hd].iter_mut().zip(&k[h * hd..]) {
+                        *dst = f16::from_f32(src);
+                    }
+                    for (dst, &src) in l.v_cache[at..at + hd].iter_mut().zip(&v[h * hd..]) {
+                        *dst = f16::from_f32(src);
+                    }
+                }
+                attention_decode(
+                    &s.q[t * qd..(t + 1) * qd],
+                    &l.k_cache,
+                    &l.v_cache,
+                    &params,
+                    pos + 1,
+                    &mut s.scores,
+                    &mut s.att[t * qd..(t + 1) * qd],
+                )
+                .map_err(cpu_err)?;
+            }
+            match &l.post_attn_norm {
+                Some(w) => {
+                    Self::matmul(file, pool, &mut s.act, &l.o, &s.att, n, &mut s.tmp)?;
+                    norm(&s.tmp, w, &mut s.tmp2, n, d)?;
+                    add_row(&mut s.x[..n * d], &s.tmp2[..n * d]);
+                }
+                None => {
+                    Self::matmul(file, pool, &mut s.act, &l.o, &s.att, n, &mut s.tmp)?;
+                    add_row(&mut s.x[..n * d], &s.tmp[..n * d]);
+                }
+            }
+            norm(&s.x, &l.ffn_norm, &mut s.xn, n, d)?;
+            Self::matmul(file, pool, &mut s.act, &l.gate, &s.xn, n, &mut s.gate)?;
+            Self::matmul(file, pool, &mut s.act, &l.up, &s.xn, n, &mut s.up)?;
+            let (g, u, h) = (&s.gate[..n * ff], &s.up[..n * ff], &mut s.hidden[..n * ff]);
+            if cfg.arch == Arch::Gemma3 {
+                kiln_cpu::ops::geglu(g, u, h).map_err(cpu_err)?;
+            } else {
+                kiln_cpu::ops::swiglu(g, u, h).map_err(cpu_err)?;
+            }
+            Self::matmul(file, pool, &mut s.act, &l.down, &s.hidden, n, &mut s.tmp)?;
+            match &l.post_ffn_norm {
+                Some(w) => {
+                    norm(&s.tmp, w, &mut s.tmp2, n, d)?;
+                    add_row(&mut s.x[..n * d], &s.tmp2[..n * d]);
+                }
+                None => add_row(&mut s.x[..n * d], &s.tmp[..n * d]),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn embd_bytes<'a>(file: &'a GgufFile, m: &Mat) -> &'a [u8] {
+    &file.bytes()[m.start..m.start + m.len]
+}
+
+/// `x[i] += b[i % b.len()]`.
+fn add_row(x: &mut [f32], b: &[f32]) {
+    for (xi, bi) in x.iter_mut().zip(b.iter().cycle()) {
+        *xi += bi;
+    }
+}

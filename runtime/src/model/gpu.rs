@@ -1,0 +1,729 @@
+//! The forward pass on the GPU: weights in their GGUF block formats, the f16 KV cache and every
+//! activation stay resident; a step (a prompt chunk or one decoded token) is recorded into one
+//! submit that ends with the next token chosen on the GPU, so a decode step reads back 4 bytes.
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::gpu::{Gpu, View};
+use crate::model::config::{Arch, Config, matrix, vector};
+use crate::ops::activation::{Act, add_inplace, gated};
+use crate::ops::attention::{Attention, attention, kv_store, scratch_bytes};
+use crate::ops::gemv::{
+    ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
+};
+use crate::ops::norm::rms_norm;
+use crate::ops::reduce::Combine;
+use crate::ops::rope::{Rope, rope};
+use crate::ops::sample::argmax;
+
+/// Prompt tokens processed per recorded chunk.
+pub const CHUNK: u32 = 32;
+
+/// A weight matrix `(rows, k)` on the GPU, split by rows into parts that each fit one binding.
+#[derive(Debug)]
+pub struct GpuMatrix {
+    pub wtype: WType,
+    pub rows: u32,
+    pub k: u32,
+    /// (buffer, first row, rows)
+    parts: Vec<(wgpu::Buffer, u32, u32)>,
+}
+
+impl GpuMatrix {
+    pub fn load(gpu: &Gpu, file: &GgufFile, name: &str) -> Result<GpuMatrix> {
+        let (t, wtype, rows, k) = matrix(file, name)?;
+        let row_bytes = u64::from(wtype.row_bytes(k)?);
+        let data = file.tensor_data(t);
+        if data.len() as u64 != row_bytes * u64::from(rows) {
+            return Err(Error::Unsupported(format!(
+                "tensor `{name}` holds {} bytes, its shape needs {}",
+                data.len(),
+                row_bytes * u64::from(rows)
+            )));
+        }
+        let limits = gpu.limits();
+        let max_bytes = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let rows_per_part = u32::try_from((max_bytes / row_bytes).min(u64::from(rows)))
+            .unwrap_or(rows)
+            .max(1);
+        if row_bytes > max_bytes {
+            return Err(Error::BufferTooLarge {
+                what: "weight row",
+                size: row_bytes,
+                limit: max_bytes,
+            });
+        }
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = rows_per_part.min(rows - row0);
+            let start = (u64::from(row0) * row_bytes) as usize;
+            let end = start + (u64::from(n) * row_bytes) as usize;
+            let buffer = gpu.upload(name, &data[start..end])?;
+            parts.push((buffer, row0, n));
+            row0 += n;
+        }
+        Ok(GpuMatrix {
+            wtype,
+            rows,
+            k,
+            parts,
+        })
+    }
+
+    /// Records `y[j, :] (+)= W x[j, :]` for `m` activation rows; `x` must have been prepared
+    /// (quantized for this matrix's type) by [`Acts::prepare`].
+    fn gemv(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        split: Split,
+        acts: &Acts,
+        x: View<'_>,
+        y: View<'_>,
+        m: u32,
+        accumulate: bool,
+    ) -> Result<()> {
+        for (buffer, row0, rows) in &self.parts {
+            let shape = GemvShape {
+                wtype: self.wtype,
+                k: self.k,
+                rows: *rows,
+                m,
+                y_stride: self.rows,
+                y_offset: *row0,
+                accumulate,
+            };
+            match ActQuant::for_weights(self.wtype) {
+                Some(quant) => gemv_q8(rec, split, buffer.into(), acts.get(quant), y, shape)?,
+                None => gemv(rec, split, buffer.into(), x, y, shape)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the gather of `n_tok` rows named by `tokens[t0..]` into `out`.
+    fn embed(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        tokens: View<'_>,
+        out: View<'_>,
+        n_tok: u32,
+        t0: u32,
+        scale: f32,
+    ) -> Result<()> {
+        for (buffer, row0, rows) in &self.parts {
+            let shape = EmbedShape {
+                wtype: self.wtype,
+                k: self.k,
+                row0: *row0,
+                rows: *rows,
+                n_tok,
+                t0,
+                scale,
+            };
+            embed(rec, buffer.into(), tokens, out, shape)?;
+        }
+        Ok(())
+    }
+}
+
+/// Scratch for activations quantized to each int8 format, sized for CHUNK rows of the widest
+/// input.
+#[derive(Debug)]
+struct Acts {
+    sets: Vec<(ActQuant, [wgpu::Buffer; 3])>,
+}
+
+impl Acts {
+    fn new(gpu: &Gpu, max_k: u32) -> Result<Acts> {
+        let (bq, bd, bs) = QAct::sizes(CHUNK, max_k);
+        let usage = wgpu::BufferUsages::STORAGE;
+        let mut sets = Vec::new();
+        for quant in [ActQuant::Q8_0, ActQuant::Q8_1, ActQuant::Q8K] {
+            sets.push((
+                quant,
+                [
+                    gpu.create_buffer("xq", bq, usage)?,
+                    gpu.create_buffer("xd", bd, usage)?,
+                    gpu.create_buffer("xs", bs, usage)?,
+                ],
+            ));
+        }
+        Ok(Acts { sets })
+    }
+
+    fn get(&self, quant: ActQuant) -> QAct<'_> {
+        let (_, [xq, xd, xs]) = self
+            .sets
+            .iter()
+            .find(|(q, _)| *q == quant)
+            .expect("a set for every format");
+        QAct {
+            quant,
+            xq: xq.into(),
+            xd: xd.into(),
+            xs: xs.into(),
+        }
+    }
+
+    /// Quantizes `x` (m, k) once for each int8 format the given matrices need.
+    fn prepare(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        x: View<'_>,
+        m: u32,
+        mats: &[&GpuMatrix],
+    ) -> Result<()> {
+        let mut done: Vec<ActQuant> = Vec::new();
+        for mat in mats {
+            if let Some(quant) = ActQuant::for_weights(mat.wtype)
+                && !done.contains(&quant)
+            {
+                quantize(rec, x, self.get(quant), m, mat.k)?;
+                done.push(quant);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: wgpu::Buffer,
+    q: GpuMatrix,
+    k: GpuMatrix,
+    v: GpuMatrix,
+    o: GpuMatrix,
+    bias: Option<[wgpu::Buffer; 3]>,
+    qk_norm: Option<[wgpu::Buffer; 2]>,
+    post_attn_norm: Option<wgpu::Buffer>,
+    ffn_norm: wgpu::Buffer,
+    gate: GpuMatrix,
+    up: GpuMatrix,
+    down: GpuMatrix,
+    post_ffn_norm: Option<wgpu::Buffer>,
+    k_cache: wgpu::Buffer,
+    v_cache: wgpu::Buffer,
+}
+
+/// Activations, allocated once for chunks of up to [`CHUNK`] tokens.
+#[derive(Debug)]
+struct Scratch {
+    x: wgpu::Buffer,
+    xn: wgpu::Buffer,
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    qn: wgpu::Buffer,
+    kn: wgpu::Buffer,
+    att: wgpu::Buffer,
+    tmp: wgpu::Buffer,
+    tmp2: wgpu::Buffer,
+    gate: wgpu::Buffer,
+    up: wgpu::Buffer,
+    hidden: wgpu::Buffer,
+    last: wgpu::Buffer,
+    last_norm: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    scores: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+}
+
+/// What a step hands back.
+#[derive(Debug, PartialEq)]
+pub enum StepOutput {
+    /// The greedy next token (chosen on the GPU; 4 bytes read back).
+    Token(u32),
+    /// The last position's logits (vocab floats read back).
+    Logits(Vec<f32>),
+}
+
+/// A model loaded onto a GPU, with its KV cache.
+#[derive(Debug)]
+pub struct GpuModel {
+    gpu: Gpu,
+    cfg: Config,
+    combine: Combine,
+    split: Split,
+    acts: Acts,
+    embd: GpuMatrix,
+    output: Option<GpuMatrix>,
+    output_norm: wgpu::Buffer,
+    layers: Vec<Layer>,
+    s: Scratch,
+    capacity: u32,
+}
+
+impl GpuModel {
+    /// Uploads the weights of `file` and allocates a KV cache of `capacity` positions.
+    /// `progress` is called with (tensors done, tensors in all).
+    pub fn load(
+        gpu: &Gpu,
+        file: &GgufFile,
+        cfg: &Config,
+        capacity: u32,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<GpuModel> {
+        if cfg.final_softcap != 0.0 {
+            return Err(Error::Unsupported(
+                "final logit soft-capping (Gemma 2) is not implemented".into(),
+            ));
+        }
+        let total = file.tensors().len();
+        let mut done = 0usize;
+        let mut tick = |n: usize| {
+            done += n;
+            progress(done.min(total), total);
+        };
+        let up_vec = |name: &str, len: u32| -> Result<wgpu::Buffer> {
+            gpu.upload(name, bytemuck::cast_slice(&vector(file, name, len)?))
+        };
+        let embd = GpuMatrix::load(gpu, file, "token_embd.weight")?;
+        tick(1);
+        let output = match file.tensor("output.weight") {
+            Some(_) => Some(GpuMatrix::load(gpu, file, "output.weight")?),
+            None => None,
+        };
+        let output_norm = up_vec("output_norm.weight", cfg.d_model)?;
+        tick(2);
+        let a = Attention {
+            n_head: cfg.n_head,
+            n_kv_head: cfg.n_kv_head,
+            head_dim: cfg.head_dim,
+            capacity,
+            n_tok: CHUNK,
+            pos0: 0,
+            window: 0,
+            scale: cfg.attn_scale,
+            softcap: cfg.attn_softcap,
+        };
+        let storage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        let mut layers = Vec::with_capacity(cfg.n_layer as usize);
+        for il in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{il}.{s}");
+            let qwen = cfg.arch == Arch::Qwen2;
+            let gemma = cfg.arch == Arch::Gemma3;
+            let layer = Layer {
+                attn_norm: up_vec(&n("attn_norm.weight"), cfg.d_model)?,
+                q: GpuMatrix::load(gpu, file, &n("attn_q.weight"))?,
+                k: GpuMatrix::load(gpu, file, &n("attn_k.weight"))?,
+                v: GpuMatrix::load(gpu, file, &n("attn_v.weight"))?,
+                o: GpuMatrix::load(gpu, file, &n("attn_output.weight"))?,
+                bias: if qwen {
+                    Some([
+                        up_vec(&n("attn_q.bias"), cfg.q_dim())?,
+                        up_vec(&n("attn_k.bias"), cfg.kv_dim())?,
+                        up_vec(&n("attn_v.bias"), cfg.kv_dim())?,
+                    ])
+                } else {
+                    None
+                },
+                qk_norm: if gemma {
+                    Some([
+                        up_vec(&n("attn_q_norm.weight"), cfg.head_dim)?,
+                        up_vec(&n("attn_k_norm.weight"), cfg.head_dim)?,
+                    ])
+                } else {
+                    None
+                },
+                post_attn_norm: if gemma {
+                    Some(up_vec(&n("post_attention_norm.weight"), cfg.d_model)?)
+                } else {
+                    None
+                },
+                ffn_norm: up_vec(&n("ffn_norm.weight"), cfg.d_model)?,
+                gate: GpuMatrix::load(gpu, file, &n("ffn_gate.weight"))?,
+                up: GpuMatrix::load(gpu, file, &n("ffn_up.weight"))?,
+                down: GpuMatrix::load(gpu, file, &n("ffn_down.weight"))?,
+                post_ffn_norm: if gemma {
+                    Some(up_vec(&n("post_ffw_norm.weight"), cfg.d_model)?)
+                } else {
+                    None
+                },
+                k_cache: gpu.create_buffer("k cache", a.cache_bytes(), storage)?,
+                v_cache: gpu.create_buffer("v cache", a.cache_bytes(), storage)?,
+            };
+            let shapes_ok = layer.q.rows == cfg.q_dim()
+                && layer.k.rows == cfg.kv_dim()
+                && layer.v.rows == cfg.kv_dim()
+                && layer.o.k == cfg.q_dim()
+                && layer.gate.rows == cfg.d_ff
+                && layer.down.k == cfg.d_ff;
+            if !shapes_ok {
+                return Err(Error::Unsupported(format!(
+                    "layer {il}'s tensor shapes do not match the metadata"
+                )));
+            }
+            layers.push(layer);
+            tick(if gemma {
+                15
+            } else if qwen {
+                12
+            } else {
+                9
+            });
+        }
+        let f = |label: &str, floats: u64| gpu.create_buffer(label, floats.max(1) * 4, storage);
+        let c = u64::from(CHUNK);
+        let s = Scratch {
+            x: f("x", c * u64::from(cfg.d_model))?,
+            xn: f("xn", c * u64::from(cfg.d_model))?,
+            q: f("q", c * u64::from(cfg.q_dim()))?,
+            k: f("k", c * u64::from(cfg.kv_dim()))?,
+            v: f("v", c * u64::from(cfg.kv_dim()))?,
+            qn: f("qn", c * u64::from(cfg.q_dim()))?,
+            kn: f("kn", c * u64::from(cfg.kv_dim()))?,
+            att: f("att", c * u64::from(cfg.q_dim()))?,
+            tmp: f("tmp", c * u64::from(cfg.d_model))?,
+            tmp2: f("tmp2", c * u64::from(cfg.d_model))?,
+            gate: f("gate", c * u64::from(cfg.d_ff))?,
+            up: f("up", c * u64::from(cfg.d_ff))?,
+            hidden: f("hidden", c * u64::from(cfg.d_ff))?,
+            last: f("last", u64::from(cfg.d_model))?,
+            last_norm: f("last norm", u64::from(cfg.d_model))?,
+            logits: f("logits", u64::from(cfg.vocab))?,
+            scores: gpu.create_buffer("scores", scratch_bytes(&a), storage)?,
+            tokens: f("tokens", u64::from(capacity) + 1)?,
+        };
+        Ok(GpuModel {
+            gpu: gpu.clone(),
+            cfg: cfg.clone(),
+            combine: Combine::best(gpu),
+            split: Split::best(gpu),
+            acts: Acts::new(gpu, cfg.d_model.max(cfg.d_ff).max(cfg.q_dim()))?,
+            embd,
+            output,
+            output_norm,
+            layers,
+            s,
+            capacity,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Runs `tokens` at positions `pos0..`, in chunks of [`CHUNK`], all in one submit, and
+    /// returns the greedy next token or, with `want_logits`, the last position's logits.
+    /// Passing no tokens continues from the token the previous step chose, already on the GPU.
+    pub fn step(
+        &mut self,
+        tokens: &[u32],
+        pos0: u32,
+        n_new: u32,
+        want_logits: bool,
+    ) -> Result<StepOutput> {
+        if n_new == 0 || pos0 + n_new > self.capacity {
+            return Err(Error::ContextFull {
+                capacity: self.capacity,
+            });
+        }
+        if !tokens.is_empty() {
+            if tokens.len() as u32 != n_new {
+                return Err(Error::Shape {
+                    op: "step",
+                    detail: format!("{} tokens for {n_new} positions", tokens.len()),
+                });
+            }
+            if let Some(bad) = tokens.iter().find(|&&t| t >= self.cfg.vocab) {
+                return Err(Error::Shape {
+                    op: "step",
+                    detail: format!(
+                        "token id {bad} is outside the vocabulary of {}",
+                        self.cfg.vocab
+                    ),
+                });
+            }
+            self.gpu.write(
+                &self.s.tokens,
+                u64::from(pos0) * 4,
+                bytemuck::cast_slice(tokens),
+            );
+        }
+        let mut rec = self.gpu.recorder();
+        let mut done = 0;
+        while done < n_new {
+            let n = CHUNK.min(n_new - done);
+            self.record_chunk(&mut rec, pos0 + done, n)?;
+            done += n;
+        }
+        let cfg = &self.cfg;
+        let s = &self.s;
+        let d = u64::from(cfg.d_model) * 4;
+        rec.copy(
+            View::new(
+                &s.x,
+                u64::from(n_new - 1 - (n_new - 1) / CHUNK * CHUNK) * d,
+                d,
+            ),
+            (&s.last).into(),
+        )?;
+        rms_norm(
+            &mut rec,
+            self.combine,
+            (&s.last).into(),
+            (&self.output_norm).into(),
+            (&s.last_norm).into(),
+            1,
+            cfg.d_model,
+            cfg.eps,
+            0.0,
+        )?;
+        let output = self.output.as_ref().unwrap_or(&self.embd);
+        self.acts
+            .prepare(&mut rec, (&s.last_norm).into(), 1, &[output])?;
+        output.gemv(
+            &mut rec,
+            self.split,
+            &self.acts,
+            (&s.last_norm).into(),
+            (&s.logits).into(),
+            1,
+            false,
+        )?;
+        let next_slot = pos0 + n_new;
+        argmax(
+            &mut rec,
+            (&s.logits).into(),
+            (&s.tokens).into(),
+            cfg.vocab,
+            next_slot,
+        )?;
+        let back = if want_logits {
+            rec.read(View::new(&s.logits, 0, u64::from(cfg.vocab) * 4))?
+        } else {
+            rec.read(View::new(&s.tokens, u64::from(next_slot) * 4, 4))?
+        };
+        rec.submit()?;
+        let bytes = pollster::block_on(back.bytes())?;
+        Ok(if want_logits {
+            StepOutput::Logits(bytemuck::pod_collect_to_vec(&bytes))
+        } else {
+            StepOutput::Token(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        })
+    }
+
+    /// Writes a token chosen on the CPU (sampling) into position `pos` for the next step.
+    pub fn set_token(&self, pos: u32, token: u32) -> Result<()> {
+        if pos > self.capacity || token >= self.cfg.vocab {
+            return Err(Error::Shape {
+                op: "set_token",
+                detail: format!("token {token} at position {pos}"),
+            });
+        }
+        self.gpu
+            .write(&self.s.tokens, u64::from(pos) * 4, &token.to_le_bytes());
+        Ok(())
+    }
+
+    fn record_chunk(&self, rec: &mut crate::gpu::Recorder, pos0: u32, n: u32) -> Result<()> {
+        let cfg = &self.cfg;
+        let s = &self.s;
+        let cb = self.combine;
+        let sp = self.split;
+        let d = cfg.d_model;
+        self.embd.embed(
+            rec,
+            (&s.tokens).into(),
+            (&s.x).into(),
+            n,
+            pos0,
+            cfg.embed_scale,
+        )?;
+        for (il, l) in self.layers.iter().enumerate() {
+            let local = cfg.is_local(il as u32);
+            rms_norm(
+                rec,
+                cb,
+                (&s.x).into(),
+                (&l.attn_norm).into(),
+                (&s.xn).into(),
+                n,
+                d,
+                cfg.eps,
+                0.0,
+            )?;
+            let acts = &self.acts;
+            acts.prepare(rec, (&s.xn).into(), n, &[&l.q, &l.k, &l.v])?;
+            l.q.gemv(rec, sp, acts, (&s.xn).into(), (&s.q).into(), n, false)?;
+            l.k.gemv(rec, sp, acts, (&s.xn).into(), (&s.k).into(), n, false)?;
+            l.v.gemv(rec, sp, acts, (&s.xn).into(), (&s.v).into(), n, false)?;
+            if let Some([bq, bk, bv]) = &l.bias {
+                add_inplace(rec, (&s.q).into(), bq.into(), n * cfg.q_dim(), cfg.q_dim())?;
+                add_inplace(
+                    rec,
+                    (&s.k).into(),
+                    bk.into(),
+                    n * cfg.kv_dim(),
+                    cfg.kv_dim(),
+                )?;
+                add_inplace(
+                    rec,
+                    (&s.v).into(),
+                    bv.into(),
+                    n * cfg.kv_dim(),
+                    cfg.kv_dim(),
+                )?;
+            }
+            let (q, k) = match &l.qk_norm {
+                Some([nq, nk]) => {
+                    rms_norm(
+                        rec,
+                        cb,
+                        (&s.q).into(),
+                        nq.into(),
+                        (&s.qn).into(),
+                        n * cfg.n_head,
+                        cfg.head_dim,
+                        cfg.eps,
+                        0.0,
+                    )?;
+                    rms_norm(
+                        rec,
+                        cb,
+                        (&s.k).into(),
+                        nk.into(),
+                        (&s.kn).into(),
+                        n * cfg.n_kv_head,
+                        cfg.head_dim,
+                        cfg.eps,
+                        0.0,
+                    )?;
+                    (&s.qn, &s.kn)
+                }
+                None => (&s.q, &s.k),
+            };
+            let r = Rope {
+                layout: cfg.rope_layout,
+                n_head: cfg.n_head,
+                head_dim: cfg.head_dim,
+                rot_dims: cfg.rope_dims,
+                n_tok: n,
+                pos0,
+                base: if local {
+                    cfg.rope_base_local
+                } else {
+                    cfg.rope_base
+                },
+                freq_scale: if local { 1.0 } else { cfg.rope_freq_scale },
+            };
+            rope(rec, q.into(), r)?;
+            rope(
+                rec,
+                k.into(),
+                Rope {
+                    n_head: cfg.n_kv_head,
+                    ..r
+                },
+            )?;
+            let a = Attention {
+                n_head: cfg.n_head,
+                n_kv_head: cfg.n_kv_head,
+                head_dim: cfg.head_dim,
+                capacity: self.capacity,
+                n_tok: n,
+                pos0,
+                window: if local { cfg.window } else { 0 },
+                scale: cfg.attn_scale,
+                softcap: cfg.attn_softcap,
+            };
+            kv_store(rec, k.into(), (&l.k_cache).into(), a)?;
+            kv_store(rec, (&s.v).into(), (&l.v_cache).into(), a)?;
+            attention(
+                rec,
+                cb,
+                q.into(),
+                (&l.k_cache).into(),
+                (&l.v_cache).into(),
+                (&s.scores).into(),
+                (&s.att).into(),
+                a,
+            )?;
+            acts.prepare(rec, (&s.att).into(), n, &[&l.o])?;
+            match &l.post_attn_norm {
+                Some(w) => {
+                    l.o.gemv(rec, sp, acts, (&s.att).into(), (&s.tmp).into(), n, false)?;
+                    rms_norm(
+                        rec,
+                        cb,
+                        (&s.tmp).into(),
+                        w.into(),
+                        (&s.tmp2).into(),
+                        n,
+                        d,
+                        cfg.eps,
+                        0.0,
+                    )?;
+                    add_inplace(rec, (&s.x).into(), (&s.tmp2).into(), n * d, n * d)?;
+                }
+                None => {
+                    l.o.gemv(rec, sp, acts, (&s.att).into(), (&s.x).into(), n, true)?
+                }
+            }
+            rms_norm(
+                rec,
+                cb,
+                (&s.x).into(),
+                (&l.ffn_norm).into(),
+                (&s.xn).into(),
+                n,
+                d,
+                cfg.eps,
+                0.0,
+            )?;
+            acts.prepare(rec, (&s.xn).into(), n, &[&l.gate, &l.up])?;
+            l.gate
+                .gemv(rec, sp, acts, (&s.xn).into(), (&s.gate).into(), n, false)?;
+            l.up.gemv(rec, sp, acts, (&s.xn).into(), (&s.up).into(), n, false)?;
+            let act = if cfg.arch == Arch::Gemma3 {
+                Act::Gelu
+            } else {
+                Act::Silu
+            };
+            gated(
+                rec,
+                act,
+                (&s.gate).into(),
+                (&s.up).into(),
+                (&s.hidden).into(),
+                n * cfg.d_ff,
+            )?;
+            acts.prepare(rec, (&s.hidden).into(), n, &[&l.down])?;
+            match &l.post_ffn_norm {
+                Some(w) => {
+                    l.down
+                        .gemv(rec, sp, acts, (&s.hidden).into(), (&s.tmp).into(), n, false)?;
+                    rms_norm(
+                        rec,
+                        cb,
+                        (&s.tmp).into(),
+                        w.into(),
+                        (&s.tmp2).into(),
+                        n,
+                        d,
+                        cfg.eps,
+                        0.0,
+                    )?;
+                    add_inplace(rec, (&s.x).into(), (&s.tmp2).into(), n * d, n * d)?;
+                }
+                None => l
+                    .down
+                    .gemv(rec, sp, acts, (&s.hidden).into(), (&s.x).into(), n, true)?,
+            }
+        }
+        Ok(())
+    }
+}
