@@ -13,7 +13,7 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
 use crate::model::gpu::{GpuModel, StepOutput};
-use crate::tokenizer::{Message, Tokenizer};
+use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl std::str::FromStr for Backend {
 /// How to load a model.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// `KILN_BACKEND_KIND=gpu|cpu|auto` overrides the default (auto).
+    /// `KILN_DEVICE=gpu|cpu|auto` overrides the default (auto).
     pub backend: Backend,
     /// KV cache positions (prompt + generated); capped at the model's training context.
     pub context: u32,
@@ -289,9 +289,41 @@ impl Model {
         opts: &GenerateOptions,
         mut on_token: impl FnMut(u32, &str) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        let start = Instant::now();
+        let mut stream = self.stream(prompt, opts)?;
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+        let mut cancelled = false;
+        for token in stream.by_ref() {
+            let token = token?;
+            tokens.push(token.id);
+            text.push_str(&token.text);
+            if on_token(token.id, &token.text).is_break() {
+                cancelled = true;
+                break;
+            }
+        }
+        text.push_str(&stream.remainder());
+        let stop = if cancelled {
+            StopReason::Cancelled
+        } else {
+            stream.stop_reason().unwrap_or(StopReason::MaxTokens)
+        };
+        Ok(Generation {
+            tokens,
+            text,
+            stop,
+            stats: stream.stats(),
+        })
+    }
+
+    /// Generates from `prompt` (a fresh context) as an iterator of tokens; dropping it cancels.
+    pub fn stream<'m>(
+        &'m mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<TokenStream<'m>> {
         let n_prompt = self.check_prompt(prompt)?;
-        let greedy = opts.temperature <= 0.0;
+        let capacity = self.capacity();
         let mut sampler = Sampler::new(
             opts.temperature,
             opts.top_k,
@@ -300,103 +332,188 @@ impl Model {
             opts.seed,
         );
         sampler.reserve(self.cfg.vocab as usize);
+        let greedy = opts.temperature <= 0.0;
+        let Model {
+            engine, tokenizer, ..
+        } = self;
         // Greedy on the GPU chooses there (4 bytes back); otherwise logits come back and the
-        // CPU sampler chooses, with the same RNG as kiln-cpu's.
-        let choose_on_gpu = greedy && matches!(self.engine, Engine::Gpu(_));
-        let eog: Vec<u32> = self
-            .tokenizer
+        // CPU sampler chooses.
+        let choose_on_gpu = greedy && matches!(engine, Engine::Gpu(_));
+        let eog = tokenizer
             .eog_ids()
             .iter()
             .copied()
             .chain(opts.stop_tokens.iter().copied())
             .collect();
-        let mut history: Vec<u32> = prompt.to_vec();
-        let mut tokens = Vec::new();
-        let mut text = String::new();
-        let capacity = self.capacity();
-        let mut decoder = self.tokenizer.stream_decoder();
+        let mut history = Vec::with_capacity(capacity as usize);
+        history.extend_from_slice(prompt);
+        Ok(TokenStream {
+            engine,
+            decoder: Some(tokenizer.stream_decoder()),
+            opts: opts.clone(),
+            sampler,
+            eog,
+            history,
+            n_prompt,
+            capacity,
+            greedy,
+            choose_on_gpu,
+            pos: 0,
+            generated: 0,
+            start: Instant::now(),
+            prefill_done: None,
+            stop: None,
+        })
+    }
+}
+
+/// One generated token and the text it completes (empty while a multi-byte character is split
+/// across tokens).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub id: u32,
+    pub text: String,
+}
+
+/// A generation in progress, as an iterator of [`Token`]s (see [`Model::stream`]).
+pub struct TokenStream<'m> {
+    engine: &'m mut Engine,
+    decoder: Option<StreamDecoder<'m>>,
+    opts: GenerateOptions,
+    sampler: Sampler,
+    eog: Vec<u32>,
+    /// Prompt and generated ids (the repetition penalty's window reads its tail).
+    history: Vec<u32>,
+    n_prompt: u32,
+    capacity: u32,
+    greedy: bool,
+    choose_on_gpu: bool,
+    /// Positions already in the KV cache.
+    pos: u32,
+    generated: u32,
+    start: Instant,
+    prefill_done: Option<Instant>,
+    stop: Option<StopReason>,
+}
+
+impl std::fmt::Debug for TokenStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStream")
+            .field("pos", &self.pos)
+            .field("generated", &self.generated)
+            .field("stop", &self.stop)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenStream<'_> {
+    /// Why the stream ended (None while it runs).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop
+    }
+
+    /// Text held back at the end (an incomplete character, as U+FFFD).
+    pub fn remainder(&mut self) -> String {
+        self.decoder
+            .take()
+            .map(StreamDecoder::finish)
+            .unwrap_or_default()
+    }
+
+    /// Timing so far.
+    pub fn stats(&self) -> Stats {
         let mut stats = Stats {
-            prompt_tokens: prompt.len(),
+            prompt_tokens: self.n_prompt as usize,
+            generated_tokens: self.generated as usize,
             ..Stats::default()
         };
-        let mut pos = 0u32;
-        let mut prefill_done = None;
-        let mut stop = StopReason::MaxTokens;
-        let mut step_tokens: Vec<u32> = prompt.to_vec();
-        let mut n_new = n_prompt;
-        while (tokens.len() as u32) < opts.max_tokens {
-            if pos + n_new >= capacity {
-                stop = StopReason::ContextFull;
-                break;
+        if let Some(t) = self.prefill_done {
+            stats.ttft = t - self.start;
+            stats.prefill_tok_s = f64::from(self.n_prompt) / stats.ttft.as_secs_f64().max(1e-9);
+            let decode = t.elapsed().as_secs_f64();
+            let n = self.generated.saturating_sub(1);
+            if n > 0 && decode > 0.0 {
+                stats.decode_tok_s = f64::from(n) / decode;
             }
-            let next = match &mut self.engine {
-                Engine::Gpu(m) => match m.step(&step_tokens, pos, n_new, !choose_on_gpu)? {
+        }
+        stats
+    }
+
+    fn step(&mut self) -> Result<Option<Token>> {
+        if self.generated >= self.opts.max_tokens {
+            self.stop = Some(StopReason::MaxTokens);
+            return Ok(None);
+        }
+        // The first step runs the prompt; later steps one token each.
+        let (new, n_new) = if self.pos == 0 {
+            (&self.history[..self.n_prompt as usize], self.n_prompt)
+        } else {
+            (&self.history[self.history.len() - 1..], 1)
+        };
+        if self.pos + n_new >= self.capacity {
+            self.stop = Some(StopReason::ContextFull);
+            return Ok(None);
+        }
+        let recent_from = self.history.len().saturating_sub(self.opts.repeat_last_n);
+        let step = self.generated;
+        let next = match &mut *self.engine {
+            Engine::Gpu(m) => {
+                // After the first step the token is already on the GPU (chosen there, or
+                // written by `set_token` below).
+                let feed = if self.pos == 0 { new } else { &[] };
+                match m.step(feed, self.pos, n_new, !self.choose_on_gpu)? {
                     StepOutput::Token(t) => t,
                     StepOutput::Logits(mut l) => {
-                        let recent = &history[history.len().saturating_sub(opts.repeat_last_n)..];
-                        sampler.sample(&mut l, recent, tokens.len() as u32)?
-                    }
-                },
-                Engine::Cpu(m) => {
-                    let l = m.step(&step_tokens, pos)?;
-                    let recent = &history[history.len().saturating_sub(opts.repeat_last_n)..];
-                    if greedy {
-                        kiln_cpu::sample::argmax(l).unwrap_or(0)
-                    } else {
-                        let mut l = l.to_vec();
-                        sampler.sample(&mut l, recent, tokens.len() as u32)?
+                        let t = self
+                            .sampler
+                            .sample(&mut l, &self.history[recent_from..], step)?;
+                        m.set_token(self.pos + n_new, t)?;
+                        t
                     }
                 }
-            };
-            pos += n_new;
-            if prefill_done.is_none() {
-                let now = Instant::now();
-                stats.ttft = now - start;
-                prefill_done = Some(now);
             }
-            if !opts.ignore_eog && eog.contains(&next) {
-                stop = StopReason::EndOfGeneration;
-                break;
-            }
-            tokens.push(next);
-            history.push(next);
-            let piece = decoder.push(next);
-            text.push_str(&piece);
-            if on_token(next, &piece).is_break() {
-                stop = StopReason::Cancelled;
-                break;
-            }
-            // The next step feeds the chosen token: already on the GPU when chosen there.
-            if choose_on_gpu {
-                step_tokens.clear();
-            } else {
-                step_tokens = vec![next];
-                if let Engine::Gpu(m) = &self.engine {
-                    m.set_token(pos, next)?;
-                    step_tokens.clear();
+            Engine::Cpu(m) => {
+                m.step(new, self.pos)?;
+                if self.greedy {
+                    kiln_cpu::sample::argmax(m.logits()).unwrap_or(0)
+                } else {
+                    self.sampler
+                        .sample(m.logits_mut(), &self.history[recent_from..], step)?
                 }
             }
-            n_new = 1;
+        };
+        self.pos += n_new;
+        if self.prefill_done.is_none() {
+            self.prefill_done = Some(Instant::now());
         }
-        let tail = decoder.finish();
-        if !tail.is_empty() {
-            text.push_str(&tail);
-            let _ = on_token(u32::MAX, &tail);
+        if !self.opts.ignore_eog && self.eog.contains(&next) {
+            self.stop = Some(StopReason::EndOfGeneration);
+            return Ok(None);
         }
-        stats.generated_tokens = tokens.len();
-        stats.prefill_tok_s = prompt.len() as f64 / stats.ttft.as_secs_f64().max(1e-9);
-        if let Some(t) = prefill_done {
-            let decode = t.elapsed().as_secs_f64();
-            let n = tokens.len().saturating_sub(1);
-            if n > 0 && decode > 0.0 {
-                stats.decode_tok_s = n as f64 / decode;
+        self.history.push(next);
+        self.generated += 1;
+        let text = match &mut self.decoder {
+            Some(d) => d.push(next),
+            None => String::new(),
+        };
+        Ok(Some(Token { id: next, text }))
+    }
+}
+
+impl Iterator for TokenStream<'_> {
+    type Item = Result<Token>;
+
+    fn next(&mut self) -> Option<Result<Token>> {
+        if self.stop.is_some() {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(t)) => Some(Ok(t)),
+            Ok(None) => None,
+            Err(e) => {
+                self.stop = Some(StopReason::Cancelled);
+                Some(Err(e))
             }
         }
-        Ok(Generation {
-            tokens,
-            text,
-            stop,
-            stats,
-        })
     }
 }

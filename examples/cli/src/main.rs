@@ -11,6 +11,7 @@
 
 mod args;
 mod bench;
+mod synth;
 
 use std::io::Write as _;
 use std::ops::ControlFlow;
@@ -27,7 +28,8 @@ const USAGE: &str = "usage:
                 [--threads N] [--context N] [--chat] [--json]
   kiln tokenize --model PATH --text TEXT [--json]
   kiln bench    --model PATH [--backend gpu|cpu|auto] [--threads N] [--prompt-tokens P]
-                [--gen-tokens G] [--reps R] [--json]";
+                [--gen-tokens G] [--reps R] [--json]
+  kiln synth    --header PREFIX.gguf --out OUT.gguf [--seed S]   (random weights, real layout)";
 
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         "generate" => generate(&args),
         "tokenize" => tokenize(&args),
         "bench" => bench::run(&args),
+        "synth" => synth::run(&args),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

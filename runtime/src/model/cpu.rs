@@ -236,6 +236,16 @@ impl CpuModel {
         )
     }
 
+    /// The logits of the last step.
+    pub fn logits(&self) -> &[f32] {
+        &self.s.logits
+    }
+
+    /// The logits of the last step, for in-place sampling (penalties).
+    pub fn logits_mut(&mut self) -> &mut [f32] {
+        &mut self.s.logits
+    }
+
     /// Runs `tokens` at positions `pos0..` and returns the logits after the last one.
     pub fn step(&mut self, tokens: &[u32], pos0: u32) -> Result<&[f32]> {
         let n_new = tokens.len();

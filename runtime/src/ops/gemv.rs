@@ -95,7 +95,13 @@ pub enum Split {
 
 impl Split {
     /// What suits the device: per-thread rows on CPU adapters, workgroup rows on GPUs.
+    /// `KILN_GEMV_SPLIT=thread|group` overrides the choice (for measuring both).
     pub fn best(gpu: &crate::gpu::Gpu) -> Split {
+        match std::env::var("KILN_GEMV_SPLIT").as_deref() {
+            Ok("thread") => return Split::Thread,
+            Ok("group") => return Split::Group(Combine::best(gpu)),
+            _ => {}
+        }
         if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
             Split::Thread
         } else {

@@ -1,0 +1,48 @@
+//! The GPU path's promises for a steady-state decode step, as counts (not times): one submit,
+//! no buffer or pipeline creation, 4 bytes read back (the chosen token id), one CPU-GPU wait.
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use kiln::generate::{Backend, GenerateOptions, LoadOptions, Model};
+
+#[test]
+fn a_decode_step_is_one_submit_and_four_bytes() {
+    let Some(path) = common::model_file(common::MODELS[0].1, common::INSTALL_MODELS) else {
+        return;
+    };
+    let Some(_) = common::gpu() else { return };
+    let opts = LoadOptions {
+        backend: Backend::Gpu,
+        context: 128,
+        ..LoadOptions::default()
+    };
+    let mut model = Model::load(&path, &opts, &mut |_, _| {}).expect("load");
+    let gpu = model.gpu().expect("a GPU model").clone();
+    let prompt = model.encode_prompt("The capital of France is");
+    let greedy = GenerateOptions {
+        max_tokens: 6,
+        temperature: 0.0,
+        ignore_eog: true,
+        ..GenerateOptions::default()
+    };
+    let mut snapshots = Vec::new();
+    let generation = model
+        .generate(&prompt, &greedy, |_, _| {
+            snapshots.push(gpu.counters());
+            ControlFlow::Continue(())
+        })
+        .expect("generate");
+    assert_eq!(generation.tokens.len(), 6);
+    // Between two tokens lies exactly one decode step.
+    for pair in snapshots.windows(2) {
+        let d = pair[1] - pair[0];
+        assert_eq!(d.submits, 1, "{d:?}");
+        assert_eq!(d.buffers_created, 0, "{d:?}");
+        assert_eq!(d.pipelines_created, 0, "{d:?}");
+        assert_eq!(d.bytes_read_back, 4, "{d:?}");
+        assert_eq!(d.waits, 1, "{d:?}");
+        assert!(d.dispatches > 0, "{d:?}");
+    }
+}
