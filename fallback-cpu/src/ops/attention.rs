@@ -26,7 +26,8 @@ pub struct AttnParams {
 
 impl AttnParams {
     fn check(&self, k: &[f16], v: &[f16]) -> Result<(), CpuError> {
-        if self.n_kv_head == 0 || self.head_dim == 0 || !self.n_head.is_multiple_of(self.n_kv_head) {
+        if self.n_kv_head == 0 || self.head_dim == 0 || !self.n_head.is_multiple_of(self.n_kv_head)
+        {
             return Err(CpuError::Invalid {
                 what: "attention",
                 why: format!(

@@ -22,7 +22,11 @@ pub fn rope(
     base: f32,
     layout: RopeLayout,
 ) -> Result<(), CpuError> {
-    if head_dim == 0 || !x.len().is_multiple_of(head_dim) || n_rot > head_dim || !n_rot.is_multiple_of(2) {
+    if head_dim == 0
+        || !x.len().is_multiple_of(head_dim)
+        || n_rot > head_dim
+        || !n_rot.is_multiple_of(2)
+    {
         return Err(CpuError::Invalid {
             what: "rope",
             why: format!(
