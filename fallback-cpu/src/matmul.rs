@@ -76,8 +76,13 @@ impl<'a> QMatrix<'a> {
     pub fn cols(&self) -> usize {
         self.cols
     }
-    /// Raw blocks of row `r` (`r < rows`).
-    pub fn row(&self, r: usize) -> &'a [u8] {
+    /// Raw blocks of row `r`, if `r < rows`.
+    pub fn row(&self, r: usize) -> Option<&'a [u8]> {
+        (r < self.rows).then(|| self.row_unchecked(r))
+    }
+
+    /// Raw blocks of row `r`; callers keep `r < rows`.
+    fn row_unchecked(&self, r: usize) -> &'a [u8] {
         &self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
@@ -107,7 +112,7 @@ impl<'a> QMatrix<'a> {
         let out = OutPtr(y.as_mut_ptr());
         pool.for_range(self.rows, MIN_ROWS, &|range| {
             for r in range {
-                let v = dot_row(isa, self.qtype, self.row(r), &a);
+                let v = dot_row(isa, self.qtype, self.row_unchecked(r), &a);
                 // SAFETY: r < rows = y.len(); ranges are disjoint.
                 unsafe { out.write(r, v) };
             }
@@ -143,7 +148,7 @@ impl<'a> QMatrix<'a> {
             for t0 in (0..m).step_by(ACT_TILE) {
                 let t1 = (t0 + ACT_TILE).min(m);
                 for r in range.clone() {
-                    let w = self.row(r);
+                    let w = self.row_unchecked(r);
                     for i in t0..t1 {
                         if let Some(a) = x_q.row(i) {
                             let v = dot_row(isa, self.qtype, w, &a);

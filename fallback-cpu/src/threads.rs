@@ -74,24 +74,26 @@ impl ThreadPool {
 mod native {
     use std::ops::Range;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
     use std::thread::{JoinHandle, Thread};
 
     /// Spins before parking: long enough to catch the next GEMV of a decode step.
     const SPIN: u32 = 20_000;
 
-    type Job = *const (dyn Fn(Range<usize>) + Sync);
-
+    /// Shared state. A call is a generation: `state` packs `(generation << 32) | next chunk`.
+    /// A thread runs a chunk only after claiming it with a compare-exchange that also checks the
+    /// generation, and the caller waits for `completed` chunks, not for threads: a worker that
+    /// wakes late finds nothing to claim and is never waited for.
     struct Shared {
-        /// Bumped once per call; workers run when it changes.
-        generation: AtomicUsize,
-        /// The published job; valid while a call is in flight (`Fn` + `Sync`, so shareable).
-        job: std::sync::atomic::AtomicPtr<()>,
-        job_meta: std::sync::atomic::AtomicPtr<()>,
+        state: AtomicU64,
+        /// The published job (data and vtable words of a `&dyn Fn`), valid while a chunk of the
+        /// current generation is unfinished.
+        job: AtomicPtr<()>,
+        job_meta: AtomicPtr<()>,
         n: AtomicUsize,
         chunk: AtomicUsize,
-        next: AtomicUsize,
-        done: AtomicUsize,
+        n_chunks: AtomicUsize,
+        completed: AtomicUsize,
         panicked: AtomicBool,
         shutdown: AtomicBool,
     }
@@ -101,6 +103,7 @@ mod native {
         threads: Vec<Thread>,
         handles: Vec<JoinHandle<()>>,
         busy: AtomicBool,
+        generation: AtomicU64,
     }
 
     impl std::fmt::Debug for Pool {
@@ -113,29 +116,62 @@ mod native {
 
     fn split<'a>(job: &'a (dyn Fn(Range<usize>) + Sync + 'a)) -> (*mut (), *mut ()) {
         // SAFETY: a trait-object reference is two pointer-sized words (data, vtable); the
-        // lifetime is erased here and upheld by `run` waiting for every worker.
+        // lifetime is erased here and upheld by `run` waiting for every claimed chunk.
         unsafe {
             std::mem::transmute::<&'a (dyn Fn(Range<usize>) + Sync + 'a), (*mut (), *mut ())>(job)
         }
     }
-    fn join(data: *mut (), meta: *mut ()) -> Job {
-        // SAFETY: inverse of `split` on the same pair.
-        unsafe { std::mem::transmute::<(*mut (), *mut ()), Job>((data, meta)) }
-    }
 
     impl Shared {
-        /// Takes chunks until none are left.
-        fn work(&self, f: &(dyn Fn(Range<usize>) + Sync)) {
-            let (n, chunk) = (
-                self.n.load(Ordering::Acquire),
-                self.chunk.load(Ordering::Acquire),
-            );
+        /// Claims the next chunk of generation `generation`, if any is left.
+        fn claim(&self, generation: u32) -> Option<usize> {
+            let mut v = self.state.load(Ordering::Acquire);
             loop {
-                let start = self.next.fetch_add(chunk, Ordering::AcqRel);
-                if start >= n {
-                    break;
+                if (v >> 32) as u32 != generation {
+                    return None;
                 }
-                f(start..(start + chunk).min(n));
+                let idx = (v & 0xffff_ffff) as usize;
+                if idx >= self.n_chunks.load(Ordering::Acquire) {
+                    return None;
+                }
+                match self.state.compare_exchange_weak(
+                    v,
+                    v + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Some(idx),
+                    Err(now) => v = now,
+                }
+            }
+        }
+
+        /// Runs chunks of `generation` until none are left.
+        fn work(&self, generation: u32) {
+            while let Some(c) = self.claim(generation) {
+                let (n, chunk) = (
+                    self.n.load(Ordering::Acquire),
+                    self.chunk.load(Ordering::Acquire),
+                );
+                let (data, meta) = (
+                    self.job.load(Ordering::Acquire),
+                    self.job_meta.load(Ordering::Acquire),
+                );
+                // SAFETY: inverse of `split`; the claimed chunk is unfinished, so the caller of
+                // `run` is still waiting and the job it published is alive.
+                let f: &(dyn Fn(Range<usize>) + Sync) = unsafe {
+                    std::mem::transmute::<(*mut (), *mut ()), &(dyn Fn(Range<usize>) + Sync)>((
+                        data, meta,
+                    ))
+                };
+                let start = c * chunk;
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    f(start..(start + chunk).min(n))
+                }));
+                if r.is_err() {
+                    self.panicked.store(true, Ordering::Release);
+                }
+                self.completed.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -143,13 +179,13 @@ mod native {
     impl Pool {
         pub(super) fn new(workers: usize) -> Pool {
             let shared = Arc::new(Shared {
-                generation: AtomicUsize::new(0),
-                job: Default::default(),
-                job_meta: Default::default(),
+                state: AtomicU64::new(0),
+                job: AtomicPtr::default(),
+                job_meta: AtomicPtr::default(),
                 n: AtomicUsize::new(0),
                 chunk: AtomicUsize::new(1),
-                next: AtomicUsize::new(0),
-                done: AtomicUsize::new(0),
+                n_chunks: AtomicUsize::new(0),
+                completed: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
                 shutdown: AtomicBool::new(false),
             });
@@ -174,11 +210,14 @@ mod native {
                 threads,
                 handles,
                 busy: AtomicBool::new(false),
+                generation: AtomicU64::new(0),
             }
         }
 
         pub(super) fn run(&self, n: usize, chunk: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+            let n_chunks = n.div_ceil(chunk);
             if self.threads.is_empty()
+                || n_chunks > u32::MAX as usize
                 || self
                     .busy
                     .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -188,20 +227,21 @@ mod native {
                 return;
             }
             let s = &*self.shared;
+            let generation = (self.generation.fetch_add(1, Ordering::Relaxed) + 1) as u32;
             let (data, meta) = split(f);
             s.job.store(data, Ordering::Release);
             s.job_meta.store(meta, Ordering::Release);
             s.n.store(n, Ordering::Release);
             s.chunk.store(chunk, Ordering::Release);
-            s.next.store(0, Ordering::Release);
-            s.done.store(0, Ordering::Release);
-            s.generation.fetch_add(1, Ordering::AcqRel);
+            s.n_chunks.store(n_chunks, Ordering::Release);
+            s.completed.store(0, Ordering::Release);
+            s.state.store((generation as u64) << 32, Ordering::Release);
             for t in &self.threads {
                 t.unpark();
             }
-            let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.work(f)));
+            s.work(generation);
             let mut spins = 0u32;
-            while s.done.load(Ordering::Acquire) < self.threads.len() {
+            while s.completed.load(Ordering::Acquire) < n_chunks {
                 spins += 1;
                 if spins < SPIN {
                     std::hint::spin_loop();
@@ -210,9 +250,6 @@ mod native {
                 }
             }
             self.busy.store(false, Ordering::Release);
-            if let Err(p) = mine {
-                std::panic::resume_unwind(p);
-            }
             if s.panicked.swap(false, Ordering::AcqRel) {
                 panic!("kiln-cpu: a thread-pool job panicked");
             }
@@ -220,14 +257,16 @@ mod native {
     }
 
     fn worker(s: &Shared) {
-        let mut seen = 0usize;
+        let mut seen = 0u32;
         loop {
             let mut spins = 0u32;
-            loop {
-                let g = s.generation.load(Ordering::Acquire);
+            let generation = loop {
+                if s.shutdown.load(Ordering::Acquire) {
+                    return;
+                }
+                let g = (s.state.load(Ordering::Acquire) >> 32) as u32;
                 if g != seen {
-                    seen = g;
-                    break;
+                    break g;
                 }
                 if spins < SPIN {
                     spins += 1;
@@ -235,28 +274,15 @@ mod native {
                 } else {
                     std::thread::park();
                 }
-            }
-            if s.shutdown.load(Ordering::Acquire) {
-                return;
-            }
-            let f = join(
-                s.job.load(Ordering::Acquire),
-                s.job_meta.load(Ordering::Acquire),
-            );
-            // SAFETY: the caller of `run` keeps the job alive until `done` counts every worker,
-            // which happens only after this use.
-            let f = unsafe { &*f };
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.work(f))).is_err() {
-                s.panicked.store(true, Ordering::Release);
-            }
-            s.done.fetch_add(1, Ordering::AcqRel);
+            };
+            seen = generation;
+            s.work(generation);
         }
     }
 
     impl Drop for Pool {
         fn drop(&mut self) {
             self.shared.shutdown.store(true, Ordering::Release);
-            self.shared.generation.fetch_add(1, Ordering::AcqRel);
             for t in &self.threads {
                 t.unpark();
             }

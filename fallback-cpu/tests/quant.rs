@@ -175,7 +175,7 @@ fn gemv_and_matmul_match_row_dots() {
         act.quantize_rows(&x, 5, t).expect("quantize");
         let want: Vec<f32> = (0..5)
             .flat_map(|i| (0..rows).map(move |r| (i, r)))
-            .map(|(i, r)| vec_dot(Isa::Scalar, t, m.row(r), &act, i).expect("dot"))
+            .map(|(i, r)| vec_dot(Isa::Scalar, t, m.row(r).expect("row"), &act, i).expect("dot"))
             .collect();
         for isa in Isa::available() {
             for pool in &pools {
@@ -207,6 +207,7 @@ fn bad_sizes_are_errors() {
     ));
     assert!(QMatrix::new(QType::Q4_0, usize::MAX, 64, &w).is_err());
     let m = QMatrix::new(QType::Q4_0, 2, 64, &w).expect("matrix");
+    assert!(m.row(1).is_some() && m.row(2).is_none());
     let pool = ThreadPool::new(1);
     let mut act = ActBuffer::new();
     let mut y = [0f32; 2];

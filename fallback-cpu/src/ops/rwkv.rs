@@ -187,7 +187,8 @@ pub fn channel_mix(
     s.k.resize(m.wk.rows(), 0.0);
     token_shift(x, prev, m.mu_k, &mut s.xk)?;
     if let (Some(mu_r), Some(wr)) = (m.mu_r, m.wr) {
-        check_len("channel_mix: wr", d * d, wr.rows() * wr.cols())?;
+        check_len("channel_mix: wr rows", d, wr.rows())?;
+        check_len("channel_mix: wr cols", d, wr.cols())?;
         s.xr.resize(d, 0.0);
         s.r.resize(d, 0.0);
         token_shift(x, prev, mu_r, &mut s.xr)?;

@@ -126,36 +126,46 @@ unsafe fn q4_family<const K: u8>(w: &[u8], a: &ActRow<'_>) -> f32 {
     // [1, offset]: turns [d, d] into [d, m] for the types whose m is a multiple of d.
     let moff = _mm_setr_ps(1.0, if K == 0 { -8.0 } else { -16.0 }, 0.0, 0.0);
     let x10 = _mm256_set1_epi8(0x10);
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let mut macc = [_mm_setzero_ps(); 2];
-    // SAFETY: block `i` spans w[bb·i..bb·(i+1)], qs[32i..32i+32], d[i] and s[i], all in bounds.
-    unsafe {
-        for i in 0..nb {
-            let b = wp.add(bb * i);
-            let dm = if K == 1 {
-                _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()))
-            } else {
-                let d = b.cast::<u16>().read_unaligned() as i32;
-                _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d | (d << 16))), moff)
-            };
-            let da = _mm_unpacklo_ps(
-                _mm_load_ss(a.d.as_ptr().add(i)),
-                _mm_load_ss(a.s.as_ptr().add(i)),
-            );
-            let prod = _mm_mul_ps(dm, da);
-            let mut q = nibbles(b.add(qoff));
-            if K == 2 {
-                let qh = b.add(2).cast::<u32>().read_unaligned();
-                q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(u32::from_le(qh)), x10));
-            }
-            let p = mul_sum_u8(q, load(ap.add(32 * i)));
-            let j = i & 1;
-            macc[j] = _mm_add_ps(macc[j], prod);
-            acc[j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, acc[j]);
+    // One block: ([d·dₐ, m·sₐ, ..], Σ q·qₐ as 8 partial f32 sums).
+    // SAFETY (for callers): block `i` spans w[bb·i..bb·(i+1)], qs[32i..32i+32], d[i], s[i].
+    let block = |i: usize| unsafe {
+        let b = wp.add(bb * i);
+        let dm = if K == 1 {
+            _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()))
+        } else {
+            let d = b.cast::<u16>().read_unaligned() as i32;
+            _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d | (d << 16))), moff)
+        };
+        let da = _mm_unpacklo_ps(
+            _mm_load_ss(a.d.as_ptr().add(i)),
+            _mm_load_ss(a.s.as_ptr().add(i)),
+        );
+        let mut q = nibbles(b.add(qoff));
+        if K == 2 {
+            let qh = b.add(2).cast::<u32>().read_unaligned();
+            q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(u32::from_le(qh)), x10));
         }
+        (_mm_mul_ps(dm, da), mul_sum_u8(q, load(ap.add(32 * i))))
+    };
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut macc0, mut macc1) = (_mm_setzero_ps(), _mm_setzero_ps());
+    let mut i = 0;
+    while i + 2 <= nb {
+        let (s0, p0) = block(i);
+        let (s1, p1) = block(i + 1);
+        macc0 = _mm_add_ps(macc0, s0);
+        macc1 = _mm_add_ps(macc1, s1);
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1);
+        i += 2;
     }
-    let m = _mm_add_ps(macc[0], macc[1]);
-    hsum(_mm256_add_ps(acc[0], acc[1])) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1))
+    if i < nb {
+        let (s0, p0) = block(i);
+        macc0 = _mm_add_ps(macc0, s0);
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+    }
+    let m = _mm_add_ps(macc0, macc1);
+    hsum(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1))
 }
 
 /// Byte `i` of the result is 0xFF where bit `i` of `qh` is set.
