@@ -83,7 +83,7 @@ enum Model {
         add_space_prefix: bool,
     },
     Bpe {
-        bpe: bpe::Bpe,
+        bpe: Box<bpe::Bpe>,
         pre: PreTokenizer,
     },
 }
@@ -240,7 +240,10 @@ impl Tokenizer {
                     .map(|(t, ty)| bpe_piece(t, *ty, &char_byte))
                     .collect();
                 (
-                    Model::Bpe { bpe, pre },
+                    Model::Bpe {
+                        bpe: Box::new(bpe),
+                        pre,
+                    },
                     pre.ignores_merges(),
                     byte_token,
                     pieces,
