@@ -46,9 +46,10 @@ fn every_value() -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn sample(
-    alignment: Option<u32>,
-) -> (GgufWriter, Vec<(&'static str, Vec<u64>, GgmlType, Vec<u8>)>) {
+/// Tensors written by [`sample`]: name, dims, type, data.
+type Tensors = Vec<(&'static str, Vec<u64>, GgmlType, Vec<u8>)>;
+
+fn sample(alignment: Option<u32>) -> (GgufWriter, Tensors) {
     let mut w = GgufWriter::new();
     w.add("general.architecture", Value::String("llama".into()));
     if let Some(a) = alignment {

@@ -188,7 +188,7 @@ fn encode_10kb_is_fast() {
         let mut text = String::new();
         while text.len() < 10_000 {
             text += &para;
-            text += "日本語 😀 x = [1, 2, 3]\n";
+            text += "日本語 😀 x = [1, 2, 3]\n<ul><li><unused>a</li><u>b</u></ul>\n";
         }
         text += &"a".repeat(2000); // one long word
         let _ = tok.encode(&text, true, true);

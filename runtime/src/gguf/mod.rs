@@ -456,7 +456,7 @@ impl GgufHeader {
                 id: type_id,
             })?;
             let n_bytes = tensor_bytes(&name, &dims, ty)?;
-            if rel_offset % u64::from(alignment) != 0 {
+            if !rel_offset.is_multiple_of(u64::from(alignment)) {
                 return Err(GgufError::TensorMisaligned {
                     tensor: name,
                     offset: rel_offset,

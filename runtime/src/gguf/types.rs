@@ -103,7 +103,7 @@ impl GgmlType {
     /// Bytes taken by a row of `n` elements; `n` must be a whole number of blocks.
     pub fn row_bytes(self, n: u64) -> Result<u64, GgufError> {
         let block = self.block_size();
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return Err(GgufError::RowNotBlockAligned {
                 ty: self.name(),
                 n,

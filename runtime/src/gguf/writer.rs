@@ -65,7 +65,7 @@ impl GgufWriter {
     pub fn to_bytes(&self) -> Vec<u8> {
         let align = self.alignment();
         let pad = |out: &mut Vec<u8>| {
-            while out.len() as u64 % align != 0 {
+            while !(out.len() as u64).is_multiple_of(align) {
                 out.push(0);
             }
         };

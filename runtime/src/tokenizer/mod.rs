@@ -16,6 +16,7 @@
 mod bpe;
 mod chat;
 mod pretok;
+mod special;
 mod spm;
 
 use std::collections::HashMap;
@@ -83,7 +84,7 @@ enum Model {
         add_space_prefix: bool,
     },
     Bpe {
-        bpe: bpe::Bpe,
+        bpe: Box<bpe::Bpe>,
         pre: PreTokenizer,
     },
 }
@@ -100,8 +101,8 @@ pub struct Tokenizer {
     pieces: Vec<Box<[u8]>>,
     /// For SPM, the `<0xXX>` token of each byte.
     byte_token: [u32; 256],
-    /// Special tokens grouped by first byte, each group longest first.
-    specials_by_byte: Vec<Vec<u32>>,
+    /// Control, user-defined and unknown tokens, to find them in text.
+    specials: special::SpecialTrie,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
@@ -240,7 +241,10 @@ impl Tokenizer {
                     .map(|(t, ty)| bpe_piece(t, *ty, &char_byte))
                     .collect();
                 (
-                    Model::Bpe { bpe, pre },
+                    Model::Bpe {
+                        bpe: Box::new(bpe),
+                        pre,
+                    },
                     pre.ignores_merges(),
                     byte_token,
                     pieces,
@@ -282,20 +286,13 @@ impl Tokenizer {
         eog.sort_unstable();
         eog.dedup();
 
-        let mut specials: Vec<u32> = (0..n as u32)
-            .filter(|&i| {
-                let ty = types[i as usize];
-                matches!(
-                    ty,
-                    TokenType::Control | TokenType::UserDefined | TokenType::Unknown
-                ) && !texts[i as usize].is_empty()
-            })
-            .collect();
-        specials.sort_by_key(|&i| (std::cmp::Reverse(texts[i as usize].len()), i));
-        let mut specials_by_byte = vec![Vec::new(); 256];
-        for id in specials {
-            specials_by_byte[usize::from(texts[id as usize].as_bytes()[0])].push(id);
-        }
+        let specials = special::SpecialTrie::new((0..n).filter_map(|i| {
+            let special = matches!(
+                types[i],
+                TokenType::Control | TokenType::UserDefined | TokenType::Unknown
+            );
+            (special && !texts[i].is_empty()).then(|| (i as u32, texts[i].as_bytes()))
+        }));
 
         let chat_template = opt(h.get_str("tokenizer.chat_template"))?.map(str::to_string);
         Ok(Tokenizer {
@@ -305,7 +302,7 @@ impl Tokenizer {
             vocab,
             pieces,
             byte_token,
-            specials_by_byte,
+            specials,
             bos,
             eos,
             add_bos,
@@ -457,15 +454,14 @@ impl Tokenizer {
         let bytes = text.as_bytes();
         // Every occurrence of every special token that applies.
         let mut found: Vec<(usize, u32, usize)> = Vec::new();
-        for (pos, &b) in bytes.iter().enumerate() {
-            for &id in &self.specials_by_byte[usize::from(b)] {
-                let t = self.texts[id as usize].as_bytes();
+        for pos in 0..bytes.len() {
+            self.specials.prefixes_of(&bytes[pos..], |id| {
                 let user_defined = self.types[id as usize] == TokenType::UserDefined;
-                if (parse_special || user_defined) && bytes[pos..].starts_with(t) {
+                if parse_special || user_defined {
                     // Sorts longest first, then by id, then left to right.
-                    found.push((usize::MAX - t.len(), id, pos));
+                    found.push((usize::MAX - self.texts[id as usize].len(), id, pos));
                 }
-            }
+            });
         }
         if found.is_empty() {
             return if text.is_empty() {

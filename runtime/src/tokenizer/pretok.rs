@@ -194,6 +194,12 @@ fn llama3(cs: &[char], base: usize, digits: usize, emit: &mut impl FnMut(usize, 
         let c = cs[pos];
         let cl = class(c);
         let k = p.contraction(pos, true);
+        // ` ?[^\s\p{L}\p{N}]`: the char after an optional space is "other"; llama.cpp asks the
+        // first char (not the one after the space) to be assigned.
+        let starts_other = {
+            let cq = p.class(pos + usize::from(c == ' '));
+            !(cq.space || cq.letter || cq.number) && cl.defined
+        };
         if k > 0 {
             pos += k;
         } else if !(c == '\r' || c == '\n' || cl.number) && (cl.letter || p.class(pos + 1).letter) {
@@ -207,11 +213,7 @@ fn llama3(cs: &[char], base: usize, digits: usize, emit: &mut impl FnMut(usize, 
             while pos < n && pos - start < digits && p.class(pos).number {
                 pos += 1;
             }
-        } else if {
-            let q = pos + usize::from(c == ' ');
-            let cq = p.class(q);
-            !(cq.space || cq.letter || cq.number) && cl.defined
-        } {
+        } else if starts_other {
             // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
             pos += usize::from(c == ' ');
             while p.is_other(pos) {
