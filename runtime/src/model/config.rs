@@ -135,7 +135,7 @@ impl Config {
 
     /// Whether layer `il` attends through the sliding window.
     pub fn is_local(&self, il: u32) -> bool {
-        self.window > 0 && self.swa_pattern > 0 && (il + 1) % self.swa_pattern != 0
+        self.window > 0 && self.swa_pattern > 0 && !(il + 1).is_multiple_of(self.swa_pattern)
     }
 
     pub fn q_dim(&self) -> u32 {

@@ -75,6 +75,10 @@ impl GpuMatrix {
 
     /// Records `y[j, :] (+)= W x[j, :]` for `m` activation rows; `x` must have been prepared
     /// (quantized for this matrix's type) by [`Acts::prepare`].
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per binding and shape"
+    )]
     fn gemv(
         &self,
         rec: &mut crate::gpu::Recorder,
