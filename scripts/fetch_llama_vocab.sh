@@ -13,6 +13,11 @@ DEST="$ROOT/models/vocab"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
+if compgen -G "$DEST/ggml-vocab-*.gguf" >/dev/null; then
+    echo "llama.cpp vocab files are already in $DEST"
+    exit 0
+fi
+
 # LLAMA_CPP_SDIST may name an already downloaded llama_cpp_python-$VERSION.tar.gz.
 if [[ -n "${LLAMA_CPP_SDIST:-}" ]]; then
     cp "$LLAMA_CPP_SDIST" "$TMP/"

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {
     "smollm2": "models/SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma3": "models/gemma-3-270m-q4_k_m.gguf",
-    "qwen2": "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    "qwen2": "models/qwen2.5-coder-0.5b-instruct.gguf",
 }
 TYPE_NAMES = {0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool",
               8: "string", 9: "array", 10: "u64", 11: "i64", 12: "f64"}

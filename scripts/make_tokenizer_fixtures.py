@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {
     "smollm2": "models/SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma3": "models/gemma-3-270m-q4_k_m.gguf",
-    "qwen2": "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    "qwen2": "models/qwen2.5-coder-0.5b-instruct.gguf",
 }
 GEMMA_TEMPLATE = os.environ.get("GEMMA_TEMPLATE", "/tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/google-gemma-2-2b-it.jinja")
 

