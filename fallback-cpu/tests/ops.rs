@@ -238,7 +238,8 @@ fn ref_attention(q: &[f32], c: &Cache, p: &AttnParams, len: usize) -> Vec<f32> {
         for d in 0..hd {
             out[h * hd + d] = (lo..len)
                 .zip(&e)
-                .map(|(pos, w)| w / sum * c.v[at(pos, d)].to_f64())
+                // The kernel rounds the weights to f16 before they meet f16 values (llama.cpp).
+                .map(|(pos, w)| f16::from_f64(w / sum).to_f64() * c.v[at(pos, d)].to_f64())
                 .sum::<f64>() as f32;
         }
     }

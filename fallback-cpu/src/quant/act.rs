@@ -150,8 +150,15 @@ impl ActBuffer {
                     .enumerate()
                 {
                     let (d, sum) = quantize_block(xb, qb);
-                    self.d[b] = d;
-                    self.s[b] = d * sum as f32;
+                    // llama.cpp stores the scale (and Q8_1's scaled sum) as f16: round them the
+                    // same way so both runtimes form the same products.
+                    let d16 = round_f16(d);
+                    self.d[b] = d16;
+                    self.s[b] = if kind == ActKind::Q8_1 {
+                        round_f16(d * sum as f32)
+                    } else {
+                        d16 * sum as f32
+                    };
                 }
             }
             ActKind::Q8K => {
@@ -163,8 +170,7 @@ impl ActBuffer {
                     .zip(self.qs.chunks_exact_mut(256))
                     .enumerate()
                 {
-                    let (d, _) = quantize_block(xb, qb);
-                    self.d[b] = d;
+                    self.d[b] = quantize_block_k(xb, qb);
                     for (g, q) in qb.chunks_exact(16).enumerate() {
                         self.bsums[16 * b + g] = q.iter().map(|&v| v as i16).sum();
                     }
@@ -233,16 +239,42 @@ impl ActBuffer {
     }
 }
 
-/// Quantizes a block to `i8` with `d = amax/127`; returns `(d, Σq)`.
+fn round_f16(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
+}
+
+/// Quantizes a block of 32 to `i8` with `d = amax/127` as llama.cpp's SIMD quantizers do it
+/// (`127/amax` as the inverse, ties to even); returns `(d, Σq)`.
 fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
-    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (q, &v) in q.iter_mut().zip(x) {
-        let r = (v * id).round().clamp(-127.0, 127.0) as i8;
+        let r = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
         *q = r;
         sum += r as i32;
     }
     (d, sum)
+}
+
+/// Quantizes a Q8_K block of 256 as ggml does: the element of largest magnitude, with its sign,
+/// maps to -127 (`iscale = -127/max`, ties to even, capped at 127); returns `d = 1/iscale`.
+fn quantize_block_k(x: &[f32], q: &mut [i8]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (iscale * v).round_ties_even().min(127.0) as i8;
+    }
+    1.0 / iscale
 }

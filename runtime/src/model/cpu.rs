@@ -200,7 +200,7 @@ impl CpuModel {
             k: vec![0.0; c * kvd],
             v: vec![0.0; c * kvd],
             att: vec![0.0; c * qd],
-            tmp: vec![0.0; c * d],
+            tmp: vec![0.0; c * d.max(qd)],
             tmp2: vec![0.0; c * d],
             gate: vec![0.0; c * ff],
             up: vec![0.0; c * ff],
