@@ -287,7 +287,7 @@ def bench_model(a: argparse.Namespace, key: str) -> dict:
                  for k, ll in zip(runs["kiln_cpu"], runs["llama_cpp"])]  # fmt: skip
         row["greedy_tokens_agreeing"] = {"min": min(agree), "of": a.gen_tokens}
         entry["by_threads"][str(threads)] = row
-    if a.gpu:
+    if key in a.gpu_models:
         entry["gpu"] = bench_gpu(a, model, key)
     return entry
 
@@ -384,8 +384,9 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=64)
     p.add_argument("--gen-tokens", type=int, default=64)
     p.add_argument("--context", type=int, default=512, help="KV positions for both runtimes")
-    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=True,
-                   help="also run kiln's GPU path where an adapter exists")  # fmt: skip
+    p.add_argument("--gpu-models", default="all",
+                   help="models to also run on kiln's GPU path where an adapter exists "
+                   "(comma list, `all` or `none`; lavapipe decodes at ~2 tok/s)")  # fmt: skip
     p.add_argument("--gpu-reps", type=int, default=1)
     p.add_argument("--kiln", type=Path, default=REPO / "target" / "release" / "kiln")
     p.add_argument("--models-dir", type=Path, default=REPO / "models")
@@ -393,7 +394,8 @@ def main() -> None:
     a = p.parse_args()
     a.threads = [int(t) for t in a.threads.split(",")]
     keys = a.models.split(",")
-    for k in keys:
+    a.gpu_models = {"all": keys, "none": []}.get(a.gpu_models, a.gpu_models.split(","))
+    for k in keys + a.gpu_models:
         if k not in MODELS:
             fail(f"unknown model `{k}`; use {', '.join(MODELS)}")
     if a.reps < 1 or a.gen_tokens < 2 or a.prompt_tokens < 1 or a.gpu_reps < 1:

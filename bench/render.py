@@ -86,6 +86,7 @@ def gpu_lines(result: dict) -> list[str]:
     for entry in result["models"]:
         g = entry.get("gpu")
         if g is None:
+            lines.append(f"- {entry['name']}: not run (left out of `--gpu-models` to save time).")
             continue
         if not g["measured"]:
             lines.append(f"- {entry['name']}: not measured ({g['reason']}).")
@@ -99,7 +100,7 @@ def gpu_lines(result: dict) -> list[str]:
             f"{s['load_ms']['median']:.0f} ms, peak RSS {s['peak_rss_mb']['median']:.0f} MB "
             f"({len(g['runs'])} run{'s' if len(g['runs']) != 1 else ''})."
         )
-    return lines or ["- kiln's GPU path was not run (`--no-gpu`)."]
+    return lines or ["- kiln's GPU path was not run (`--gpu-models none`)."]
 
 
 def svg_chart(result: dict) -> str:

@@ -228,6 +228,11 @@ impl CpuModel {
     }
 
     /// The instruction set and thread count, for reports.
+    /// Threads of the pool (the caller included).
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{:?}, {} threads",
