@@ -428,12 +428,13 @@ def main() -> None:
         "models": [],
         "not_measured": NOT_MEASURED,
     }
+    out.parent.mkdir(parents=True, exist_ok=True)
     for k in keys:
         print(f"compare: {k}", file=sys.stderr)
         result["models"].append(bench_model(a, k))
-    result["wall_s"] = round(time.time() - started, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+        result["wall_s"] = round(time.time() - started, 1)
+        # Written after each model, so a failure later keeps what was measured.
+        out.write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)
     print(f"wrote {out}")
 

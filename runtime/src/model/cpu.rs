@@ -200,7 +200,9 @@ impl CpuModel {
             k: vec![0.0; c * kvd],
             v: vec![0.0; c * kvd],
             att: vec![0.0; c * qd],
-            tmp: vec![0.0; c * d],
+            // Holds o/down outputs (c, d) and, for the q/k norms, a copy of q (c, qd): Gemma 3's
+            // qd (4 * 256) exceeds d (640).
+            tmp: vec![0.0; c * d.max(qd)],
             tmp2: vec![0.0; c * d],
             gate: vec![0.0; c * ff],
             up: vec![0.0; c * ff],
