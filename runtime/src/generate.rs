@@ -226,6 +226,14 @@ impl Model {
         }
     }
 
+    /// The CPU path's thread count (the caller included); `None` on the GPU.
+    pub fn cpu_threads(&self) -> Option<usize> {
+        match &self.engine {
+            Engine::Gpu(_) => None,
+            Engine::Cpu(m) => Some(m.threads()),
+        }
+    }
+
     /// The GPU the model runs on, if any (for counters).
     pub fn gpu(&self) -> Option<&Gpu> {
         match &self.engine {

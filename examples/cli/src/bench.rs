@@ -1,5 +1,7 @@
 //! `kiln bench`: load time, time to first token, prefill and decode speed (median and spread over
 //! repetitions after a warm-up), peak RSS, and on the GPU the work counters per decoded token.
+//! `--json` also gives the greedy tokens of the last repetition, so a driver can check that two
+//! runtimes did the same work (bench/compare.py).
 
 use std::ops::ControlFlow;
 
@@ -7,7 +9,8 @@ use kiln::generate::GenerateOptions;
 
 use crate::args::Args;
 
-/// Peak resident set size of this process in MB (Linux: VmHWM), 0 where unknown.
+/// Peak resident set size of this process in MB (Linux: VmHWM, which counts the mapped weight
+/// pages that were touched), 0 where unknown. Per process: run one runtime per process to compare.
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -54,6 +57,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let gpu = model.gpu().cloned();
     let (mut ttft, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
     let mut per_token = None;
+    let mut tokens = Vec::new();
     for rep in 0..=reps {
         let mut first = None;
         let generation = model
@@ -79,29 +83,29 @@ pub fn run(args: &Args) -> Result<(), String> {
         if rep == 0 {
             continue; // warm-up
         }
+        tokens = generation.tokens;
         let s = generation.stats;
         ttft.push(s.ttft.as_secs_f64() * 1000.0);
         prefill.push(s.prefill_tok_s);
         decode.push(s.decode_tok_s);
     }
-    let (ttft_m, _, _) = summary(&ttft);
+    let (ttft_m, ttft_lo, ttft_hi) = summary(&ttft);
     let (pre_m, pre_lo, pre_hi) = summary(&prefill);
     let (dec_m, dec_lo, dec_hi) = summary(&decode);
-    let threads = if model.backend_name() == "cpu" {
-        args.parse_or("threads", 0usize)?
-    } else {
-        0
-    };
+    // The pool's real size (`--threads 0` or none means all cores); 0 on the GPU.
+    let threads = model.cpu_threads().unwrap_or(0);
     if json {
         let v = serde_json::json!({
             "backend": model.backend_name(),
             "adapter": model.adapter(),
             "threads": threads,
             "prompt_tokens": prompt.len(),
+            "context": model.capacity(),
             "gen_tokens": gen_tokens,
             "reps": reps,
             "load_ms": load_ms,
             "ttft_ms": ttft_m,
+            "ttft_ms_range": [ttft_lo, ttft_hi],
             "prefill_tok_s": pre_m,
             "prefill_tok_s_range": [pre_lo, pre_hi],
             "decode_tok_s": dec_m,
@@ -109,6 +113,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             "decode_tok_s_all": decode,
             "peak_rss_mb": peak_rss_mb(),
             "per_token": per_token,
+            "tokens": tokens,
         });
         println!("{v}");
     } else {

@@ -200,6 +200,8 @@ impl CpuModel {
             k: vec![0.0; c * kvd],
             v: vec![0.0; c * kvd],
             att: vec![0.0; c * qd],
+            // Holds o/down outputs (c, d) and, for the q/k norms, a copy of q (c, qd): Gemma 3's
+            // qd (4 * 256) exceeds d (640).
             tmp: vec![0.0; c * d.max(qd)],
             tmp2: vec![0.0; c * d],
             gate: vec![0.0; c * ff],
@@ -228,6 +230,11 @@ impl CpuModel {
     }
 
     /// The instruction set and thread count, for reports.
+    /// Threads of the pool (the caller included).
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "{:?}, {} threads",

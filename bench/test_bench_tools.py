@@ -1,0 +1,116 @@
+"""Tests of bench/compare.py's helpers and bench/render.py (no model, no runtime needed).
+
+  python3 -m unittest discover -s bench -p 'test_*.py'
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import unittest
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import compare  # noqa: E402
+import render  # noqa: E402
+
+
+def fake_run(decode: float, prefill: float) -> dict:
+    return {
+        "decode_tok_s": decode,
+        "prefill_tok_s": prefill,
+        "ttft_ms": 64_000.0 / prefill,
+        "load_ms": 250.0,
+        "peak_rss_mb": 150.0,
+    }
+
+
+def fake_result() -> dict:
+    """A schema-1 result for one model at 1 and 2 threads, built by hand."""
+    by_threads = {}
+    for t, (k, ll) in {"1": ((20.0, 30.0), (40.0, 60.0)), "2": ((30.0, 50.0), (60.0, 90.0))}.items():
+        runs = {"kiln_cpu": [fake_run(*k)], "llama_cpp": [fake_run(*ll)]}
+        summ = {
+            rt: {m: compare.summary([r[m] for r in rs]) for m in compare.METRICS}
+            for rt, rs in runs.items()
+        }
+        ratio = {m: compare.summary([runs["kiln_cpu"][0][m] / runs["llama_cpp"][0][m]])
+                 for m in compare.METRICS}  # fmt: skip
+        by_threads[t] = {
+            "runs": runs,
+            "summary": summ,
+            "ratio_kiln_over_llama": ratio,
+            "greedy_tokens_agreeing": {"min": 17, "of": 32},
+        }
+    return {
+        "schema": 1,
+        "date": "2026-01-01T00:00:00+00:00",
+        "wall_s": 60.0,
+        "machine": {"cpu": "Test CPU <x>", "cores": 2, "cpu_flags": ["avx2"], "os": "Linux"},
+        "settings": {"prompt_tokens": 64, "gen_tokens": 32, "context": 512, "reps": 1,
+                     "threads": [1, 2]},  # fmt: skip
+        "runtimes": {"kiln_cpu": "kiln bench", "llama_cpp": "llama-cpp-python 0.3.36"},
+        "models": [{"key": "smollm2", "name": "SmolLM2-135M", "file": "s.gguf",
+                    "by_threads": by_threads, "gpu": None}],  # fmt: skip
+        "not_measured": [{"runtime": "wllama", "reason": "needs Node 26"}],
+    }
+
+
+class CompareHelpers(unittest.TestCase):
+    def test_summary_median_of_even_count_is_the_mean_of_the_middle_two(self):
+        self.assertEqual(compare.summary([4.0, 1.0, 3.0, 2.0]), {"median": 2.5, "min": 1.0, "max": 4.0})
+
+    def test_common_prefix_stops_at_the_first_difference(self):
+        self.assertEqual(compare.common_prefix([1, 2, 3, 4], [1, 2, 9, 4]), 2)
+        self.assertEqual(compare.common_prefix([1, 2], [1, 2, 3]), 2)
+
+    def test_cpu_emulations_are_recognised_and_real_gpus_are_not(self):
+        self.assertTrue(compare.is_emulated("llvmpipe (LLVM 15.0.6, 256 bits)"))
+        self.assertTrue(compare.is_emulated("SwiftShader Device (Subzero)"))
+        self.assertFalse(compare.is_emulated("NVIDIA H100 80GB HBM3"))
+
+
+class Render(unittest.TestCase):
+    def test_tables_show_ratio_median_and_spread(self):
+        text = render.render(fake_result(), Path("r.json"), "c.svg", dict(render.KEEP_DEFAULTS))
+        # kiln 20 vs llama.cpp 40 decode tok/s at 1 thread: ratio 0.50.
+        self.assertIn("| decode tok/s (higher is better) | 20.0 (20.0..20.0) | 40.0 (40.0..40.0) "
+                      "| 0.50 (0.50..0.50) |", text)  # fmt: skip
+        self.assertIn("17 of 32", text)
+        self.assertIn("- wllama: needs Node 26", text)
+        self.assertIn("## Real-GPU figures", text)
+
+    def test_kept_blocks_survive_regeneration(self):
+        with tempfile.TemporaryDirectory() as d:
+            res, out, svg = Path(d, "r.json"), Path(d, "perf.md"), Path(d, "c.svg")
+            res.write_text(json.dumps(fake_result()))
+            cmd = [sys.executable, str(Path(render.__file__)), str(res), "--out", str(out),
+                   "--svg", str(svg)]  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True)
+            edited = out.read_text().replace(
+                render.KEEP_DEFAULTS["real-gpu"], "H100: 999 tok/s (hand-written)\n"
+            )
+            out.write_text(edited)
+            subprocess.run(cmd, check=True, capture_output=True)
+            self.assertIn("H100: 999 tok/s (hand-written)", out.read_text())
+            self.assertNotIn(render.KEEP_DEFAULTS["real-gpu"], out.read_text())
+
+    def test_svg_is_well_formed_with_one_bar_per_series_and_escaped_text(self):
+        svg = render.svg_chart(fake_result())
+        root = ET.fromstring(svg)  # raises on malformed XML (e.g. an unescaped "<x>")
+        ns = "{http://www.w3.org/2000/svg}"
+        bars = [r for r in root.iter(f"{ns}rect") if r.get("fill") not in ("white",)
+                and r.get("width") != "12"]  # fmt: skip
+        self.assertEqual(len(bars), 4)  # kiln and llama.cpp at 1 and 2 threads
+        heights = sorted(float(b.get("height")) for b in bars)
+        # Bar heights are proportional to the medians 20, 30, 40, 60.
+        self.assertAlmostEqual(heights[1] / heights[0], 30 / 20, places=2)
+        self.assertAlmostEqual(heights[3] / heights[0], 60 / 20, places=2)
+
+
+if __name__ == "__main__":
+    unittest.main()
