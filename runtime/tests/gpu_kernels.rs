@@ -160,6 +160,9 @@ fn assert_dot_close(what: &str, got: &[f32], want: &[f64], scale: &[f64], rel: f
     }
 }
 
+/// Records one part of a gemv: (recorder, that part's weights, y, shape).
+type RecordGemv<'a> = dyn Fn(&mut kiln::gpu::Recorder, View<'_>, View<'_>, GemvShape) + 'a;
+
 /// The y layout every gemv test uses: `m` rows of `y_stride = rows + 3`; weight rows split in
 /// two parts written at y_offset 1 and 1 + part0, so columns 0 and the last two must keep their
 /// initial values.
@@ -189,7 +192,7 @@ impl GemvCase {
         want: &[f64],
         scale: &[f64],
         rel: f64,
-        record: &dyn Fn(&mut kiln::gpu::Recorder, View<'_>, View<'_>, GemvShape),
+        record: &RecordGemv<'_>,
     ) {
         let ys = self.y_stride();
         let rb = self.w.row_bytes(self.k as u32).unwrap() as usize;
