@@ -975,3 +975,47 @@ fn subgroup_and_shared_memory_variants_agree() {
         1e-6,
     );
 }
+
+#[test]
+fn timestamps_bracket_the_dispatches() {
+    let Some(gpu) = gpu() else { return };
+    let n = 1 << 16;
+    let x = upload_f32(&gpu, &vec![1.0; n]);
+    let b = upload_f32(&gpu, &[2.0]);
+    let mut rec = gpu.recorder();
+    let ticks = match rec.time_dispatches() {
+        Ok(t) => t,
+        Err(e) => {
+            assert!(!gpu.capabilities().timestamps, "{e}");
+            assert!(matches!(e, kiln::Error::Unsupported(_)), "{e}");
+            eprintln!("no TIMESTAMP_QUERY on this adapter: checked the refusal instead");
+            return;
+        }
+    };
+    // Two passes (a copy between them): the start is written in the first, the end in the last.
+    add_inplace(&mut rec, (&x).into(), (&b).into(), n as u32, 1).unwrap();
+    let back = rec.read(View::new(&x, 0, 16)).unwrap();
+    for _ in 0..20 {
+        add_inplace(&mut rec, (&x).into(), (&b).into(), n as u32, 1).unwrap();
+    }
+    let start = std::time::Instant::now();
+    rec.submit().unwrap();
+    let t = ticks.wait().unwrap();
+    let wall = start.elapsed().as_secs_f64() * 1e9;
+    let t: &[u64] = bytemuck::cast_slice(&t);
+    let ns = t[1].wrapping_sub(t[0]) as f64 * f64::from(gpu.timestamp_period());
+    assert!(
+        t[1] > t[0],
+        "end tick {} not after start tick {}",
+        t[1],
+        t[0]
+    );
+    assert!(
+        ns < wall,
+        "GPU time {ns} ns exceeds the wall time {wall} ns around the submit"
+    );
+    assert_eq!(
+        as_f32(bytemuck::cast_slice(&back.wait().unwrap())),
+        vec![3.0; 4]
+    );
+}
