@@ -195,6 +195,11 @@ impl Gpu {
         &self.inner.limits
     }
 
+    /// Nanoseconds per GPU timestamp tick (see [`crate::gpu::Recorder::time_dispatches`]).
+    pub fn timestamp_period(&self) -> f32 {
+        self.inner.queue.get_timestamp_period()
+    }
+
     pub fn capabilities(&self) -> Capabilities {
         self.inner.caps
     }

@@ -72,6 +72,9 @@ pub struct Recorder {
     commands: Vec<Command>,
     params: Vec<u8>,
     dispatches: u64,
+    /// Timestamps around all dispatches: the query set (2 slots), the resolve buffer, and the
+    /// staging buffer the ticks are copied to.
+    timer: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -91,6 +94,7 @@ impl Gpu {
             commands: Vec::new(),
             params: Vec::new(),
             dispatches: 0,
+            timer: None,
         }
     }
 
@@ -273,6 +277,42 @@ impl Recorder {
         })
     }
 
+    /// Asks for GPU timestamps at the start of the first compute pass and the end of the last
+    /// one of this recording (benchmarks). After [`Recorder::submit`], the readback holds two
+    /// little-endian u64 ticks (start, end); multiply their difference by
+    /// [`Gpu::timestamp_period`] for nanoseconds. An [`Error::Unsupported`] where the adapter has
+    /// no TIMESTAMP_QUERY (time whole submits on the CPU clock there).
+    pub fn time_dispatches(&mut self) -> Result<Readback> {
+        if !self.gpu.capabilities().timestamps {
+            return Err(Error::Unsupported(format!(
+                "GPU timestamps on `{}`, which lacks TIMESTAMP_QUERY",
+                self.gpu.adapter_info().name
+            )));
+        }
+        let device = self.gpu.device();
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("kiln timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = self.gpu.create_buffer(
+            "kiln timestamp resolve",
+            16,
+            wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        )?;
+        let staging = self.gpu.alloc(
+            "kiln timestamp readback",
+            16,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        self.timer = Some((set, resolve, staging.buffer().clone()));
+        Ok(Readback {
+            staging,
+            size: 16,
+            gpu: self.gpu.clone(),
+        })
+    }
+
     /// Encodes everything recorded into one command buffer and submits it: one submit, one
     /// upload of all parameters.
     pub fn submit(self) -> Result<()> {
@@ -305,30 +345,57 @@ impl Recorder {
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("kiln step"),
         });
-        let mut commands = self.commands.iter().peekable();
+        let last_dispatch = self
+            .commands
+            .iter()
+            .rposition(|c| matches!(c, Command::Dispatch { .. }));
+        let mut first_pass = true;
+        let mut commands = self.commands.iter().enumerate().peekable();
         while commands.peek().is_some() {
-            if let Some(Command::Copy {
-                src,
-                src_offset,
-                dst,
-                dst_offset,
-                size,
-            }) = commands.peek()
+            if let Some((
+                _,
+                Command::Copy {
+                    src,
+                    src_offset,
+                    dst,
+                    dst_offset,
+                    size,
+                },
+            )) = commands.peek()
             {
                 encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
                 commands.next();
                 continue;
             }
+            // This pass runs the dispatches from here to the next copy: is it the last?
+            let here = commands.peek().map_or(0, |&(i, _)| i);
+            let run_end = self.commands[here..]
+                .iter()
+                .position(|c| !matches!(c, Command::Dispatch { .. }))
+                .map_or(self.commands.len(), |n| here + n);
+            let last_pass = last_dispatch.is_some_and(|l| l < run_end);
+            let timestamp_writes =
+                self.timer
+                    .as_ref()
+                    .map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: first_pass.then_some(0),
+                        end_of_pass_write_index: last_pass.then_some(1),
+                    });
+            first_pass = false;
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("kiln dispatches"),
-                timestamp_writes: None,
+                timestamp_writes,
             });
-            while let Some(Command::Dispatch {
-                kernel,
-                groups,
-                params,
-                buffers,
-            }) = commands.peek()
+            while let Some((
+                _,
+                Command::Dispatch {
+                    kernel,
+                    groups,
+                    params,
+                    buffers,
+                },
+            )) = commands.peek()
             {
                 let mut entries = Vec::with_capacity(buffers.len() + 1);
                 let mut offsets = Vec::new();
@@ -349,6 +416,10 @@ impl Recorder {
                 pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                 commands.next();
             }
+        }
+        if let Some((set, resolve, staging)) = &self.timer {
+            encoder.resolve_query_set(set, 0..2, resolve, 0);
+            encoder.copy_buffer_to_buffer(resolve, 0, staging, 0, 16);
         }
         gpu.queue().submit([encoder.finish()]);
         drop(arena);

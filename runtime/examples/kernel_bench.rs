@@ -1,0 +1,363 @@
+//! Kernel benchmark: GFLOP/s and GB/s of the model kernels at named shapes of the real models
+//! (SmolLM2-135M, Qwen2.5-0.5B, Gemma 3 270M), on the adapter the environment selects
+//! (`KILN_BACKEND`, `KILN_ADAPTER`).
+//!
+//! Each case records `reps` dispatches of one kernel in one submit, rotating over enough copies
+//! of its weights (at least 192 MiB together) that they do not stay in the GPU's last-level
+//! cache, as in a decode step where every matrix is read once. Time comes from GPU timestamps
+//! around the dispatches where the adapter has TIMESTAMP_QUERY, else from the CPU clock around
+//! whole submits after a warm-up, waiting for the device each time. Bytes are the weights plus
+//! the activations read and the outputs written; the roofline fraction is printed where the
+//! adapter's memory bandwidth is known (a small table below, or `KILN_PEAK_GBPS`).
+//!
+//! `cargo run --release -p kiln --example kernel_bench [-- FILTER]` runs the cases whose name
+//! contains FILTER.
+
+use std::time::Instant;
+
+use kiln::ops::attention::{Attention, attention, scratch_bytes};
+use kiln::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv_q8, quantize};
+use kiln::ops::norm::rms_norm;
+use kiln::ops::reduce::Combine;
+use kiln::{Gpu, GpuOptions, Result};
+
+/// Peak memory bandwidth (GB/s) of adapters whose name contains the key.
+const KNOWN_GBPS: &[(&str, f64)] = &[
+    ("H100 80GB HBM3", 3350.0),
+    ("H100 PCIe", 2039.0),
+    ("H200", 4800.0),
+];
+
+/// Bytes of rotating weight copies per case: larger than the last-level cache of any GPU here.
+const ROTATE_BYTES: u64 = 192 << 20;
+
+/// A case to build: kernel and shape.
+enum Spec {
+    Gemv(WType, u32, u32, &'static str),
+    Quantize(ActQuant, u32),
+    Norm(u32),
+    Attention(&'static str, (u32, u32, u32), u32),
+}
+
+impl Spec {
+    fn name(&self) -> String {
+        match self {
+            Spec::Gemv(w, rows, k, label) => format!("gemv_q8 {} {label} {rows}x{k}", w.word()),
+            Spec::Quantize(q, k) => format!("quantize {q:?} k={k}"),
+            Spec::Norm(n) => format!("rms_norm n={n}"),
+            Spec::Attention(label, _, ctx) => format!("attention {label} ctx={ctx}"),
+        }
+    }
+}
+
+struct Case {
+    flops: f64,
+    bytes: f64,
+    /// Buffers kept alive for the recordings.
+    buffers: Vec<wgpu::Buffer>,
+    /// Records dispatch `i` of the case.
+    record: RecordFn,
+}
+
+/// Records dispatch `i` of a case over its buffers.
+type RecordFn = Box<dyn Fn(&mut kiln::gpu::Recorder, &[wgpu::Buffer], usize) -> Result<()>>;
+
+/// Deterministic filler bytes (weights' values do not change the work).
+fn filler(n: usize, seed: u32) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            // Clearing bit 6 of every byte keeps each f16 scale's exponent below 16: finite.
+            (s as u8) & 0xbf
+        })
+        .collect()
+}
+
+fn storage(gpu: &Gpu, bytes: u64) -> Result<wgpu::Buffer> {
+    gpu.create_buffer(
+        "bench",
+        bytes,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+    )
+}
+
+fn gemv_case(gpu: &Gpu, w: WType, rows: u32, k: u32) -> Result<Case> {
+    let quant = ActQuant::for_weights(w).expect("quantized type");
+    let row_bytes = u64::from(w.row_bytes(k)?);
+    let wbytes = u64::from(rows) * row_bytes;
+    let copies = ROTATE_BYTES.div_ceil(wbytes).clamp(2, 256);
+    let mut buffers = Vec::new();
+    for c in 0..copies {
+        buffers.push(gpu.upload("bench weights", &filler(wbytes as usize, c as u32))?);
+    }
+    let (bq, bd, bs) = QAct::sizes(1, k);
+    buffers.push(storage(gpu, bq)?);
+    buffers.push(storage(gpu, bd)?);
+    buffers.push(storage(gpu, bs)?);
+    buffers.push(storage(gpu, u64::from(rows) * 4)?);
+    let split = Split::best(gpu);
+    let copies = copies as usize;
+    let shape = GemvShape {
+        wtype: w,
+        k,
+        rows,
+        m: 1,
+        y_stride: rows,
+        y_offset: 0,
+        accumulate: false,
+    };
+    Ok(Case {
+        flops: 2.0 * f64::from(rows) * f64::from(k),
+        bytes: (wbytes + bq + bd + if quant.has_sums() { bs } else { 0 } + u64::from(rows) * 4)
+            as f64,
+        buffers,
+        record: Box::new(move |rec, b, i| {
+            let act = QAct {
+                quant,
+                xq: (&b[copies]).into(),
+                xd: (&b[copies + 1]).into(),
+                xs: (&b[copies + 2]).into(),
+            };
+            gemv_q8(
+                rec,
+                split,
+                (&b[i % copies]).into(),
+                act,
+                (&b[copies + 3]).into(),
+                shape,
+            )
+        }),
+    })
+}
+
+fn quantize_case(gpu: &Gpu, quant: ActQuant, k: u32) -> Result<Case> {
+    let (bq, bd, bs) = QAct::sizes(1, k);
+    let buffers = vec![
+        gpu.upload("x", &vec![0u8; k as usize * 4])?,
+        storage(gpu, bq)?,
+        storage(gpu, bd)?,
+        storage(gpu, bs)?,
+    ];
+    Ok(Case {
+        flops: 3.0 * f64::from(k),
+        bytes: (u64::from(k) * 4 + bq + bd + if quant.has_sums() { bs } else { 0 }) as f64,
+        buffers,
+        record: Box::new(move |rec, b, _| {
+            let act = QAct {
+                quant,
+                xq: (&b[1]).into(),
+                xd: (&b[2]).into(),
+                xs: (&b[3]).into(),
+            };
+            quantize(rec, (&b[0]).into(), act, 1, k)
+        }),
+    })
+}
+
+fn rms_norm_case(gpu: &Gpu, n: u32) -> Result<Case> {
+    let buffers = vec![
+        gpu.upload("x", &vec![0u8; n as usize * 4])?,
+        gpu.upload("w", &vec![0u8; n as usize * 4])?,
+        storage(gpu, u64::from(n) * 4)?,
+    ];
+    let combine = Combine::best(gpu);
+    Ok(Case {
+        flops: 4.0 * f64::from(n),
+        bytes: 12.0 * f64::from(n),
+        buffers,
+        record: Box::new(move |rec, b, _| {
+            rms_norm(
+                rec,
+                combine,
+                (&b[0]).into(),
+                (&b[1]).into(),
+                (&b[2]).into(),
+                1,
+                n,
+                1e-6,
+                0.0,
+            )
+        }),
+    })
+}
+
+fn attention_case(gpu: &Gpu, heads: (u32, u32, u32), ctx: u32) -> Result<Case> {
+    let (n_head, n_kv_head, head_dim) = heads;
+    let a = Attention {
+        n_head,
+        n_kv_head,
+        head_dim,
+        capacity: ctx,
+        n_tok: 1,
+        pos0: ctx - 1,
+        window: 0,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        softcap: 0.0,
+    };
+    let cache = a.cache_bytes();
+    let qbytes = u64::from(n_head * head_dim) * 4;
+    let copies = ROTATE_BYTES.div_ceil(2 * cache).clamp(2, 64) as usize;
+    let mut buffers = Vec::new();
+    for c in 0..2 * copies {
+        buffers.push(gpu.upload("cache", &filler(cache as usize, c as u32))?);
+    }
+    buffers.push(gpu.upload("q", &vec![0u8; qbytes as usize])?);
+    buffers.push(storage(gpu, scratch_bytes(&a))?);
+    buffers.push(storage(gpu, qbytes)?);
+    let combine = Combine::best(gpu);
+    Ok(Case {
+        flops: 4.0 * f64::from(n_head) * f64::from(ctx) * f64::from(head_dim),
+        bytes: (2 * cache + 2 * qbytes) as f64,
+        buffers,
+        record: Box::new(move |rec, b, i| {
+            let c = i % copies;
+            attention(
+                rec,
+                combine,
+                (&b[2 * copies]).into(),
+                (&b[2 * c]).into(),
+                (&b[2 * c + 1]).into(),
+                (&b[2 * copies + 1]).into(),
+                (&b[2 * copies + 2]).into(),
+                a,
+            )
+        }),
+    })
+}
+
+/// Seconds per dispatch: GPU timestamps where available, else CPU time over whole submits.
+fn time(gpu: &Gpu, case: &Case, reps: usize) -> Result<(f64, &'static str)> {
+    let run = |timed: bool| -> Result<Option<kiln::gpu::Readback>> {
+        let mut rec = gpu.recorder();
+        let ticks = if timed {
+            Some(rec.time_dispatches()?)
+        } else {
+            None
+        };
+        for i in 0..reps {
+            (case.record)(&mut rec, &case.buffers, i)?;
+        }
+        rec.submit()?;
+        Ok(ticks)
+    };
+    let timed = gpu.capabilities().timestamps;
+    run(false)?;
+    gpu.wait_idle()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        if timed {
+            let bytes = run(true)?.expect("timed").wait()?;
+            let t: &[u64] = bytemuck::cast_slice(&bytes);
+            let ns = t[1].wrapping_sub(t[0]) as f64 * f64::from(gpu.timestamp_period());
+            best = best.min(ns * 1e-9 / reps as f64);
+        } else {
+            let start = Instant::now();
+            run(false)?;
+            gpu.wait_idle()?;
+            best = best.min(start.elapsed().as_secs_f64() / reps as f64);
+        }
+    }
+    Ok((best, if timed { "gpu" } else { "wall" }))
+}
+
+fn main() -> Result<()> {
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    let gpu = Gpu::new_blocking(GpuOptions::from_env())?;
+    let info = gpu.adapter_info();
+    println!(
+        "adapter: {} ({:?}, {:?}); timestamps: {}",
+        info.name,
+        info.backend,
+        info.device_type,
+        gpu.capabilities().timestamps
+    );
+    let peak = std::env::var("KILN_PEAK_GBPS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .or_else(|| {
+            KNOWN_GBPS
+                .iter()
+                .find(|(k, _)| info.name.contains(k))
+                .map(|&(_, v)| v)
+        });
+    match peak {
+        Some(p) => println!("roofline: {p} GB/s memory bandwidth"),
+        None => println!(
+            "roofline: unknown for `{}` (a CPU adapter such as lavapipe has none that means \
+             anything here; set KILN_PEAK_GBPS to give one)",
+            info.name
+        ),
+    }
+    let mut specs = Vec::new();
+    let shapes: [(&'static str, u32, u32); 4] = [
+        ("smollm2 ffn_down", 576, 1536),
+        ("smollm2 ffn_up", 1536, 576),
+        ("qwen2 ffn_down", 896, 4864),
+        ("smollm2 logits", 49152, 576),
+    ];
+    for (label, rows, k) in shapes {
+        for w in [
+            WType::Q4_0,
+            WType::Q4_1,
+            WType::Q5_0,
+            WType::Q8_0,
+            WType::Q4K,
+            WType::Q6K,
+        ] {
+            // K-quant rows need whole 256-blocks (576 is not; the real models store such
+            // matrices as Q5_0 or Q8_0).
+            if k.is_multiple_of(w.block_elems()) {
+                specs.push(Spec::Gemv(w, rows, k, label));
+            }
+        }
+    }
+    for quant in [ActQuant::Q8_0, ActQuant::Q8_1, ActQuant::Q8K] {
+        specs.push(Spec::Quantize(quant, 4864));
+    }
+    for n in [576, 896] {
+        specs.push(Spec::Norm(n));
+    }
+    for ctx in [512, 2048] {
+        specs.push(Spec::Attention("smollm2 9/3x64", (9, 3, 64), ctx));
+        specs.push(Spec::Attention("gemma3 4/1x256", (4, 1, 256), ctx));
+    }
+    // Lavapipe runs a dispatch in milliseconds, a GPU in microseconds.
+    let reps = if info.device_type == wgpu::DeviceType::Cpu {
+        8
+    } else {
+        64
+    };
+    println!(
+        "{:<44} {:>6} {:>10} {:>9} {:>8} {:>9}",
+        "case", "clock", "us", "GFLOP/s", "GB/s", "roofline"
+    );
+    for spec in specs {
+        let name = spec.name();
+        if !name.contains(&filter) {
+            continue;
+        }
+        // Built one at a time, so only one case's rotating copies exist at once.
+        let case = match spec {
+            Spec::Gemv(w, rows, k, _) => gemv_case(&gpu, w, rows, k)?,
+            Spec::Quantize(q, k) => quantize_case(&gpu, q, k)?,
+            Spec::Norm(n) => rms_norm_case(&gpu, n)?,
+            Spec::Attention(_, heads, ctx) => attention_case(&gpu, heads, ctx)?,
+        };
+        let (secs, clock) = time(&gpu, &case, reps)?;
+        let gbps = case.bytes / secs * 1e-9;
+        let roof = peak.map_or("-".to_string(), |p| format!("{:.0}%", 100.0 * gbps / p));
+        println!(
+            "{:<44} {:>6} {:>10.2} {:>9.1} {:>8.1} {:>9}",
+            name,
+            clock,
+            secs * 1e6,
+            case.flops / secs * 1e-9,
+            gbps,
+            roof
+        );
+    }
+    Ok(())
+}
