@@ -12,7 +12,8 @@ use crate::gguf::GgufFile;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
-use crate::model::gpu::{GpuModel, StepOutput};
+use crate::model::gpu::{Choice, GpuModel, StepOutput};
+use crate::ops::sample::SampleParams;
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 
 /// Where the model runs.
@@ -265,7 +266,7 @@ impl Model {
     pub fn prompt_logits(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
         let n = self.check_prompt(prompt)?;
         match &mut self.engine {
-            Engine::Gpu(m) => match m.step(prompt, 0, n, true)? {
+            Engine::Gpu(m) => match m.step(prompt, 0, n, &Choice::Logits)? {
                 StepOutput::Logits(l) => Ok(l),
                 StepOutput::Token(_) => unreachable!("logits were asked for"),
             },
@@ -344,9 +345,6 @@ impl Model {
         let Model {
             engine, tokenizer, ..
         } = self;
-        // Greedy on the GPU chooses there (4 bytes back); otherwise logits come back and the
-        // CPU sampler chooses.
-        let choose_on_gpu = greedy && matches!(engine, Engine::Gpu(_));
         let eog = tokenizer
             .eog_ids()
             .iter()
@@ -365,7 +363,6 @@ impl Model {
             n_prompt,
             capacity,
             greedy,
-            choose_on_gpu,
             pos: 0,
             generated: 0,
             start: Instant::now(),
@@ -395,7 +392,6 @@ pub struct TokenStream<'m> {
     n_prompt: u32,
     capacity: u32,
     greedy: bool,
-    choose_on_gpu: bool,
     /// Positions already in the KV cache.
     pos: u32,
     generated: u32,
@@ -466,18 +462,27 @@ impl TokenStream<'_> {
         let step = self.generated;
         let next = match &mut *self.engine {
             Engine::Gpu(m) => {
-                // After the first step the token is already on the GPU (chosen there, or
-                // written by `set_token` below).
+                // The GPU chooses (4 bytes back) and keeps the id where the next step's
+                // embedding reads it, so later steps feed nothing.
                 let feed = if self.pos == 0 { new } else { &[] };
-                match m.step(feed, self.pos, n_new, !self.choose_on_gpu)? {
-                    StepOutput::Token(t) => t,
-                    StepOutput::Logits(mut l) => {
-                        let t = self
-                            .sampler
-                            .sample(&mut l, &self.history[recent_from..], step)?;
-                        m.set_token(self.pos + n_new, t)?;
-                        t
+                let choice = if self.greedy {
+                    Choice::Greedy
+                } else {
+                    Choice::Sample {
+                        params: SampleParams {
+                            temperature: self.opts.temperature,
+                            top_k: u32::try_from(self.opts.top_k).unwrap_or(u32::MAX),
+                            top_p: self.opts.top_p,
+                            repetition_penalty: self.opts.repetition_penalty,
+                            seed: self.opts.seed,
+                        },
+                        step,
+                        last_n: u32::try_from(self.opts.repeat_last_n).unwrap_or(u32::MAX),
                     }
+                };
+                match m.step(feed, self.pos, n_new, &choice)? {
+                    StepOutput::Token(t) => t,
+                    StepOutput::Logits(_) => unreachable!("a token was asked for"),
                 }
             }
             Engine::Cpu(m) => {

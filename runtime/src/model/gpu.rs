@@ -14,7 +14,7 @@ use crate::ops::gemv::{
 use crate::ops::norm::rms_norm;
 use crate::ops::reduce::Combine;
 use crate::ops::rope::{Rope, rope};
-use crate::ops::sample::argmax;
+use crate::ops::sample::{SampleParams, argmax, sample};
 
 /// Prompt tokens processed per recorded chunk.
 pub const CHUNK: u32 = 32;
@@ -233,6 +233,26 @@ struct Scratch {
     logits: wgpu::Buffer,
     scores: wgpu::Buffer,
     tokens: wgpu::Buffer,
+    /// The repetition penalty's window of recent ids.
+    recent: wgpu::Buffer,
+}
+
+/// How a step chooses the next token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Choice {
+    /// Argmax on the GPU; 4 bytes come back.
+    Greedy,
+    /// Sampling on the GPU (see [`crate::ops::sample::sample`]); 4 bytes come back.
+    Sample {
+        params: SampleParams,
+        /// Generation step (the RNG's counter).
+        step: u32,
+        /// Recent ids the repetition penalty looks at.
+        last_n: u32,
+    },
+    /// The last position's logits come back (vocabulary floats); the greedy id is still
+    /// written for the next step.
+    Logits,
 }
 
 /// What a step hands back.
@@ -392,6 +412,7 @@ impl GpuModel {
             logits: f("logits", u64::from(cfg.vocab))?,
             scores: gpu.create_buffer("scores", scratch_bytes(&a), storage)?,
             tokens: f("tokens", u64::from(capacity) + 1)?,
+            recent: f("recent", u64::from(capacity) + 1)?,
         };
         Ok(GpuModel {
             gpu: gpu.clone(),
@@ -421,14 +442,15 @@ impl GpuModel {
     }
 
     /// Runs `tokens` at positions `pos0..`, in chunks of [`CHUNK`], all in one submit, and
-    /// returns the greedy next token or, with `want_logits`, the last position's logits.
-    /// Passing no tokens continues from the token the previous step chose, already on the GPU.
+    /// chooses the next token on the GPU (or returns the last position's logits), as `choice`
+    /// says. Passing no tokens continues from the token the previous step chose, already on the
+    /// GPU.
     pub fn step(
         &mut self,
         tokens: &[u32],
         pos0: u32,
         n_new: u32,
-        want_logits: bool,
+        choice: &Choice,
     ) -> Result<StepOutput> {
         if n_new == 0 || pos0 + n_new > self.capacity {
             return Err(Error::ContextFull {
@@ -499,13 +521,46 @@ impl GpuModel {
             false,
         )?;
         let next_slot = pos0 + n_new;
-        argmax(
-            &mut rec,
-            (&s.logits).into(),
-            (&s.tokens).into(),
-            cfg.vocab,
-            next_slot,
-        )?;
+        match *choice {
+            Choice::Greedy | Choice::Logits => argmax(
+                &mut rec,
+                (&s.logits).into(),
+                (&s.tokens).into(),
+                cfg.vocab,
+                next_slot,
+            )?,
+            Choice::Sample {
+                params,
+                step,
+                last_n,
+            } => {
+                // The penalty window: the last `last_n` ids (prompt included), copied out of
+                // the token buffer (copies need only 4-byte alignment, bindings 256).
+                let n_recent = last_n.min(next_slot);
+                if n_recent > 0 {
+                    rec.copy(
+                        View::new(
+                            &s.tokens,
+                            u64::from(next_slot - n_recent) * 4,
+                            u64::from(n_recent) * 4,
+                        ),
+                        View::new(&s.recent, 0, u64::from(n_recent) * 4),
+                    )?;
+                }
+                sample(
+                    &mut rec,
+                    (&s.logits).into(),
+                    (&s.recent).into(),
+                    (&s.tokens).into(),
+                    cfg.vocab,
+                    n_recent,
+                    next_slot,
+                    step,
+                    &params,
+                )?;
+            }
+        }
+        let want_logits = matches!(choice, Choice::Logits);
         let back = if want_logits {
             rec.read(View::new(&s.logits, 0, u64::from(cfg.vocab) * 4))?
         } else {
@@ -518,19 +573,6 @@ impl GpuModel {
         } else {
             StepOutput::Token(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
         })
-    }
-
-    /// Writes a token chosen on the CPU (sampling) into position `pos` for the next step.
-    pub fn set_token(&self, pos: u32, token: u32) -> Result<()> {
-        if pos > self.capacity || token >= self.cfg.vocab {
-            return Err(Error::Shape {
-                op: "set_token",
-                detail: format!("token {token} at position {pos}"),
-            });
-        }
-        self.gpu
-            .write(&self.s.tokens, u64::from(pos) * 4, &token.to_le_bytes());
-        Ok(())
     }
 
     fn record_chunk(&self, rec: &mut crate::gpu::Recorder, pos0: u32, n: u32) -> Result<()> {
