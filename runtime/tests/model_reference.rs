@@ -81,12 +81,15 @@ fn model_path(file: &str) -> Option<String> {
 /// (the 64 best, then the 256 sampled across the vocabulary). Both runtimes quantize activations
 /// to int8 per block, so a last-bit difference upstream can flip a rounding and move a logit by
 /// ~0.1 (llama.cpp's own logits move by ~0.15 between batched and one-by-one evaluation of the
-/// same context). Measured worst cases are printed per case; Gemma 3's logits run ~0.17 above
-/// llama.cpp's on average, an offset that is not yet explained (top ranks agree).
+/// same context). scripts/float_reference.py measures how far llama.cpp itself is from exact
+/// float64 arithmetic on the same SmolLM2 weights: up to 0.96 over the top 64 and 1.40 over the
+/// sampled ids, so these bounds are within llama.cpp's own rounding spread. Measured worst cases
+/// are printed per case; Gemma 3's logits run ~0.17 above llama.cpp's on average, an offset that
+/// is not yet explained (top ranks agree).
 fn logit_tolerance(model: &str) -> (f32, f32) {
     match model {
-        "gemma3" => (1.0, 1.5),
-        _ => (0.6, 1.0),
+        "gemma3" => (1.25, 1.75),
+        _ => (1.0, 1.5),
     }
 }
 
@@ -130,7 +133,7 @@ fn check_model(name: &str, file: &str, backend: Backend) {
         let mut order: Vec<u32> = (0..logits.len() as u32).collect();
         order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
         for (rank, &(id, want)) in case.first_top.iter().take(5).enumerate() {
-            let near = |other: f32| (other - want).abs() <= 2.0 * tol_top;
+            let near = |other: f32| (other - want).abs() <= tol_top;
             let tied = case.first_top.iter().any(|&(o, l)| o != id && near(l));
             assert!(
                 order[rank] == id || tied,
