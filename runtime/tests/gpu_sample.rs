@@ -301,3 +301,18 @@ fn bad_settings_are_errors() {
         );
     }
 }
+
+#[test]
+fn ties_and_negative_logits_at_the_cut_stay() {
+    let Some(gpu) = gpu() else { return };
+    // The 3rd largest is -2, held by three ids: all five ids at or above it are kept.
+    let logits = [-1.0f32, -3.0, -2.0, -2.0, -2.0, -4.0, -0.5, -2.5];
+    for s in [params(1.0, 3, 1.0, 1.0), params(0.9, 3, 0.7, 1.0)] {
+        let probs = expected(&logits, &[], &s);
+        if s.top_p >= 1.0 {
+            assert_eq!(probs.iter().filter(|&&p| p > 0.0).count(), 5);
+        }
+        let picks = draw(&gpu, &logits, &[], &s, 3000);
+        assert_follows(&format!("ties {s:?}"), &picks, &probs);
+    }
+}
