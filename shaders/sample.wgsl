@@ -1,9 +1,10 @@
 // Sampling on the GPU: tokens[slot] = one id drawn from n logits with a repetition penalty,
 // temperature, top-k and top-p, by a seeded counter-based RNG. The exact semantics are in the
 // rustdoc of `kiln::ops::sample::sample`. One workgroup covers the whole vocabulary with no
-// sort: the top-k and top-p cuts are found by bisection on the (order-preserving integer key
-// of the) scaled logit, each step one parallel count or sum, and the pick is an inverse CDF over
-// the kept ids in id order, through a prefix sum over contiguous chunks of ids.
+// sort: the top-k cut is a radix selection on an order-preserving integer key of the scaled
+// logit (4 passes of 8-bit digits with a workgroup histogram), the top-p cut a bisection on
+// that key (each step one parallel sum), and the pick an inverse CDF over the kept ids in id
+// order, through a prefix sum over contiguous chunks of ids.
 
 struct Params {
     n: u32,            // logits
@@ -31,6 +32,7 @@ var<workgroup> red_f: array<f32, WG_SIZE>;
 var<workgroup> red_u: array<u32, WG_SIZE>;
 var<workgroup> bcast_f: f32;
 var<workgroup> bcast_u: u32;
+var<workgroup> hist: array<atomic<u32>, 256>;  // counts per 8-bit key digit
 var<workgroup> picked: atomic<u32>;
 var<workgroup> last_kept: atomic<u32>;
 
@@ -83,18 +85,6 @@ fn wg_sum_u(lid: u32, v: u32) -> u32 {
         bcast_u = red_u[0];
     }
     return workgroupUniformLoad(&bcast_u);
-}
-
-// Kept ids with key(z) >= t: how many.
-fn count_ge(lid: u32, t: u32, inv_t: f32) -> u32 {
-    var c = 0u;
-    for (var i = lid; i < p.n; i += WG_SIZE) {
-        let l = logits[i];
-        if !is_nan(l) && key(l * inv_t) >= t {
-            c += 1u;
-        }
-    }
-    return wg_sum_u(lid, c);
 }
 
 // Unnormalized probability of id i if its key is at least t, else 0.
@@ -187,21 +177,50 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         return;
     }
 
-    // 3. Top-k: the largest key t with at least top_k ids at or above it (the top_k-th largest
-    //    scaled logit); every id tied with it stays.
+    // 3. Top-k: the key of the top_k-th largest scaled logit, found by radix selection, one
+    //    8-bit digit of the key per pass (4 passes); every id tied with it stays.
     let inv_t = 1.0 / p.temperature;
     let zmax = best_v * inv_t;
     let top = key(zmax);
     var lo = 0u;
     if p.top_k > 0u && p.top_k < n_valid {
-        var hi = top;
-        while lo < hi {
-            let mid = lo + (hi - lo + 1u) / 2u;
-            if count_ge(lid, mid, inv_t) >= p.top_k {
-                lo = mid;
-            } else {
-                hi = mid - 1u;
+        var need = p.top_k;
+        for (var digit = 0u; digit < 4u; digit++) {
+            let shift = 24u - 8u * digit;
+            // Keys whose digits above `shift` equal the ones chosen so far.
+            let high = select(0u, 0xffffffffu << (shift + 8u), digit > 0u);
+            for (var b = lid; b < 256u; b += WG_SIZE) {
+                atomicStore(&hist[b], 0u);
             }
+            workgroupBarrier();
+            for (var i = lid; i < p.n; i += WG_SIZE) {
+                let l = logits[i];
+                if !is_nan(l) {
+                    let kk = key(l * inv_t);
+                    if (kk & high) == lo {
+                        atomicAdd(&hist[(kk >> shift) & 0xffu], 1u);
+                    }
+                }
+            }
+            workgroupBarrier();
+            if lid == 0u {
+                // The digit, from the top, at which the count from above reaches `need`.
+                var above = 0u;
+                var d = 255u;
+                loop {
+                    let h = atomicLoad(&hist[d]);
+                    if above + h >= need || d == 0u {
+                        break;
+                    }
+                    above += h;
+                    d -= 1u;
+                }
+                bcast_u = d;
+                red_u[0] = need - above;
+            }
+            lo |= workgroupUniformLoad(&bcast_u) << shift;
+            need = red_u[0];
+            workgroupBarrier();
         }
     }
 

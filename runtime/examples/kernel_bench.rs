@@ -1,6 +1,6 @@
 //! Kernel benchmark: GFLOP/s and GB/s of the model kernels at named shapes of the real models
-//! (SmolLM2-135M, Qwen2.5-0.5B, Gemma 3 270M), on the adapter the environment selects
-//! (`KILN_BACKEND`, `KILN_ADAPTER`).
+//! (SmolLM2-135M, Qwen2.5-0.5B, Gemma 3 270M) and of sampling at their vocabulary sizes, on the
+//! adapter the environment selects (`KILN_BACKEND`, `KILN_ADAPTER`).
 //!
 //! Each case records `reps` dispatches of one kernel in one submit, rotating over enough copies
 //! of its weights (at least 192 MiB together) that they do not stay in the GPU's last-level
@@ -19,6 +19,7 @@ use kiln::ops::attention::{Attention, attention, scratch_bytes};
 use kiln::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv_q8, quantize};
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
+use kiln::ops::sample::{SampleParams, sample};
 use kiln::{Gpu, GpuOptions, Result};
 
 /// Peak memory bandwidth (GB/s) of adapters whose name contains the key.
@@ -37,6 +38,8 @@ enum Spec {
     Quantize(ActQuant, u32),
     Norm(u32),
     Attention(&'static str, (u32, u32, u32), u32),
+    /// Sampling with top-k 40, top-p 0.9 over this many logits.
+    Sample(u32),
 }
 
 impl Spec {
@@ -46,6 +49,7 @@ impl Spec {
             Spec::Quantize(q, k) => format!("quantize {q:?} k={k}"),
             Spec::Norm(n) => format!("rms_norm n={n}"),
             Spec::Attention(label, _, ctx) => format!("attention {label} ctx={ctx}"),
+            Spec::Sample(n) => format!("sample top-k 40 top-p 0.9 n={n}"),
         }
     }
 }
@@ -228,6 +232,45 @@ fn attention_case(gpu: &Gpu, heads: (u32, u32, u32), ctx: u32) -> Result<Case> {
     })
 }
 
+/// Bytes count one read of the logits, though the top-k and top-p bisections read them up to
+/// ~70 times: GB/s here is "vocabularies per second" in bytes, not memory traffic.
+fn sample_case(gpu: &Gpu, n: u32) -> Result<Case> {
+    let logits: Vec<f32> = filler(n as usize, 7)
+        .into_iter()
+        .map(|b| f32::from(b) / 16.0)
+        .collect();
+    let buffers = vec![
+        gpu.upload("logits", bytemuck::cast_slice(&logits))?,
+        gpu.upload("recent", &[0u8; 4])?,
+        storage(gpu, 4)?,
+    ];
+    let params = SampleParams {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.9,
+        repetition_penalty: 1.0,
+        seed: 42,
+    };
+    Ok(Case {
+        flops: 0.0,
+        bytes: f64::from(n) * 4.0,
+        buffers,
+        record: Box::new(move |rec, b, i| {
+            sample(
+                rec,
+                (&b[0]).into(),
+                (&b[1]).into(),
+                (&b[2]).into(),
+                n,
+                0,
+                0,
+                i as u32,
+                &params,
+            )
+        }),
+    })
+}
+
 /// Seconds per dispatch: GPU timestamps where available, else CPU time over whole submits.
 fn time(gpu: &Gpu, case: &Case, reps: usize) -> Result<(f64, &'static str)> {
     let run = |timed: bool| -> Result<Option<kiln::gpu::Readback>> {
@@ -324,6 +367,9 @@ fn main() -> Result<()> {
         specs.push(Spec::Attention("smollm2 9/3x64", (9, 3, 64), ctx));
         specs.push(Spec::Attention("gemma3 4/1x256", (4, 1, 256), ctx));
     }
+    for n in [49152, 151_936, 262_144] {
+        specs.push(Spec::Sample(n));
+    }
     // Lavapipe runs a dispatch in milliseconds, a GPU in microseconds.
     let reps = if info.device_type == wgpu::DeviceType::Cpu {
         8
@@ -345,6 +391,7 @@ fn main() -> Result<()> {
             Spec::Quantize(q, k) => quantize_case(&gpu, q, k)?,
             Spec::Norm(n) => rms_norm_case(&gpu, n)?,
             Spec::Attention(_, heads, ctx) => attention_case(&gpu, heads, ctx)?,
+            Spec::Sample(n) => sample_case(&gpu, n)?,
         };
         let (secs, clock) = time(&gpu, &case, reps)?;
         let gbps = case.bytes / secs * 1e-9;

@@ -1019,3 +1019,97 @@ fn timestamps_bracket_the_dispatches() {
         vec![3.0; 4]
     );
 }
+
+/// The whole int8 path (`quantize` then `gemv_q8`) against kiln-cpu's own (`ActBuffer` then
+/// `QMatrix::matmul`). The two quantize differently on purpose (kiln-cpu keeps f32 scales and
+/// scales Q8_K blocks by |max|), so they agree only to the quantization error. The bound: six
+/// standard deviations of two independent roundings of every activation (each uniform within
+/// half a step `d`, variance d^2/12), plus the f16 rounding of a block's scale (2^-11 of that
+/// block's partial dot, per side). For these inputs it is about a tenth of the error that
+/// dropping one block of a row would cause.
+#[test]
+fn int8_path_agrees_with_kiln_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(20);
+    let pool = kiln_cpu::ThreadPool::new(1);
+    for w in [
+        WType::Q4_0,
+        WType::Q4_1,
+        WType::Q5_0,
+        WType::Q8_0,
+        WType::Q4K,
+        WType::Q6K,
+    ] {
+        let quant = ActQuant::for_weights(w).unwrap();
+        let (k, rows, m) = (test_k(w), 29usize, 3usize);
+        let weights = random_weights(&mut rng, w, rows, k);
+        let wf = dequant_rows(w, &weights, rows, k);
+        let x = rng.vec(m * k);
+        let mut act = kiln_cpu::ActBuffer::new();
+        act.quantize_rows(&x, m, qtype(w)).unwrap();
+        let mut want = vec![0f32; m * rows];
+        kiln_cpu::QMatrix::new(qtype(w), rows, k, &weights)
+            .unwrap()
+            .matmul(&act, &mut want, &pool)
+            .unwrap();
+
+        let (bq, bd, bs) = QAct::sizes(m as u32, k as u32);
+        let xb = upload_f32(&gpu, &x);
+        let wb = upload(&gpu, &weights);
+        let q = gpu.alloc_storage("xq", bq).unwrap();
+        let d = gpu.alloc_storage("xd", bd).unwrap();
+        let s = gpu.alloc_storage("xs", bs).unwrap();
+        let qa = QAct {
+            quant,
+            xq: View::new(q.buffer(), 0, bq),
+            xd: View::new(d.buffer(), 0, bd),
+            xs: View::new(s.buffer(), 0, bs),
+        };
+        let (y, off) = guarded_output(&gpu, m * rows);
+        let mut rec = gpu.recorder();
+        quantize(&mut rec, (&xb).into(), qa, m as u32, k as u32).unwrap();
+        let shape = GemvShape {
+            wtype: w,
+            k: k as u32,
+            rows: rows as u32,
+            m: m as u32,
+            y_stride: rows as u32,
+            y_offset: 0,
+            accumulate: false,
+        };
+        gemv_q8(
+            &mut rec,
+            Split::best(&gpu),
+            (&wb).into(),
+            qa,
+            out_view(&y, off, m * rows),
+            shape,
+        )
+        .unwrap();
+        rec.submit().unwrap();
+        let got = as_f32(&read_guarded(&gpu, &y, m * rows));
+        let block = if quant == ActQuant::Q8K { 256 } else { 32 };
+        for j in 0..m {
+            for r in 0..rows {
+                let (mut var, mut scale_err) = (0f64, 0f64);
+                for b in 0..k / block {
+                    let xs = &x[j * k + b * block..j * k + (b + 1) * block];
+                    let ws = &wf[r * k + b * block..r * k + (b + 1) * block];
+                    let step = f64::from(xs.iter().fold(0f32, |a, v| a.max(v.abs()))) / 127.0;
+                    let mut partial = 0f64;
+                    for (wi, xi) in ws.iter().zip(xs) {
+                        var += f64::from(*wi).powi(2) * step * step / 6.0;
+                        partial += f64::from(*wi) * f64::from(*xi);
+                    }
+                    scale_err += partial.abs() / 1024.0;
+                }
+                let bound = (6.0 * var.sqrt() + scale_err + 1e-5) as f32;
+                let (g, c) = (got[j * rows + r], want[j * rows + r]);
+                assert!(
+                    g.is_finite() && (g - c).abs() <= bound,
+                    "{w:?} [{j}, {r}]: GPU {g}, kiln-cpu {c}, bound {bound}"
+                );
+            }
+        }
+    }
+}

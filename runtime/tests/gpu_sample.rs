@@ -103,6 +103,8 @@ fn assert_follows(what: &str, picks: &[u32], probs: &[f64]) -> Vec<usize> {
     let n = picks.len() as f64;
     let mut chi2 = 0.0;
     let mut df = 0.0f64;
+    // Cells expected fewer than 5 times are pooled into one, as a chi-square test needs.
+    let (mut pooled_c, mut pooled_e) = (0.0, 0.0);
     for (i, (&c, &p)) in counts.iter().zip(probs).enumerate() {
         if p == 0.0 {
             assert_eq!(
@@ -112,7 +114,16 @@ fn assert_follows(what: &str, picks: &[u32], probs: &[f64]) -> Vec<usize> {
             continue;
         }
         let e = p * n;
+        if e < 5.0 {
+            pooled_c += c as f64;
+            pooled_e += e;
+            continue;
+        }
         chi2 += (c as f64 - e).powi(2) / e;
+        df += 1.0;
+    }
+    if pooled_e > 0.0 {
+        chi2 += (pooled_c - pooled_e).powi(2) / pooled_e.max(1.0);
         df += 1.0;
     }
     df -= 1.0;
@@ -299,5 +310,42 @@ fn bad_settings_are_errors() {
             matches!(err, Err(kiln::Error::Shape { .. })),
             "{s:?}: {err:?}"
         );
+    }
+}
+
+#[test]
+fn ties_and_negative_logits_at_the_cut_stay() {
+    let Some(gpu) = gpu() else { return };
+    // The 3rd largest is -2, held by three ids: all five ids at or above it are kept.
+    let logits = [-1.0f32, -3.0, -2.0, -2.0, -2.0, -4.0, -0.5, -2.5];
+    for s in [params(1.0, 3, 1.0, 1.0), params(0.9, 3, 0.7, 1.0)] {
+        let probs = expected(&logits, &[], &s);
+        if s.top_p >= 1.0 {
+            assert_eq!(probs.iter().filter(|&&p| p > 0.0).count(), 5);
+        }
+        let picks = draw(&gpu, &logits, &[], &s, 3000);
+        assert_follows(&format!("ties {s:?}"), &picks, &probs);
+    }
+}
+
+#[test]
+fn deep_top_k_cuts_follow_too() {
+    let Some(gpu) = gpu() else { return };
+    // 10 likely ids among 3000 that are each about e^-20 less likely: top-k cuts deep in the
+    // vocabulary (the radix selection must find the 1500th/900th largest among near-equal
+    // keys), then top-p; rare ids are pooled by the chi-square check.
+    let n = 3000;
+    let mut logits: Vec<f32> = (0..n).map(|i| -20.0 - i as f32 * 1e-3).collect();
+    for (j, &l) in LOGITS.iter().enumerate() {
+        logits[j * 297 + 5] = l;
+    }
+    for s in [
+        params(1.0, 1500, 1.0, 1.0),
+        params(1.0, 1500, 0.9, 1.0),
+        params(1.0, 900, 0.9, 1.0),
+    ] {
+        let probs = expected(&logits, &[], &s);
+        let picks = draw(&gpu, &logits, &[], &s, 2000);
+        assert_follows(&format!("n={n} {s:?}"), &picks, &probs);
     }
 }
