@@ -422,7 +422,7 @@ def main() -> None:
             "one warm-up generation per run; greedy; end-of-generation ignored",
         },
         "runtimes": {
-            "kiln_cpu": "kiln bench --backend cpu (" + str(a.kiln.name) + ")",
+            "kiln_cpu": f"{a.kiln.name} bench --backend cpu",
             "llama_cpp": f"llama-cpp-python {version} (CPU, use_extra_bufts off)",
         },
         "models": [],

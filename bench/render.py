@@ -67,6 +67,8 @@ def model_table(entry: dict) -> list[str]:
             cells.append(spread(row["summary"]["llama_cpp"][key], d))
             cells.append(spread(row["ratio_kiln_over_llama"][key], 2))
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += contention_lines(entry)
     agree = ", ".join(
         f"{t} thread{'s' if t != '1' else ''}: {r['greedy_tokens_agreeing']['min']} of "
         f"{r['greedy_tokens_agreeing']['of']}"
@@ -79,6 +81,39 @@ def model_table(entry: dict) -> list[str]:
         "they decode different (equally long) text."
     )
     return lines
+
+
+# A run counts as crowded out when its process got less than this share of its threads' CPU.
+FAIR_SHARE = 0.8
+
+
+def got_its_cores(run: dict, threads: int) -> bool | None:
+    """Whether the run's process had ~all its threads' CPU time (None if not recorded)."""
+    if "process_cpu_s" not in run or not run.get("process_wall_s"):
+        return None
+    return run["process_cpu_s"] / run["process_wall_s"] >= FAIR_SHARE * threads
+
+
+def contention_lines(entry: dict) -> list[str]:
+    """Per thread count: how many pairs ran uncrowded, and the decode ratio over those alone."""
+    out = []
+    for t, row in entry["by_threads"].items():
+        pairs = list(zip(row["runs"]["kiln_cpu"], row["runs"]["llama_cpp"]))
+        fair = [(k, ll) for k, ll in pairs
+                if got_its_cores(k, int(t)) and got_its_cores(ll, int(t))]  # fmt: skip
+        if any(got_its_cores(k, int(t)) is None for k, _ in pairs):
+            continue
+        text = (f"{t} thread{'s' if t != '1' else ''}: {len(fair)} of {len(pairs)} pairs had "
+                f">= {FAIR_SHARE:.0%} of their threads' CPU in both runs")  # fmt: skip
+        if fair:
+            ratios = sorted(k["decode_tok_s"] / ll["decode_tok_s"] for k, ll in fair)
+            text += (f"; decode kiln/llama.cpp over those: "
+                     f"{', '.join(f'{r:.2f}' for r in ratios)}")  # fmt: skip
+        out.append(f"- {text}.")
+    if out:
+        out.insert(0, "Uncrowded pairs (process CPU seconds / wall seconds, load and warm-up "
+                   "included):")  # fmt: skip
+    return out
 
 
 def gpu_lines(result: dict) -> list[str]:
@@ -176,6 +211,15 @@ def keep(blocks: dict[str, str], name: str) -> list[str]:
     return [f"<!-- keep:{name} -->", blocks[name].rstrip("\n"), f"<!-- /keep:{name} -->"]
 
 
+def kiln_isa(result: dict) -> str:
+    """The instruction set kiln's CPU path ran with, as `kiln bench` reported it."""
+    for entry in result["models"]:
+        for row in entry["by_threads"].values():
+            for run in row["runs"]["kiln_cpu"]:
+                return run.get("adapter", "?").split(",")[0]
+    return "?"
+
+
 def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) -> str:
     mach, st = result["machine"], result["settings"]
     threads = ", ".join(str(t) for t in st["threads"])
@@ -190,8 +234,8 @@ def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) ->
         f"- Machine: {mach['cpu']}, {mach['cores']} cores "
         f"({', '.join(mach['cpu_flags'])}); {mach['os']}.",
         f"- Date: {result['date']}; whole run {result.get('wall_s', 0) / 60:.1f} min.",
-        f"- Runtimes: kiln's CPU path (`{result['runtimes']['kiln_cpu']}`) and "
-        f"{result['runtimes']['llama_cpp']}.",
+        f"- Runtimes: kiln's CPU path (`{result['runtimes']['kiln_cpu']}`, kernels "
+        f"{kiln_isa(result)}) and {result['runtimes']['llama_cpp']}.",
         f"- Same GGUF, same {st['prompt_tokens']} prompt token ids, {st['gen_tokens']} generated "
         f"tokens, KV context {st['context']}, threads {threads}; greedy, end-of-generation "
         "ignored.",
@@ -208,7 +252,17 @@ def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) ->
         "",
         f"![decode tok/s per runtime and model]({svg_name})",
         "",
+        "## Summary: decode kiln/llama.cpp, median (min..max) over pairs",
+        "",
+        "| model | " + " | ".join(f"{t} thread{'s' if t != 1 else ''}" for t in st["threads"])
+        + " |",
+        "|---|" + "---|" * len(st["threads"]),
     ]
+    for entry in result["models"]:
+        cells = [spread(entry["by_threads"][str(t)]["ratio_kiln_over_llama"]["decode_tok_s"], 2)
+                 if str(t) in entry["by_threads"] else "-" for t in st["threads"]]  # fmt: skip
+        lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")
+    lines.append("")
     for entry in result["models"]:
         lines += [f"## {entry['name']} (`{entry['file']}`)", ""]
         lines += model_table(entry)

@@ -84,6 +84,20 @@ class Render(unittest.TestCase):
         self.assertIn("- wllama: needs Node 26", text)
         self.assertIn("## Real-GPU figures", text)
 
+    def test_only_pairs_that_had_their_cores_count_as_uncrowded(self):
+        entry = fake_result()["models"][0]
+        runs = entry["by_threads"]["2"]["runs"]
+        # kiln had 1.9 of 2 cores, llama.cpp only 1.0: crowded, so no pair qualifies.
+        runs["kiln_cpu"][0].update(process_cpu_s=19.0, process_wall_s=10.0)
+        runs["llama_cpp"][0].update(process_cpu_s=10.0, process_wall_s=10.0)
+        runs1 = entry["by_threads"]["1"]["runs"]
+        runs1["kiln_cpu"][0].update(process_cpu_s=9.5, process_wall_s=10.0)
+        runs1["llama_cpp"][0].update(process_cpu_s=9.0, process_wall_s=10.0)
+        text = "\n".join(render.contention_lines(entry))
+        self.assertIn("1 thread: 1 of 1 pairs had >= 80%", text)
+        self.assertIn("decode kiln/llama.cpp over those: 0.50", text)
+        self.assertIn("2 threads: 0 of 1 pairs", text)
+
     def test_kept_blocks_survive_regeneration(self):
         with tempfile.TemporaryDirectory() as d:
             res, out, svg = Path(d, "r.json"), Path(d, "perf.md"), Path(d, "c.svg")
