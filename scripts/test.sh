@@ -23,3 +23,6 @@ cargo test --release --workspace
 CARGO_TARGET_DIR=target/wasm-scalar cargo test -p kiln-cpu --target wasm32-unknown-unknown
 RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR=target/wasm-simd \
   cargo test -p kiln-cpu --target wasm32-unknown-unknown
+
+# The runtime crate builds for browsers (wasm32 + WebGPU).
+CARGO_TARGET_DIR=target/wasm-check cargo check -p kiln --lib --target wasm32-unknown-unknown

@@ -6,11 +6,18 @@
 //! - [`ops`]: one module per kernel family, each recording dispatches of generated kernels.
 //!
 //! Model files: [`gguf`] reads GGUF files, [`tokenizer`] builds tokenizers from their metadata.
+//! Models: [`model`] runs the architectures on the GPU or the CPU path, [`generate`] streams
+//! tokens from them.
+//!
+//! On wasm32 the GPU core, the ops, GGUF and the tokenizers build; the model and generation
+//! layers block on GPU readbacks and are native-only until their async form lands.
 
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
 pub mod gguf;
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod model;
 pub mod ops;
 pub mod tokenizer;
