@@ -74,7 +74,7 @@ fn tiny(arch: &str, ty: GgmlType, seed: u64) -> GgufFile {
     let norm = |rng: &mut common::Rng, n: u64| -> Vec<u8> {
         f32s(&(0..n).map(|_| 1.0 + 0.2 * rng.f32()).collect::<Vec<_>>())
     };
-    let mut tensor = |w: &mut GgufWriter, name: &str, dims: &[u64], ty: GgmlType, data: &[u8]| {
+    let tensor = |w: &mut GgufWriter, name: &str, dims: &[u64], ty: GgmlType, data: &[u8]| {
         w.add_tensor(name, dims, ty, data).expect("tensor");
     };
     let emb = blocks(&mut rng, GgmlType::Q8_0, VOCAB, D);
