@@ -156,6 +156,33 @@ struct GemvParams {
     pad: u32,
 }
 
+/// The grid and uniform parameters of a gemv or gemv_q8 dispatch.
+fn gemv_launch(
+    rec: &Recorder,
+    kernel: &crate::gpu::Kernel,
+    split: Split,
+    s: &GemvShape,
+    row_bytes: u32,
+) -> ([u32; 3], GemvParams) {
+    let groups = match split {
+        Split::Group(_) => rec.gpu().grid(s.rows),
+        Split::Thread => rec
+            .gpu()
+            .grid(s.rows.div_ceil(kernel.spec.workgroup_size[0])),
+    };
+    let params = GemvParams {
+        k: s.k,
+        rows: s.rows,
+        row_bytes,
+        m: s.m,
+        x_stride: s.k / 4,
+        y_stride: s.y_stride,
+        y_offset: s.y_offset,
+        pad: 0,
+    };
+    (groups, params)
+}
+
 /// Records `y[j, y_offset + r] (+)= W[r, :] . x[j, :]`.
 pub fn gemv(
     rec: &mut Recorder,
@@ -176,22 +203,7 @@ pub fn gemv(
     need("gemv", "x", &x, u64::from(s.m) * u64::from(s.k) * 4)?;
     need("gemv", "y", &y, u64::from(s.m) * u64::from(s.y_stride) * 4)?;
     let kernel = rec.gpu().kernel(&gemv_key(s.wtype, split, s.accumulate))?;
-    let groups = match split {
-        Split::Group(_) => rec.gpu().grid(s.rows),
-        Split::Thread => rec
-            .gpu()
-            .grid(s.rows.div_ceil(kernel.spec.workgroup_size[0])),
-    };
-    let params = GemvParams {
-        k: s.k,
-        rows: s.rows,
-        row_bytes,
-        m: s.m,
-        x_stride: s.k / 4,
-        y_stride: s.y_stride,
-        y_offset: s.y_offset,
-        pad: 0,
-    };
+    let (groups, params) = gemv_launch(rec, &kernel, split, &s, row_bytes);
     rec.dispatch(&kernel, groups, &params, &[w, x, y])
 }
 
@@ -410,22 +422,7 @@ pub fn gemv_q8(
     let kernel = rec
         .gpu()
         .kernel(&gemv_q8_key(s.wtype, split, s.accumulate))?;
-    let groups = match split {
-        Split::Group(_) => rec.gpu().grid(s.rows),
-        Split::Thread => rec
-            .gpu()
-            .grid(s.rows.div_ceil(kernel.spec.workgroup_size[0])),
-    };
-    let params = GemvParams {
-        k: s.k,
-        rows: s.rows,
-        row_bytes,
-        m: s.m,
-        x_stride: s.k / 4,
-        y_stride: s.y_stride,
-        y_offset: s.y_offset,
-        pad: 0,
-    };
+    let (groups, params) = gemv_launch(rec, &kernel, split, &s, row_bytes);
     if matches!(s.wtype, WType::Q4_1 | WType::Q4K) {
         need("gemv_q8", "xs", &x.xs, bs)?;
         rec.dispatch(&kernel, groups, &params, &[w, x.xq, x.xd, x.xs, y])
