@@ -26,7 +26,10 @@ else
 fi
 mkdir -p "$DEST"
 tar -xzf "$TMP/llama_cpp_python-$VERSION.tar.gz" -C "$TMP" \
-    --wildcards "llama_cpp_python-$VERSION/vendor/llama.cpp/models/ggml-vocab-*"
+    --wildcards "llama_cpp_python-$VERSION/vendor/llama.cpp/models/ggml-vocab-*" \
+    "llama_cpp_python-$VERSION/vendor/llama.cpp/models/templates/google-gemma-2-2b-it.jinja"
 cp "$TMP/llama_cpp_python-$VERSION/vendor/llama.cpp/models/"ggml-vocab-* "$DEST/"
+# Gemma's chat template, for scripts/make_tokenizer_fixtures.py (Gemma 3 270M's GGUF has none).
+cp "$TMP/llama_cpp_python-$VERSION/vendor/llama.cpp/models/templates/google-gemma-2-2b-it.jinja" "$DEST/"
 echo "llama.cpp vocab files are in $DEST:"
 ls "$DEST"

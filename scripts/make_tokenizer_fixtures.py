@@ -3,8 +3,8 @@
 
     python3 scripts/make_tokenizer_fixtures.py
 
-Needs llama-cpp-python 0.3.36 and jinja2, and the models that `scripts/install-models.sh all`
-puts in models/. Writes runtime/tests/fixtures/tokenizer/{smollm2,gemma3,qwen2}.json: for each
+Needs llama-cpp-python 0.3.36 and jinja2, the models that `scripts/install-models.sh all`
+puts in models/, and scripts/fetch_llama_vocab.sh's copy of llama.cpp's Gemma template. Writes runtime/tests/fixtures/tokenizer/{smollm2,gemma3,qwen2}.json: for each
 text, llama.cpp's ids without BOS with special=False and special=True, the bytes llama.cpp's
 detokenizer gives back for the special=False ids (hex), plus BOS/EOS, the end-of-generation ids,
 and chat prompts rendered with jinja2 from the model's own template (Gemma 3's GGUF has none:
@@ -23,7 +23,8 @@ MODELS = {
     "gemma3": "models/gemma-3-270m-q4_k_m.gguf",
     "qwen2": "models/qwen2.5-coder-0.5b-instruct.gguf",
 }
-GEMMA_TEMPLATE = os.environ.get("GEMMA_TEMPLATE", "/tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/google-gemma-2-2b-it.jinja")
+# Put there by scripts/fetch_llama_vocab.sh.
+GEMMA_TEMPLATE = os.path.join(ROOT, "models/vocab/google-gemma-2-2b-it.jinja")
 
 PARAGRAPH = (
     "The quick brown fox jumps over the lazy dog. It wasn't the first time, and it won't be "
