@@ -22,7 +22,7 @@ fi
 if [[ -n "${LLAMA_CPP_SDIST:-}" ]]; then
     cp "$LLAMA_CPP_SDIST" "$TMP/"
 else
-    pip download --quiet --no-deps --no-binary :none: "llama-cpp-python==$VERSION" -d "$TMP"
+    python3 -m pip download --quiet --no-deps --no-binary :none: "llama-cpp-python==$VERSION" -d "$TMP"
 fi
 mkdir -p "$DEST"
 tar -xzf "$TMP/llama_cpp_python-$VERSION.tar.gz" -C "$TMP" \
