@@ -202,3 +202,86 @@ pub fn vector(file: &GgufFile, name: &str, len: u32) -> Result<Vec<f32>> {
     }
     Ok(bytemuck::pod_collect_to_vec(file.tensor_data(t)))
 }
+
+/// One layer's weights as GGUF names them, for any backend: `M` is a matrix, `V` a vector (norm
+/// weights, biases). Which tensors exist depends on the architecture.
+#[derive(Debug)]
+pub struct LayerWeights<M, V> {
+    pub attn_norm: V,
+    pub q: M,
+    pub k: M,
+    pub v: M,
+    pub o: M,
+    /// q, k, v biases (Qwen2).
+    pub bias: Option<[V; 3]>,
+    /// Per-head q and k RMSNorm weights (Gemma 3).
+    pub qk_norm: Option<[V; 2]>,
+    /// Norms of the attention and FFN outputs (Gemma 3).
+    pub post_attn_norm: Option<V>,
+    pub ffn_norm: V,
+    pub gate: M,
+    pub up: M,
+    pub down: M,
+    pub post_ffn_norm: Option<V>,
+}
+
+impl<M, V> LayerWeights<M, V> {
+    /// Loads layer `il` with the backend's loaders: `mat(name)` and `vec(name, len)`.
+    pub fn load(
+        cfg: &Config,
+        il: u32,
+        mut mat: impl FnMut(&str) -> Result<M>,
+        mut vec: impl FnMut(&str, u32) -> Result<V>,
+    ) -> Result<Self> {
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let qwen = cfg.arch == Arch::Qwen2;
+        let gemma = cfg.arch == Arch::Gemma3;
+        Ok(LayerWeights {
+            attn_norm: vec(&n("attn_norm.weight"), cfg.d_model)?,
+            q: mat(&n("attn_q.weight"))?,
+            k: mat(&n("attn_k.weight"))?,
+            v: mat(&n("attn_v.weight"))?,
+            o: mat(&n("attn_output.weight"))?,
+            bias: if qwen {
+                Some([
+                    vec(&n("attn_q.bias"), cfg.q_dim())?,
+                    vec(&n("attn_k.bias"), cfg.kv_dim())?,
+                    vec(&n("attn_v.bias"), cfg.kv_dim())?,
+                ])
+            } else {
+                None
+            },
+            qk_norm: if gemma {
+                Some([
+                    vec(&n("attn_q_norm.weight"), cfg.head_dim)?,
+                    vec(&n("attn_k_norm.weight"), cfg.head_dim)?,
+                ])
+            } else {
+                None
+            },
+            post_attn_norm: if gemma {
+                Some(vec(&n("post_attention_norm.weight"), cfg.d_model)?)
+            } else {
+                None
+            },
+            ffn_norm: vec(&n("ffn_norm.weight"), cfg.d_model)?,
+            gate: mat(&n("ffn_gate.weight"))?,
+            up: mat(&n("ffn_up.weight"))?,
+            down: mat(&n("ffn_down.weight"))?,
+            post_ffn_norm: if gemma {
+                Some(vec(&n("post_ffw_norm.weight"), cfg.d_model)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Tensors per layer of `arch`.
+    pub fn count(arch: Arch) -> usize {
+        match arch {
+            Arch::Llama => 9,
+            Arch::Qwen2 => 12,
+            Arch::Gemma3 => 15,
+        }
+    }
+}

@@ -9,7 +9,7 @@ use kiln_cpu::{ActBuffer, QMatrix, QType, ThreadPool};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::model::config::{Arch, Config, matrix, vector};
+use crate::model::config::{Arch, Config, LayerWeights, matrix, vector};
 use crate::ops::rope::RopeLayout;
 
 /// Prompt tokens processed per batched matmul.
@@ -57,19 +57,7 @@ fn cpu_err(e: kiln_cpu::CpuError) -> Error {
 
 #[derive(Debug)]
 struct Layer {
-    attn_norm: Vec<f32>,
-    q: Mat,
-    k: Mat,
-    v: Mat,
-    o: Mat,
-    bias: Option<[Vec<f32>; 3]>,
-    qk_norm: Option<[Vec<f32>; 2]>,
-    post_attn_norm: Option<Vec<f32>>,
-    ffn_norm: Vec<f32>,
-    gate: Mat,
-    up: Mat,
-    down: Mat,
-    post_ffn_norm: Option<Vec<f32>>,
+    w: LayerWeights<Mat, Vec<f32>>,
     k_cache: Vec<f16>,
     v_cache: Vec<f16>,
 }
@@ -134,46 +122,8 @@ impl CpuModel {
         let vec = |name: &str, len: u32| vector(&file, name, len);
         let mut layers = Vec::with_capacity(n_layer);
         for il in 0..cfg.n_layer {
-            let n = |s: &str| format!("blk.{il}.{s}");
-            let qwen = cfg.arch == Arch::Qwen2;
-            let gemma = cfg.arch == Arch::Gemma3;
             layers.push(Layer {
-                attn_norm: vec(&n("attn_norm.weight"), cfg.d_model)?,
-                q: Mat::load(&file, &n("attn_q.weight"))?,
-                k: Mat::load(&file, &n("attn_k.weight"))?,
-                v: Mat::load(&file, &n("attn_v.weight"))?,
-                o: Mat::load(&file, &n("attn_output.weight"))?,
-                bias: if qwen {
-                    Some([
-                        vec(&n("attn_q.bias"), cfg.q_dim())?,
-                        vec(&n("attn_k.bias"), cfg.kv_dim())?,
-                        vec(&n("attn_v.bias"), cfg.kv_dim())?,
-                    ])
-                } else {
-                    None
-                },
-                qk_norm: if gemma {
-                    Some([
-                        vec(&n("attn_q_norm.weight"), cfg.head_dim)?,
-                        vec(&n("attn_k_norm.weight"), cfg.head_dim)?,
-                    ])
-                } else {
-                    None
-                },
-                post_attn_norm: if gemma {
-                    Some(vec(&n("post_attention_norm.weight"), cfg.d_model)?)
-                } else {
-                    None
-                },
-                ffn_norm: vec(&n("ffn_norm.weight"), cfg.d_model)?,
-                gate: Mat::load(&file, &n("ffn_gate.weight"))?,
-                up: Mat::load(&file, &n("ffn_up.weight"))?,
-                down: Mat::load(&file, &n("ffn_down.weight"))?,
-                post_ffn_norm: if gemma {
-                    Some(vec(&n("post_ffw_norm.weight"), cfg.d_model)?)
-                } else {
-                    None
-                },
+                w: LayerWeights::load(cfg, il, |name| Mat::load(&file, name), &vec)?,
                 k_cache: vec![f16::ZERO; cache],
                 v_cache: vec![f16::ZERO; cache],
             });
@@ -352,18 +302,18 @@ impl CpuModel {
         };
         for (il, l) in self.layers.iter_mut().enumerate() {
             let local = cfg.is_local(il as u32);
-            norm(&s.x, &l.attn_norm, &mut s.xn, n, d)?;
-            Self::matmul(file, pool, &mut s.act, &l.q, &s.xn, n, &mut s.q)?;
-            Self::matmul(file, pool, &mut s.act, &l.k, &s.xn, n, &mut s.k)?;
-            Self::matmul(file, pool, &mut s.act, &l.v, &s.xn, n, &mut s.v)?;
-            if let Some([bq, bk, bv]) = &l.bias {
+            norm(&s.x, &l.w.attn_norm, &mut s.xn, n, d)?;
+            Self::matmul(file, pool, &mut s.act, &l.w.q, &s.xn, n, &mut s.q)?;
+            Self::matmul(file, pool, &mut s.act, &l.w.k, &s.xn, n, &mut s.k)?;
+            Self::matmul(file, pool, &mut s.act, &l.w.v, &s.xn, n, &mut s.v)?;
+            if let Some([bq, bk, bv]) = &l.w.bias {
                 for t in 0..n {
                     add_row(&mut s.q[t * qd..(t + 1) * qd], bq);
                     add_row(&mut s.k[t * kvd..(t + 1) * kvd], bk);
                     add_row(&mut s.v[t * kvd..(t + 1) * kvd], bv);
                 }
             }
-            if let Some([nq, nk]) = &l.qk_norm {
+            if let Some([nq, nk]) = &l.w.qk_norm {
                 s.tmp[..n * qd].copy_from_slice(&s.q[..n * qd]);
                 norm(&s.tmp, nq, &mut s.q, n * cfg.n_head as usize, hd)?;
                 s.tmp[..n * kvd].copy_from_slice(&s.k[..n * kvd]);
@@ -415,28 +365,28 @@ impl CpuModel {
                 )
                 .map_err(cpu_err)?;
             }
-            match &l.post_attn_norm {
+            match &l.w.post_attn_norm {
                 Some(w) => {
-                    Self::matmul(file, pool, &mut s.act, &l.o, &s.att, n, &mut s.tmp)?;
+                    Self::matmul(file, pool, &mut s.act, &l.w.o, &s.att, n, &mut s.tmp)?;
                     norm(&s.tmp, w, &mut s.tmp2, n, d)?;
                     add_row(&mut s.x[..n * d], &s.tmp2[..n * d]);
                 }
                 None => {
-                    Self::matmul(file, pool, &mut s.act, &l.o, &s.att, n, &mut s.tmp)?;
+                    Self::matmul(file, pool, &mut s.act, &l.w.o, &s.att, n, &mut s.tmp)?;
                     add_row(&mut s.x[..n * d], &s.tmp[..n * d]);
                 }
             }
-            norm(&s.x, &l.ffn_norm, &mut s.xn, n, d)?;
-            Self::matmul(file, pool, &mut s.act, &l.gate, &s.xn, n, &mut s.gate)?;
-            Self::matmul(file, pool, &mut s.act, &l.up, &s.xn, n, &mut s.up)?;
+            norm(&s.x, &l.w.ffn_norm, &mut s.xn, n, d)?;
+            Self::matmul(file, pool, &mut s.act, &l.w.gate, &s.xn, n, &mut s.gate)?;
+            Self::matmul(file, pool, &mut s.act, &l.w.up, &s.xn, n, &mut s.up)?;
             let (g, u, h) = (&s.gate[..n * ff], &s.up[..n * ff], &mut s.hidden[..n * ff]);
             if cfg.arch == Arch::Gemma3 {
                 kiln_cpu::ops::geglu(g, u, h).map_err(cpu_err)?;
             } else {
                 kiln_cpu::ops::swiglu(g, u, h).map_err(cpu_err)?;
             }
-            Self::matmul(file, pool, &mut s.act, &l.down, &s.hidden, n, &mut s.tmp)?;
-            match &l.post_ffn_norm {
+            Self::matmul(file, pool, &mut s.act, &l.w.down, &s.hidden, n, &mut s.tmp)?;
+            match &l.w.post_ffn_norm {
                 Some(w) => {
                     norm(&s.tmp, w, &mut s.tmp2, n, d)?;
                     add_row(&mut s.x[..n * d], &s.tmp2[..n * d]);

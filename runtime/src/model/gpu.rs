@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::gpu::{Gpu, View};
-use crate::model::config::{Arch, Config, matrix, vector};
+use crate::model::config::{Arch, Config, LayerWeights, matrix, vector};
 use crate::ops::activation::{Act, add_inplace, gated};
 use crate::ops::attention::{Attention, attention, kv_store, scratch_bytes};
 use crate::ops::gemv::{
@@ -195,19 +195,7 @@ impl Acts {
 
 #[derive(Debug)]
 struct Layer {
-    attn_norm: wgpu::Buffer,
-    q: GpuMatrix,
-    k: GpuMatrix,
-    v: GpuMatrix,
-    o: GpuMatrix,
-    bias: Option<[wgpu::Buffer; 3]>,
-    qk_norm: Option<[wgpu::Buffer; 2]>,
-    post_attn_norm: Option<wgpu::Buffer>,
-    ffn_norm: wgpu::Buffer,
-    gate: GpuMatrix,
-    up: GpuMatrix,
-    down: GpuMatrix,
-    post_ffn_norm: Option<wgpu::Buffer>,
+    w: LayerWeights<GpuMatrix, wgpu::Buffer>,
     k_cache: wgpu::Buffer,
     v_cache: wgpu::Buffer,
 }
@@ -328,68 +316,30 @@ impl GpuModel {
             | wgpu::BufferUsages::COPY_SRC;
         let mut layers = Vec::with_capacity(cfg.n_layer as usize);
         for il in 0..cfg.n_layer {
-            let n = |s: &str| format!("blk.{il}.{s}");
-            let qwen = cfg.arch == Arch::Qwen2;
-            let gemma = cfg.arch == Arch::Gemma3;
             let layer = Layer {
-                attn_norm: up_vec(&n("attn_norm.weight"), cfg.d_model)?,
-                q: GpuMatrix::load(gpu, file, &n("attn_q.weight"))?,
-                k: GpuMatrix::load(gpu, file, &n("attn_k.weight"))?,
-                v: GpuMatrix::load(gpu, file, &n("attn_v.weight"))?,
-                o: GpuMatrix::load(gpu, file, &n("attn_output.weight"))?,
-                bias: if qwen {
-                    Some([
-                        up_vec(&n("attn_q.bias"), cfg.q_dim())?,
-                        up_vec(&n("attn_k.bias"), cfg.kv_dim())?,
-                        up_vec(&n("attn_v.bias"), cfg.kv_dim())?,
-                    ])
-                } else {
-                    None
-                },
-                qk_norm: if gemma {
-                    Some([
-                        up_vec(&n("attn_q_norm.weight"), cfg.head_dim)?,
-                        up_vec(&n("attn_k_norm.weight"), cfg.head_dim)?,
-                    ])
-                } else {
-                    None
-                },
-                post_attn_norm: if gemma {
-                    Some(up_vec(&n("post_attention_norm.weight"), cfg.d_model)?)
-                } else {
-                    None
-                },
-                ffn_norm: up_vec(&n("ffn_norm.weight"), cfg.d_model)?,
-                gate: GpuMatrix::load(gpu, file, &n("ffn_gate.weight"))?,
-                up: GpuMatrix::load(gpu, file, &n("ffn_up.weight"))?,
-                down: GpuMatrix::load(gpu, file, &n("ffn_down.weight"))?,
-                post_ffn_norm: if gemma {
-                    Some(up_vec(&n("post_ffw_norm.weight"), cfg.d_model)?)
-                } else {
-                    None
-                },
+                w: LayerWeights::load(
+                    cfg,
+                    il,
+                    |name| GpuMatrix::load(gpu, file, name),
+                    |name, len| up_vec(name, len),
+                )?,
                 k_cache: gpu.create_buffer("k cache", a.cache_bytes(), storage)?,
                 v_cache: gpu.create_buffer("v cache", a.cache_bytes(), storage)?,
             };
-            let shapes_ok = layer.q.rows == cfg.q_dim()
-                && layer.k.rows == cfg.kv_dim()
-                && layer.v.rows == cfg.kv_dim()
-                && layer.o.k == cfg.q_dim()
-                && layer.gate.rows == cfg.d_ff
-                && layer.down.k == cfg.d_ff;
+            let w = &layer.w;
+            let shapes_ok = w.q.rows == cfg.q_dim()
+                && w.k.rows == cfg.kv_dim()
+                && w.v.rows == cfg.kv_dim()
+                && w.o.k == cfg.q_dim()
+                && w.gate.rows == cfg.d_ff
+                && w.down.k == cfg.d_ff;
             if !shapes_ok {
                 return Err(Error::Unsupported(format!(
                     "layer {il}'s tensor shapes do not match the metadata"
                 )));
             }
             layers.push(layer);
-            tick(if gemma {
-                15
-            } else if qwen {
-                12
-            } else {
-                9
-            });
+            tick(LayerWeights::<GpuMatrix, wgpu::Buffer>::count(cfg.arch));
         }
         let f = |label: &str, floats: u64| gpu.create_buffer(label, floats.max(1) * 4, storage);
         let c = u64::from(CHUNK);
@@ -595,7 +545,7 @@ impl GpuModel {
                 rec,
                 cb,
                 (&s.x).into(),
-                (&l.attn_norm).into(),
+                (&l.w.attn_norm).into(),
                 (&s.xn).into(),
                 n,
                 d,
@@ -603,11 +553,14 @@ impl GpuModel {
                 0.0,
             )?;
             let acts = &self.acts;
-            acts.prepare(rec, (&s.xn).into(), n, &[&l.q, &l.k, &l.v])?;
-            l.q.gemv(rec, sp, acts, (&s.xn).into(), (&s.q).into(), n, false)?;
-            l.k.gemv(rec, sp, acts, (&s.xn).into(), (&s.k).into(), n, false)?;
-            l.v.gemv(rec, sp, acts, (&s.xn).into(), (&s.v).into(), n, false)?;
-            if let Some([bq, bk, bv]) = &l.bias {
+            acts.prepare(rec, (&s.xn).into(), n, &[&l.w.q, &l.w.k, &l.w.v])?;
+            l.w.q
+                .gemv(rec, sp, acts, (&s.xn).into(), (&s.q).into(), n, false)?;
+            l.w.k
+                .gemv(rec, sp, acts, (&s.xn).into(), (&s.k).into(), n, false)?;
+            l.w.v
+                .gemv(rec, sp, acts, (&s.xn).into(), (&s.v).into(), n, false)?;
+            if let Some([bq, bk, bv]) = &l.w.bias {
                 add_inplace(rec, (&s.q).into(), bq.into(), n * cfg.q_dim(), cfg.q_dim())?;
                 add_inplace(
                     rec,
@@ -624,7 +577,7 @@ impl GpuModel {
                     cfg.kv_dim(),
                 )?;
             }
-            let (q, k) = match &l.qk_norm {
+            let (q, k) = match &l.w.qk_norm {
                 Some([nq, nk]) => {
                     rms_norm(
                         rec,
@@ -698,10 +651,11 @@ impl GpuModel {
                 (&s.att).into(),
                 a,
             )?;
-            acts.prepare(rec, (&s.att).into(), n, &[&l.o])?;
-            match &l.post_attn_norm {
+            acts.prepare(rec, (&s.att).into(), n, &[&l.w.o])?;
+            match &l.w.post_attn_norm {
                 Some(w) => {
-                    l.o.gemv(rec, sp, acts, (&s.att).into(), (&s.tmp).into(), n, false)?;
+                    l.w.o
+                        .gemv(rec, sp, acts, (&s.att).into(), (&s.tmp).into(), n, false)?;
                     rms_norm(
                         rec,
                         cb,
@@ -716,24 +670,26 @@ impl GpuModel {
                     add_inplace(rec, (&s.x).into(), (&s.tmp2).into(), n * d, n * d)?;
                 }
                 None => {
-                    l.o.gemv(rec, sp, acts, (&s.att).into(), (&s.x).into(), n, true)?
+                    l.w.o
+                        .gemv(rec, sp, acts, (&s.att).into(), (&s.x).into(), n, true)?
                 }
             }
             rms_norm(
                 rec,
                 cb,
                 (&s.x).into(),
-                (&l.ffn_norm).into(),
+                (&l.w.ffn_norm).into(),
                 (&s.xn).into(),
                 n,
                 d,
                 cfg.eps,
                 0.0,
             )?;
-            acts.prepare(rec, (&s.xn).into(), n, &[&l.gate, &l.up])?;
-            l.gate
+            acts.prepare(rec, (&s.xn).into(), n, &[&l.w.gate, &l.w.up])?;
+            l.w.gate
                 .gemv(rec, sp, acts, (&s.xn).into(), (&s.gate).into(), n, false)?;
-            l.up.gemv(rec, sp, acts, (&s.xn).into(), (&s.up).into(), n, false)?;
+            l.w.up
+                .gemv(rec, sp, acts, (&s.xn).into(), (&s.up).into(), n, false)?;
             let act = if cfg.arch == Arch::Gemma3 {
                 Act::Gelu
             } else {
@@ -747,10 +703,10 @@ impl GpuModel {
                 (&s.hidden).into(),
                 n * cfg.d_ff,
             )?;
-            acts.prepare(rec, (&s.hidden).into(), n, &[&l.down])?;
-            match &l.post_ffn_norm {
+            acts.prepare(rec, (&s.hidden).into(), n, &[&l.w.down])?;
+            match &l.w.post_ffn_norm {
                 Some(w) => {
-                    l.down
+                    l.w.down
                         .gemv(rec, sp, acts, (&s.hidden).into(), (&s.tmp).into(), n, false)?;
                     rms_norm(
                         rec,
@@ -765,9 +721,10 @@ impl GpuModel {
                     )?;
                     add_inplace(rec, (&s.x).into(), (&s.tmp2).into(), n * d, n * d)?;
                 }
-                None => l
-                    .down
-                    .gemv(rec, sp, acts, (&s.hidden).into(), (&s.x).into(), n, true)?,
+                None => {
+                    l.w.down
+                        .gemv(rec, sp, acts, (&s.hidden).into(), (&s.x).into(), n, true)?
+                }
             }
         }
         Ok(())
