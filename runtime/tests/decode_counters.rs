@@ -7,19 +7,25 @@ use std::ops::ControlFlow;
 
 use kiln::generate::{Backend, GenerateOptions, LoadOptions, Model};
 
-#[test]
-fn a_decode_step_is_one_submit_and_four_bytes() {
-    let Some(path) = common::model_file(common::MODELS[0].1, common::INSTALL_MODELS) else {
-        return;
-    };
-    let Some(_) = common::gpu() else { return };
+/// SmolLM2 on the GPU, with its device handle for the counters (None: a loud skip).
+fn smollm2_on_gpu() -> Option<(Model, kiln::Gpu)> {
+    let path = common::model_file(common::MODELS[0].1, common::INSTALL_MODELS)?;
+    common::gpu()?;
     let opts = LoadOptions {
         backend: Backend::Gpu,
         context: 128,
         ..LoadOptions::default()
     };
-    let mut model = Model::load(&path, &opts, &mut |_, _| {}).expect("load");
+    let model = Model::load(&path, &opts, &mut |_, _| {}).expect("load");
     let gpu = model.gpu().expect("a GPU model").clone();
+    Some((model, gpu))
+}
+
+#[test]
+fn a_decode_step_is_one_submit_and_four_bytes() {
+    let Some((mut model, gpu)) = smollm2_on_gpu() else {
+        return;
+    };
     let prompt = model.encode_prompt("The capital of France is");
     let greedy = GenerateOptions {
         max_tokens: 6,
@@ -51,17 +57,9 @@ fn a_decode_step_is_one_submit_and_four_bytes() {
 /// gives the same tokens.
 #[test]
 fn sampled_decode_stays_on_the_gpu() {
-    let Some(path) = common::model_file(common::MODELS[0].1, common::INSTALL_MODELS) else {
+    let Some((mut model, gpu)) = smollm2_on_gpu() else {
         return;
     };
-    let Some(_) = common::gpu() else { return };
-    let opts = LoadOptions {
-        backend: Backend::Gpu,
-        context: 128,
-        ..LoadOptions::default()
-    };
-    let mut model = Model::load(&path, &opts, &mut |_, _| {}).expect("load");
-    let gpu = model.gpu().expect("a GPU model").clone();
     let prompt = model.encode_prompt("My favourite colour is");
     let sampled = GenerateOptions {
         max_tokens: 6,
@@ -96,4 +94,51 @@ fn sampled_decode_stays_on_the_gpu() {
         "the same seed gave different tokens"
     );
     assert!(first.tokens.iter().all(|&t| t < model.config().vocab));
+}
+
+/// The first step persists wgpu's pipeline cache where the backend has one, so the next run
+/// skips shader compilation.
+#[test]
+fn the_pipeline_cache_is_written_after_the_first_step() {
+    let Some(path) = common::model_file(common::MODELS[0].1, common::INSTALL_MODELS) else {
+        return;
+    };
+    let Some(probe) = common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("kiln-pcache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut opts = LoadOptions {
+        backend: Backend::Gpu,
+        context: 64,
+        ..LoadOptions::default()
+    };
+    opts.gpu.cache_dir = Some(dir.clone());
+    let mut model = Model::load(&path, &opts, &mut |_, _| {}).expect("load");
+    let file = model
+        .gpu()
+        .unwrap()
+        .pipeline_cache_file()
+        .map(|f| f.to_path_buf());
+    let prompt = model.encode_prompt("Hello");
+    let greedy = GenerateOptions {
+        max_tokens: 2,
+        ..GenerateOptions::default()
+    };
+    model
+        .generate(&prompt, &greedy, |_, _| ControlFlow::Continue(()))
+        .expect("generate");
+    let has_cache = probe
+        .device()
+        .features()
+        .contains(wgpu::Features::PIPELINE_CACHE);
+    match file {
+        Some(f) => {
+            let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 0, "{} was not written", f.display());
+        }
+        None => assert!(
+            !has_cache,
+            "the device has a pipeline cache but kiln kept none"
+        ),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,7 +25,8 @@ fn as_f32(words: &[u32]) -> Vec<f32> {
 fn elementwise_f32_matches_cpu() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(1);
-    for n in [1usize, 7, 255, 257, 4099] {
+    // Sizes not a multiple of 4 take the scalar variant, the others the vec4 one.
+    for n in [1usize, 7, 8, 255, 257, 4096, 4099] {
         let a = rng.vec(n);
         let b = rng.vec(n);
         let (ab, bb) = (upload_f32(&gpu, &a), upload_f32(&gpu, &b));
@@ -60,47 +61,49 @@ fn elementwise_f32_matches_cpu() {
 #[test]
 fn elementwise_f16_matches_cpu_or_is_refused() {
     let Some(gpu) = gpu() else { return };
-    let n = 1001usize;
     let mut rng = Rng::new(2);
-    let a: Vec<f16> = rng.vec(n).into_iter().map(f16::from_f32).collect();
-    let b: Vec<f16> = rng.vec(n).into_iter().map(f16::from_f32).collect();
-    if !gpu.capabilities().f16 {
-        let err = gpu
-            .kernel(&binary_key(BinaryOp::Add, DType::F16))
-            .expect_err("an f16 kernel on a device without SHADER_F16");
-        assert!(matches!(err, Error::MissingFeature { .. }), "{err}");
-        eprintln!("f16 path not available on this adapter: checked the refusal instead");
-        return;
+    // 1001 values take the scalar variant, 1000 the vec4 one.
+    for n in [1001usize, 1000] {
+        let a: Vec<f16> = rng.vec(n).into_iter().map(f16::from_f32).collect();
+        let b: Vec<f16> = rng.vec(n).into_iter().map(f16::from_f32).collect();
+        if !gpu.capabilities().f16 {
+            let err = gpu
+                .kernel(&binary_key(BinaryOp::Add, DType::F16, false))
+                .expect_err("an f16 kernel on a device without SHADER_F16");
+            assert!(matches!(err, Error::MissingFeature { .. }), "{err}");
+            eprintln!("f16 path not available on this adapter: checked the refusal instead");
+            return;
+        }
+        let ab = gpu.upload("a", bytemuck::cast_slice(&a)).unwrap();
+        let bb = gpu.upload("b", bytemuck::cast_slice(&b)).unwrap();
+        // n f16 values take n/2 words (rounded up); the last half word of an odd n is padding.
+        let words = n.div_ceil(2);
+        let (out, offset) = guarded_output(&gpu, words);
+        let mut rec = gpu.recorder();
+        binary(
+            &mut rec,
+            BinaryOp::Add,
+            DType::F16,
+            (&ab).into(),
+            (&bb).into(),
+            View::new(&out, offset, words as u64 * 4),
+            n as u32,
+        )
+        .unwrap();
+        rec.submit().unwrap();
+        let got_words = read_guarded(&gpu, &out, words);
+        let got: Vec<f32> = bytemuck::cast_slice::<u32, f16>(&got_words)[..n]
+            .iter()
+            .map(|h| h.to_f32())
+            .collect();
+        let want: Vec<f32> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| f16::from_f32(x.to_f32() + y.to_f32()).to_f32())
+            .collect();
+        // f16 addition rounds once: within one f16 ulp of the correctly rounded result.
+        assert_close(&format!("f16 add n={n}"), &got, &want, 1e-3, 1e-3);
     }
-    let ab = gpu.upload("a", bytemuck::cast_slice(&a)).unwrap();
-    let bb = gpu.upload("b", bytemuck::cast_slice(&b)).unwrap();
-    // n f16 values take n/2 words (rounded up); the last half word of an odd n is padding.
-    let words = n.div_ceil(2);
-    let (out, offset) = guarded_output(&gpu, words);
-    let mut rec = gpu.recorder();
-    binary(
-        &mut rec,
-        BinaryOp::Add,
-        DType::F16,
-        (&ab).into(),
-        (&bb).into(),
-        View::new(&out, offset, words as u64 * 4),
-        n as u32,
-    )
-    .unwrap();
-    rec.submit().unwrap();
-    let got_words = read_guarded(&gpu, &out, words);
-    let got: Vec<f32> = bytemuck::cast_slice::<u32, f16>(&got_words)[..n]
-        .iter()
-        .map(|h| h.to_f32())
-        .collect();
-    let want: Vec<f32> = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| f16::from_f32(x.to_f32() + y.to_f32()).to_f32())
-        .collect();
-    // f16 addition rounds once: within one f16 ulp of the correctly rounded result.
-    assert_close("f16 add", &got, &want, 1e-3, 1e-3);
 }
 
 fn run_reduce(gpu: &Gpu, op: ReduceOp, combine: Combine, x: &[f32], nrows: usize) -> Vec<f32> {
@@ -245,8 +248,8 @@ fn a_step_is_one_submit_and_repeats_without_allocation() {
     let x = upload_f32(&gpu, &rng.vec(n as usize));
     let combine = Combine::best(&gpu);
     let keys = [
-        binary_key(BinaryOp::Add, DType::F32),
-        binary_key(BinaryOp::Mul, DType::F32),
+        binary_key(BinaryOp::Add, DType::F32, true),
+        binary_key(BinaryOp::Mul, DType::F32, true),
         reduce_key(ReduceOp::Sum, combine),
         matmul_key(true),
     ];

@@ -45,9 +45,12 @@ impl Mat {
         Ok(m)
     }
 
+    fn bytes<'a>(&self, file: &'a GgufFile) -> &'a [u8] {
+        &file.bytes()[self.start..self.start + self.len]
+    }
+
     fn view<'a>(&self, file: &'a GgufFile) -> QMatrix<'a> {
-        let bytes = &file.bytes()[self.start..self.start + self.len];
-        QMatrix::new(self.qtype, self.rows, self.cols, bytes).expect("validated at load")
+        QMatrix::new(self.qtype, self.rows, self.cols, self.bytes(file)).expect("validated at load")
     }
 }
 
@@ -273,13 +276,8 @@ impl CpuModel {
         let embd = self.embd.view(file);
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &mut s.x[t * d..(t + 1) * d];
-            kiln_cpu::ops::embed_row(
-                embd.qtype(),
-                embd_bytes(file, &self.embd),
-                tok as usize,
-                row,
-            )
-            .map_err(cpu_err)?;
+            kiln_cpu::ops::embed_row(embd.qtype(), self.embd.bytes(file), tok as usize, row)
+                .map_err(cpu_err)?;
             if cfg.embed_scale != 1.0 {
                 kiln_cpu::ops::scale(row, cfg.embed_scale);
             }
@@ -288,21 +286,10 @@ impl CpuModel {
             RopeLayout::Norm => CpuRope::Normal,
             RopeLayout::Neox => CpuRope::NeoX,
         };
-        let norm = |x: &[f32], w: &[f32], out: &mut [f32], rows: usize, len: usize| -> Result<()> {
-            for r in 0..rows {
-                kiln_cpu::ops::rms_norm(
-                    &x[r * len..(r + 1) * len],
-                    w,
-                    cfg.eps,
-                    &mut out[r * len..(r + 1) * len],
-                )
-                .map_err(cpu_err)?;
-            }
-            Ok(())
-        };
+        let eps = cfg.eps;
         for (il, l) in self.layers.iter_mut().enumerate() {
             let local = cfg.is_local(il as u32);
-            norm(&s.x, &l.w.attn_norm, &mut s.xn, n, d)?;
+            norm_rows(&s.x, &l.w.attn_norm, eps, &mut s.xn, n, d)?;
             Self::matmul(file, pool, &mut s.act, &l.w.q, &s.xn, n, &mut s.q)?;
             Self::matmul(file, pool, &mut s.act, &l.w.k, &s.xn, n, &mut s.k)?;
             Self::matmul(file, pool, &mut s.act, &l.w.v, &s.xn, n, &mut s.v)?;
@@ -315,9 +302,9 @@ impl CpuModel {
             }
             if let Some([nq, nk]) = &l.w.qk_norm {
                 s.tmp[..n * qd].copy_from_slice(&s.q[..n * qd]);
-                norm(&s.tmp, nq, &mut s.q, n * cfg.n_head as usize, hd)?;
+                norm_rows(&s.tmp, nq, eps, &mut s.q, n * cfg.n_head as usize, hd)?;
                 s.tmp[..n * kvd].copy_from_slice(&s.k[..n * kvd]);
-                norm(&s.tmp, nk, &mut s.k, n * cfg.n_kv_head as usize, hd)?;
+                norm_rows(&s.tmp, nk, eps, &mut s.k, n * cfg.n_kv_head as usize, hd)?;
             }
             let base = if local {
                 cfg.rope_base_local
@@ -365,18 +352,17 @@ impl CpuModel {
                 )
                 .map_err(cpu_err)?;
             }
-            match &l.w.post_attn_norm {
-                Some(w) => {
-                    Self::matmul(file, pool, &mut s.act, &l.w.o, &s.att, n, &mut s.tmp)?;
-                    norm(&s.tmp, w, &mut s.tmp2, n, d)?;
-                    add_row(&mut s.x[..n * d], &s.tmp2[..n * d]);
-                }
-                None => {
-                    Self::matmul(file, pool, &mut s.act, &l.w.o, &s.att, n, &mut s.tmp)?;
-                    add_row(&mut s.x[..n * d], &s.tmp[..n * d]);
-                }
-            }
-            norm(&s.x, &l.w.ffn_norm, &mut s.xn, n, d)?;
+            Self::matmul(file, pool, &mut s.act, &l.w.o, &s.att, n, &mut s.tmp)?;
+            residual_add(
+                &mut s.x,
+                &s.tmp,
+                &mut s.tmp2,
+                l.w.post_attn_norm.as_deref(),
+                n,
+                d,
+                eps,
+            )?;
+            norm_rows(&s.x, &l.w.ffn_norm, eps, &mut s.xn, n, d)?;
             Self::matmul(file, pool, &mut s.act, &l.w.gate, &s.xn, n, &mut s.gate)?;
             Self::matmul(file, pool, &mut s.act, &l.w.up, &s.xn, n, &mut s.up)?;
             let (g, u, h) = (&s.gate[..n * ff], &s.up[..n * ff], &mut s.hidden[..n * ff]);
@@ -386,20 +372,59 @@ impl CpuModel {
                 kiln_cpu::ops::swiglu(g, u, h).map_err(cpu_err)?;
             }
             Self::matmul(file, pool, &mut s.act, &l.w.down, &s.hidden, n, &mut s.tmp)?;
-            match &l.w.post_ffn_norm {
-                Some(w) => {
-                    norm(&s.tmp, w, &mut s.tmp2, n, d)?;
-                    add_row(&mut s.x[..n * d], &s.tmp2[..n * d]);
-                }
-                None => add_row(&mut s.x[..n * d], &s.tmp[..n * d]),
-            }
+            residual_add(
+                &mut s.x,
+                &s.tmp,
+                &mut s.tmp2,
+                l.w.post_ffn_norm.as_deref(),
+                n,
+                d,
+                eps,
+            )?;
         }
         Ok(())
     }
 }
 
-fn embd_bytes<'a>(file: &'a GgufFile, m: &Mat) -> &'a [u8] {
-    &file.bytes()[m.start..m.start + m.len]
+/// RMSNorm of `rows` rows of `len`.
+fn norm_rows(
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    out: &mut [f32],
+    rows: usize,
+    len: usize,
+) -> Result<()> {
+    for (xr, or) in x
+        .chunks_exact(len)
+        .zip(out.chunks_exact_mut(len))
+        .take(rows)
+    {
+        kiln_cpu::ops::rms_norm(xr, w, eps, or).map_err(cpu_err)?;
+    }
+    Ok(())
+}
+
+/// `x += [post_norm](out)` over `n` rows of `d`: a block's residual add, through Gemma 3's
+/// post-norm where the model has one (`scratch` holds the normed rows).
+fn residual_add(
+    x: &mut [f32],
+    out: &[f32],
+    scratch: &mut [f32],
+    post_norm: Option<&[f32]>,
+    n: usize,
+    d: usize,
+    eps: f32,
+) -> Result<()> {
+    let out = match post_norm {
+        Some(w) => {
+            norm_rows(out, w, eps, scratch, n, d)?;
+            &*scratch
+        }
+        None => out,
+    };
+    add_row(&mut x[..n * d], &out[..n * d]);
+    Ok(())
 }
 
 /// `x[i] += b[i % b.len()]`.

@@ -180,13 +180,16 @@ impl Acts {
         m: u32,
         mats: &[&GpuMatrix],
     ) -> Result<()> {
-        let mut done: Vec<ActQuant> = Vec::new();
+        // At most one quantization per int8 format (3 of them), tracked without allocating.
+        let mut done = [None; 3];
         for mat in mats {
             if let Some(quant) = ActQuant::for_weights(mat.wtype)
-                && !done.contains(&quant)
+                && !done.contains(&Some(quant))
             {
                 quantize(rec, x, self.get(quant), m, mat.k)?;
-                done.push(quant);
+                if let Some(slot) = done.iter_mut().find(|d| d.is_none()) {
+                    *slot = Some(quant);
+                }
             }
         }
         Ok(())
@@ -266,6 +269,8 @@ pub struct GpuModel {
     layers: Vec<Layer>,
     s: Scratch,
     capacity: u32,
+    /// Pipelines created when the pipeline cache was last written to disk.
+    cached_pipelines: u64,
 }
 
 impl GpuModel {
@@ -376,6 +381,7 @@ impl GpuModel {
             layers,
             s,
             capacity,
+            cached_pipelines: 0,
         })
     }
 
@@ -518,11 +524,84 @@ impl GpuModel {
         };
         rec.submit()?;
         let bytes = pollster::block_on(back.bytes())?;
+        // A step that compiled new pipelines (the first prefill, the first sampled token)
+        // persists the pipeline cache, so the next run of the program skips compilation.
+        let created = self.gpu.counters().pipelines_created;
+        if created != self.cached_pipelines {
+            self.cached_pipelines = created;
+            self.gpu.save_pipeline_cache()?;
+        }
         Ok(if want_logits {
             StepOutput::Logits(bytemuck::pod_collect_to_vec(&bytes))
         } else {
             StepOutput::Token(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
         })
+    }
+
+    /// RMSNorm of `rows` rows of `len` (the model's eps, plain `w`).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per binding and shape"
+    )]
+    fn norm(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        x: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        rows: u32,
+        len: u32,
+    ) -> Result<()> {
+        rms_norm(
+            rec,
+            self.combine,
+            x.into(),
+            w.into(),
+            out.into(),
+            rows,
+            len,
+            self.cfg.eps,
+            0.0,
+        )
+    }
+
+    /// `x += [post_norm](W input)` for `n` rows: the output projection of a block and its
+    /// residual add, fused into the GEMV where there is no post-norm (Gemma 3 has one).
+    fn residual(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        mat: &GpuMatrix,
+        input: &wgpu::Buffer,
+        post_norm: Option<&wgpu::Buffer>,
+        n: u32,
+    ) -> Result<()> {
+        let s = &self.s;
+        let d = self.cfg.d_model;
+        self.acts.prepare(rec, input.into(), n, &[mat])?;
+        match post_norm {
+            Some(w) => {
+                mat.gemv(
+                    rec,
+                    self.split,
+                    &self.acts,
+                    input.into(),
+                    (&s.tmp).into(),
+                    n,
+                    false,
+                )?;
+                self.norm(rec, &s.tmp, w, &s.tmp2, n, d)?;
+                add_inplace(rec, (&s.x).into(), (&s.tmp2).into(), n * d, n * d)
+            }
+            None => mat.gemv(
+                rec,
+                self.split,
+                &self.acts,
+                input.into(),
+                (&s.x).into(),
+                n,
+                true,
+            ),
+        }
     }
 
     fn record_chunk(&self, rec: &mut crate::gpu::Recorder, pos0: u32, n: u32) -> Result<()> {
@@ -541,17 +620,7 @@ impl GpuModel {
         )?;
         for (il, l) in self.layers.iter().enumerate() {
             let local = cfg.is_local(il as u32);
-            rms_norm(
-                rec,
-                cb,
-                (&s.x).into(),
-                (&l.w.attn_norm).into(),
-                (&s.xn).into(),
-                n,
-                d,
-                cfg.eps,
-                0.0,
-            )?;
+            self.norm(rec, &s.x, &l.w.attn_norm, &s.xn, n, d)?;
             let acts = &self.acts;
             acts.prepare(rec, (&s.xn).into(), n, &[&l.w.q, &l.w.k, &l.w.v])?;
             l.w.q
@@ -579,28 +648,8 @@ impl GpuModel {
             }
             let (q, k) = match &l.w.qk_norm {
                 Some([nq, nk]) => {
-                    rms_norm(
-                        rec,
-                        cb,
-                        (&s.q).into(),
-                        nq.into(),
-                        (&s.qn).into(),
-                        n * cfg.n_head,
-                        cfg.head_dim,
-                        cfg.eps,
-                        0.0,
-                    )?;
-                    rms_norm(
-                        rec,
-                        cb,
-                        (&s.k).into(),
-                        nk.into(),
-                        (&s.kn).into(),
-                        n * cfg.n_kv_head,
-                        cfg.head_dim,
-                        cfg.eps,
-                        0.0,
-                    )?;
+                    self.norm(rec, &s.q, nq, &s.qn, n * cfg.n_head, cfg.head_dim)?;
+                    self.norm(rec, &s.k, nk, &s.kn, n * cfg.n_kv_head, cfg.head_dim)?;
                     (&s.qn, &s.kn)
                 }
                 None => (&s.q, &s.k),
@@ -651,40 +700,8 @@ impl GpuModel {
                 (&s.att).into(),
                 a,
             )?;
-            acts.prepare(rec, (&s.att).into(), n, &[&l.w.o])?;
-            match &l.w.post_attn_norm {
-                Some(w) => {
-                    l.w.o
-                        .gemv(rec, sp, acts, (&s.att).into(), (&s.tmp).into(), n, false)?;
-                    rms_norm(
-                        rec,
-                        cb,
-                        (&s.tmp).into(),
-                        w.into(),
-                        (&s.tmp2).into(),
-                        n,
-                        d,
-                        cfg.eps,
-                        0.0,
-                    )?;
-                    add_inplace(rec, (&s.x).into(), (&s.tmp2).into(), n * d, n * d)?;
-                }
-                None => {
-                    l.w.o
-                        .gemv(rec, sp, acts, (&s.att).into(), (&s.x).into(), n, true)?
-                }
-            }
-            rms_norm(
-                rec,
-                cb,
-                (&s.x).into(),
-                (&l.w.ffn_norm).into(),
-                (&s.xn).into(),
-                n,
-                d,
-                cfg.eps,
-                0.0,
-            )?;
+            self.residual(rec, &l.w.o, &s.att, l.w.post_attn_norm.as_ref(), n)?;
+            self.norm(rec, &s.x, &l.w.ffn_norm, &s.xn, n, d)?;
             acts.prepare(rec, (&s.xn).into(), n, &[&l.w.gate, &l.w.up])?;
             l.w.gate
                 .gemv(rec, sp, acts, (&s.xn).into(), (&s.gate).into(), n, false)?;
@@ -703,29 +720,7 @@ impl GpuModel {
                 (&s.hidden).into(),
                 n * cfg.d_ff,
             )?;
-            acts.prepare(rec, (&s.hidden).into(), n, &[&l.w.down])?;
-            match &l.w.post_ffn_norm {
-                Some(w) => {
-                    l.w.down
-                        .gemv(rec, sp, acts, (&s.hidden).into(), (&s.tmp).into(), n, false)?;
-                    rms_norm(
-                        rec,
-                        cb,
-                        (&s.tmp).into(),
-                        w.into(),
-                        (&s.tmp2).into(),
-                        n,
-                        d,
-                        cfg.eps,
-                        0.0,
-                    )?;
-                    add_inplace(rec, (&s.x).into(), (&s.tmp2).into(), n * d, n * d)?;
-                }
-                None => {
-                    l.w.down
-                        .gemv(rec, sp, acts, (&s.hidden).into(), (&s.x).into(), n, true)?
-                }
-            }
+            self.residual(rec, &l.w.down, &s.hidden, l.w.post_ffn_norm.as_ref(), n)?;
         }
         Ok(())
     }

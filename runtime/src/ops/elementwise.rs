@@ -21,10 +21,13 @@ impl BinaryOp {
 }
 
 /// The `elementwise` variant for an op and storage type.
-pub fn binary_key(op: BinaryOp, dtype: DType) -> KernelKey {
+/// The `elementwise` variant for an op and storage type; `vec4` handles four elements per
+/// invocation.
+pub fn binary_key(op: BinaryOp, dtype: DType, vec4: bool) -> KernelKey {
     KernelKey::new("elementwise")
         .word("OP", op.word())
         .word("DTYPE", dtype.wgsl())
+        .word("VEC", if vec4 { "vec4" } else { "scalar" })
         .uint("WG_SIZE", 256)
 }
 
@@ -48,9 +51,12 @@ pub fn binary(
     need("elementwise", "a", &a, bytes)?;
     need("elementwise", "b", &b, bytes)?;
     need("elementwise", "out", &out, bytes)?;
-    let kernel = rec.gpu().kernel(&binary_key(op, dtype))?;
+    // Four elements per invocation where n allows it.
+    let vec4 = n.is_multiple_of(4);
+    let kernel = rec.gpu().kernel(&binary_key(op, dtype, vec4))?;
+    let per = if vec4 { 4 } else { 1 };
     let groups = rec
         .gpu()
-        .grid(n.div_ceil(kernel.spec.workgroup_size[0]).max(1));
+        .grid((n / per).div_ceil(kernel.spec.workgroup_size[0]).max(1));
     rec.dispatch(&kernel, groups, &Params { n }, &[a, b, out])
 }
