@@ -10,7 +10,9 @@ pub mod matmul;
 pub mod norm;
 pub mod reduce;
 pub mod rope;
+pub mod rwkv;
 pub mod sample;
+pub mod ssm;
 
 use crate::error::{Error, Result};
 use crate::gpu::View;
