@@ -739,3 +739,150 @@ fn rwkv_channel_mix_chunks_steps_and_cpu_agree() {
         }
     }
 }
+
+/// Steady-state decode: with the state in GPU buffers, a step of Mamba (conv + scan) and of
+/// RWKV-7 (token shift + WKV) is one submit that creates no buffer or pipeline, reads nothing
+/// back and never waits; the states read once at the end equal the CPU twins' after as many
+/// steps.
+#[test]
+fn recurrent_decode_steps_keep_state_on_the_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(61);
+    let (d, k, n) = (100, 4, 16);
+    let (h, hn) = (3, 64);
+    let c = h * hn;
+    let steps = 6;
+    // One token's inputs, fed at every step (the model's projections would produce them).
+    let conv_w = rng.vec(d * k);
+    let conv_b = rng.vec(d);
+    let xm = rng.vec(d);
+    let a: Vec<f32> = rng.vec(d * n).iter().map(|v| -(v.abs() + 0.05)).collect();
+    let dt: Vec<f32> = rng.vec(d).iter().map(|v| 0.5 * v.abs() + 0.01).collect();
+    let (d_skip, bm, cm) = (rng.vec(d), rng.vec(n), rng.vec(n));
+    let (kk, v) = (rng.vec(c), rng.vec(c));
+    let w: Vec<f32> = rng.vec(c).iter().map(|x| (-(x.exp())).exp()).collect();
+    let zeros = vec![0f32; c];
+    let xr = rng.vec(c);
+    let mu = rng.vec(c);
+
+    let up = |v: &[f32]| upload_f32(&gpu, v);
+    let (cw, cb, xb, ab, dtb, db, bb, cmb) = (
+        up(&conv_w),
+        up(&conv_b),
+        up(&xm),
+        up(&a),
+        up(&dt),
+        up(&d_skip),
+        up(&bm),
+        up(&cm),
+    );
+    let (kb, vb, wb, zb, xrb, mub) = (up(&kk), up(&v), up(&w), up(&zeros), up(&xr), up(&mu));
+    let (conv_state, conv_off) = guarded_output(&gpu, d * (k - 1));
+    let (h_state, h_off) = guarded_output(&gpu, d * n);
+    let (wkv_state, wkv_off) = guarded_output(&gpu, h * hn * hn);
+    let (prev, prev_off) = guarded_output(&gpu, c);
+    let conv_out = gpu.alloc_storage("conv out", (d * 4) as u64).unwrap();
+    let y = gpu.alloc_storage("y", (d * 4) as u64).unwrap();
+    let shifted = gpu.alloc_storage("shifted", (c * 4) as u64).unwrap();
+    let wkv_y = gpu.alloc_storage("wkv y", (c * 4) as u64).unwrap();
+
+    let step = || {
+        let mut rec = gpu.recorder();
+        let conv = ConvIo {
+            x: (&xb).into(),
+            state: out_view(&conv_state, conv_off, d * (k - 1)),
+            w: (&cw).into(),
+            bias: (&cb).into(),
+            out: (&conv_out).into(),
+        };
+        causal_conv1d(&mut rec, conv, d as u32, k as u32, 1).unwrap();
+        let scan = ScanIo {
+            h: out_view(&h_state, h_off, d * n),
+            a: (&ab).into(),
+            d_skip: (&db).into(),
+            x: (&conv_out).into(),
+            dt: (&dtb).into(),
+            b: (&bb).into(),
+            c: (&cmb).into(),
+            y: (&y).into(),
+        };
+        selective_scan(&mut rec, scan, d as u32, n as u32, 1).unwrap();
+        let pv = out_view(&prev, prev_off, c);
+        token_shift(
+            &mut rec,
+            (&xrb).into(),
+            pv,
+            (&mub).into(),
+            (&shifted).into(),
+            c as u32,
+            1,
+            1,
+        )
+        .unwrap();
+        // a = b = 0: a pure decay step; r comes out of the token shift.
+        let io = Wkv7Io {
+            state: out_view(&wkv_state, wkv_off, h * hn * hn),
+            r: (&shifted).into(),
+            w: (&wb).into(),
+            k: (&kb).into(),
+            v: (&vb).into(),
+            a: (&zb).into(),
+            b: (&zb).into(),
+            y: (&wkv_y).into(),
+        };
+        let shape = WkvShape {
+            n_head: h as u32,
+            head_size: hn as u32,
+            n_tok: 1,
+        };
+        wkv7(&mut rec, io, shape).unwrap();
+        rec.submit().unwrap();
+    };
+    step();
+    for _ in 1..steps {
+        let before = gpu.counters();
+        step();
+        let delta = gpu.counters() - before;
+        assert_eq!(delta.submits, 1, "{delta:?}");
+        assert_eq!(delta.dispatches, 4, "{delta:?}");
+        assert_eq!(delta.buffers_created, 0, "{delta:?}");
+        assert_eq!(delta.pipelines_created, 0, "{delta:?}");
+        assert_eq!(delta.bytes_read_back, 0, "{delta:?}");
+        assert_eq!(delta.waits, 0, "{delta:?}");
+    }
+
+    let (mut cs, mut hs, mut ws) = (
+        vec![0f32; d * (k - 1)],
+        vec![0f32; d * n],
+        vec![0f32; h * hn * hn],
+    );
+    let (mut co, mut yo, mut sh, mut wy) =
+        (vec![0f32; d], vec![0f32; d], vec![0f32; c], vec![0f32; c]);
+    let mut pv = vec![0f32; c];
+    for _ in 0..steps {
+        cpu::causal_conv1d_step(&xm, &mut cs, &conv_w, Some(&conv_b), &mut co).unwrap();
+        cpu::selective_scan(&mut hs, &a, &d_skip, &co, &dt, &bm, &cm, &mut yo).unwrap();
+        cpu::token_shift(&xr, &pv, &mu, &mut sh).unwrap();
+        pv.copy_from_slice(&xr);
+        let x7 = Wkv7 {
+            r: &sh,
+            w: &w,
+            k: &kk,
+            v: &v,
+            a: &zeros,
+            b: &zeros,
+        };
+        cpu::wkv7_step(&mut ws, x7, hn, &mut wy).unwrap();
+    }
+    let read = |b: &wgpu::Buffer, words: usize| as_f32(&read_guarded(&gpu, b, words));
+    assert_close("conv state", &read(&conv_state, d * (k - 1)), &cs, 0.0, 0.0);
+    assert_close("scan state", &read(&h_state, d * n), &hs, 1e-5, 1e-5);
+    assert_close("shift state", &read(&prev, c), &pv, 0.0, 0.0);
+    assert_close(
+        "wkv7 state",
+        &read(&wkv_state, h * hn * hn),
+        &ws,
+        1e-5,
+        1e-5,
+    );
+}
