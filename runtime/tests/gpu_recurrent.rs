@@ -325,6 +325,71 @@ fn recurrent_ops_refuse_bad_shapes() {
     )));
     assert!(shape_err(token_shift(&mut rec, v, v, v, v, 8, 0, 1)));
     assert!(shape_err(token_shift(&mut rec, v, small, v, v, 16, 1, 1)));
+    let lin = |rows: u32, k: u32| Linear {
+        w: v,
+        wtype: WType::F32,
+        rows,
+        k,
+    };
+    let cm = ChannelMix {
+        mu: v,
+        wk: lin(24, 16),
+        wv: lin(16, 24),
+        wr: Some(lin(16, 16)),
+    };
+    let scratch = ChannelMixScratch {
+        shifted: v,
+        k: v,
+        r: None,
+        q: None,
+    };
+    // RWKV-6 without its receptance scratch; a wv of the wrong shape.
+    assert!(shape_err(channel_mix(
+        &mut rec,
+        Split::Thread,
+        &cm,
+        &scratch,
+        v,
+        v,
+        v,
+        2
+    )));
+    let bad_wv = ChannelMix {
+        wv: lin(16, 20),
+        wr: None,
+        ..cm
+    };
+    assert!(shape_err(channel_mix(
+        &mut rec,
+        Split::Thread,
+        &bad_wv,
+        &scratch,
+        v,
+        v,
+        v,
+        2
+    )));
+    // Q8_0 weights without the quantized-activation scratch.
+    let q8 = |rows: u32, k: u32| Linear {
+        wtype: WType::Q8_0,
+        ..lin(rows, k)
+    };
+    let cm_q8 = ChannelMix {
+        mu: v,
+        wk: q8(64, 32),
+        wv: q8(32, 64),
+        wr: None,
+    };
+    assert!(shape_err(channel_mix(
+        &mut rec,
+        Split::Thread,
+        &cm_q8,
+        &scratch,
+        v,
+        v,
+        v,
+        2
+    )));
     assert!(rec.is_empty(), "a refused op recorded work");
 }
 

@@ -405,44 +405,76 @@ pub fn channel_mix(
     n_tok: u32,
 ) -> Result<()> {
     const OP: &str = "channel_mix";
-    let d = m.wk.k;
-    let f = m.wk.rows;
+    let (d, f) = (m.wk.k, m.wk.rows);
     if m.wv.rows != d || m.wv.k != f {
         return Err(shape(
             OP,
             format!("wv is {}x{}, needs {d}x{f}", m.wv.rows, m.wv.k),
         ));
     }
-    if let Some(wr) = &m.wr
-        && (wr.rows != d || wr.k != d)
+    // RWKV-6's receptance gate: its matrix and the scratch its output goes to.
+    let gate = match (&m.wr, s.r) {
+        (Some(wr), _) if wr.rows != d || wr.k != d => {
+            return Err(shape(
+                OP,
+                format!("wr is {}x{}, needs {d}x{d}", wr.rows, wr.k),
+            ));
+        }
+        (Some(wr), Some(r)) => Some((wr, r)),
+        (Some(_), None) => {
+            return Err(shape(OP, "RWKV-6 (wr given) needs the `r` scratch".into()));
+        }
+        (None, _) => None,
+    };
+    // Everything the GEMVs would refuse is checked before anything is recorded.
+    let t = u64::from(n_tok);
+    let mut quantized = false;
+    for (name, l) in [("wk", &m.wk), ("wv", &m.wv)]
+        .into_iter()
+        .chain(gate.map(|(wr, _)| ("wr", wr)))
     {
-        return Err(shape(
-            OP,
-            format!("wr is {}x{}, needs {d}x{d}", wr.rows, wr.k),
-        ));
+        let row_bytes = l.wtype.row_bytes(l.k)?;
+        need(OP, name, &l.w, u64::from(l.rows) * u64::from(row_bytes))?;
+        quantized |= ActQuant::for_weights(l.wtype).is_some();
     }
-    let n_mix = if m.wr.is_some() { 2 } else { 1 };
+    need(OP, "k scratch", &s.k, t * u64::from(f) * 4)?;
+    if let Some((_, r)) = &gate {
+        need(OP, "r scratch", r, t * u64::from(d) * 4)?;
+    }
+    match &s.q {
+        Some(q) => {
+            let (bq, bd, bs) = QAct::sizes(n_tok, d.max(f));
+            need(OP, "xq scratch", &q.xq, bq)?;
+            need(OP, "xd scratch", &q.xd, bd)?;
+            need(OP, "xs scratch", &q.xs, bs)?;
+        }
+        None if quantized => {
+            return Err(shape(
+                OP,
+                "quantized weights need the quantized-activation scratch".into(),
+            ));
+        }
+        None => {}
+    }
+
+    let n_mix = if gate.is_some() { 2 } else { 1 };
     token_shift(rec, x, prev, m.mu, s.shifted, d, n_tok, n_mix)?;
     let stride = mix_stride_bytes(rec, n_tok, d);
     let mixed = |i: u64| {
         View::new(
             s.shifted.buffer,
             s.shifted.offset + i * stride,
-            u64::from(n_tok) * u64::from(d) * 4,
+            t * u64::from(d) * 4,
         )
     };
     let q = s.q.as_ref();
-    if let Some(wr) = &m.wr {
-        let r =
-            s.r.ok_or_else(|| shape(OP, "RWKV-6 (wr given) needs the `r` scratch".into()))?;
+    if let Some((wr, r)) = gate {
         linear(rec, split, wr, mixed(1), q, r, n_tok)?;
     }
     linear(rec, split, &m.wk, mixed(0), q, s.k, n_tok)?;
     relu_sq(rec, s.k, n_tok * f)?;
     linear(rec, split, &m.wv, s.k, q, out, n_tok)?;
-    if m.wr.is_some()
-        && let Some(r) = s.r
-    {
+    if let Some((_, r)) = gate {
         sigmoid_gate(rec, out, r, n_tok * d)?;
     }
     Ok(())
