@@ -1,6 +1,7 @@
 //! Kernel benchmark: GFLOP/s and GB/s of the model kernels at named shapes of the real models
-//! (SmolLM2-135M, Qwen2.5-0.5B, Gemma 3 270M) and of sampling at their vocabulary sizes, on the
-//! adapter the environment selects (`KILN_BACKEND`, `KILN_ADAPTER`).
+//! (SmolLM2-135M, Qwen2.5-0.5B, Gemma 3 270M), of sampling at their vocabulary sizes, and of the
+//! recurrent kernels (Mamba's selective scan, RWKV-6/7 WKV) at the shapes of small Mamba and
+//! RWKV models, on the adapter the environment selects (`KILN_BACKEND`, `KILN_ADAPTER`).
 //!
 //! Each case records `reps` dispatches of one kernel in one submit, rotating over enough copies
 //! of its weights (at least 192 MiB together) that they do not stay in the GPU's last-level
@@ -19,7 +20,9 @@ use kiln::ops::attention::{Attention, attention, scratch_bytes};
 use kiln::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv_q8, quantize};
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
+use kiln::ops::rwkv::{Wkv6Io, Wkv7Io, WkvShape, wkv6, wkv7};
 use kiln::ops::sample::{SampleParams, sample};
+use kiln::ops::ssm::{ScanIo, selective_scan};
 use kiln::{Gpu, GpuOptions, Result};
 
 /// Peak memory bandwidth (GB/s) of adapters whose name contains the key.
@@ -40,6 +43,10 @@ enum Spec {
     Attention(&'static str, (u32, u32, u32), u32),
     /// Sampling with top-k 40, top-p 0.9 over this many logits.
     Sample(u32),
+    /// Mamba's selective scan: label, (d_inner, d_state), tokens per call.
+    Scan(&'static str, (u32, u32), u32),
+    /// RWKV WKV: version (6 or 7), label, (heads, head size), tokens per call.
+    Wkv(u32, &'static str, (u32, u32), u32),
 }
 
 impl Spec {
@@ -50,6 +57,8 @@ impl Spec {
             Spec::Norm(n) => format!("rms_norm n={n}"),
             Spec::Attention(label, _, ctx) => format!("attention {label} ctx={ctx}"),
             Spec::Sample(n) => format!("sample top-k 40 top-p 0.9 n={n}"),
+            Spec::Scan(label, (d, n), t) => format!("ssm_scan {label} {d}x{n} t={t}"),
+            Spec::Wkv(v, label, (h, n), t) => format!("wkv{v} {label} {h}x{n} t={t}"),
         }
     }
 }
@@ -271,6 +280,115 @@ fn sample_case(gpu: &Gpu, n: u32) -> Result<Case> {
     })
 }
 
+/// A buffer of `n` copies of `v`: recurrent kernels' inputs need finite values of sane size
+/// (random bits could be NaN or denormal, which change the speed of a CPU adapter).
+fn f32_buf(gpu: &Gpu, n: u64, v: f32) -> Result<wgpu::Buffer> {
+    gpu.upload("bench input", bytemuck::cast_slice(&vec![v; n as usize]))
+}
+
+/// Mamba's selective scan over `t` tokens of `d` channels with `n` states, rotating over copies
+/// of the state as a decode step reads each layer's state once. FLOPs count the 6 multiply-adds
+/// per (token, channel, state), not the exp.
+fn scan_case(gpu: &Gpu, d: u32, n: u32, t: u32) -> Result<Case> {
+    let state = u64::from(d) * u64::from(n) * 4;
+    let tok = u64::from(t) * u64::from(d) * 4;
+    let bc = u64::from(t) * u64::from(n) * 4;
+    let copies = ROTATE_BYTES.div_ceil(state).clamp(2, 64) as usize;
+    let mut buffers = Vec::new();
+    for _ in 0..copies {
+        buffers.push(f32_buf(gpu, state / 4, 0.1)?);
+    }
+    buffers.push(f32_buf(gpu, state / 4, -0.5)?); // a
+    buffers.push(f32_buf(gpu, u64::from(d), 1.0)?); // d_skip
+    buffers.push(f32_buf(gpu, tok / 4, 0.3)?); // x
+    buffers.push(f32_buf(gpu, tok / 4, 0.1)?); // dt
+    buffers.push(f32_buf(gpu, bc / 4, 0.2)?); // b
+    buffers.push(f32_buf(gpu, bc / 4, 0.2)?); // c
+    buffers.push(storage(gpu, tok)?); // y
+    Ok(Case {
+        flops: 6.0 * f64::from(t) * f64::from(d) * f64::from(n),
+        bytes: (3 * state + 3 * tok + 2 * bc + u64::from(d) * 4) as f64,
+        buffers,
+        record: Box::new(move |rec, b, i| {
+            let at = |j: usize| (&b[copies + j]).into();
+            let io = ScanIo {
+                h: (&b[i % copies]).into(),
+                a: at(0),
+                d_skip: at(1),
+                x: at(2),
+                dt: at(3),
+                b: at(4),
+                c: at(5),
+                y: at(6),
+            };
+            selective_scan(rec, io, d, n, t)
+        }),
+    })
+}
+
+/// RWKV-6 or -7 WKV over `t` tokens of `h` heads of `n`, rotating over copies of the state.
+/// FLOPs per token and state element: 6 (v6) or 10 (v7: the `a` product, the update and `y`).
+fn wkv_case(gpu: &Gpu, version: u32, h: u32, n: u32, t: u32) -> Result<Case> {
+    let state = u64::from(h) * u64::from(n) * u64::from(n) * 4;
+    let tok = u64::from(t) * u64::from(h * n) * 4;
+    let copies = ROTATE_BYTES.div_ceil(state).clamp(2, 64) as usize;
+    let mut buffers = Vec::new();
+    for _ in 0..copies {
+        buffers.push(f32_buf(gpu, state / 4, 0.01)?);
+    }
+    // v6: r, k, v, w, u, y; v7: r, w, k, v, a, b, y.
+    let inputs = if version == 6 { 5 } else { 7 };
+    for j in 0..inputs {
+        let words = if version == 6 && j == 4 {
+            u64::from(h * n)
+        } else {
+            tok / 4
+        };
+        buffers.push(f32_buf(gpu, words, 0.1 + 0.05 * j as f32)?);
+    }
+    buffers.push(storage(gpu, tok)?);
+    let shape = WkvShape {
+        n_head: h,
+        head_size: n,
+        n_tok: t,
+    };
+    let per = if version == 6 { 6.0 } else { 10.0 };
+    let io_tokens = if version == 6 { 5 } else { 7 };
+    Ok(Case {
+        flops: per * f64::from(t) * (state / 4) as f64,
+        bytes: (2 * state + io_tokens * tok) as f64,
+        buffers,
+        record: Box::new(move |rec, b, i| {
+            let at = |j: usize| (&b[copies + j]).into();
+            let state = (&b[i % copies]).into();
+            if version == 6 {
+                let io = Wkv6Io {
+                    state,
+                    r: at(0),
+                    k: at(1),
+                    v: at(2),
+                    w: at(3),
+                    u: at(4),
+                    y: at(5),
+                };
+                wkv6(rec, io, shape)
+            } else {
+                let io = Wkv7Io {
+                    state,
+                    r: at(0),
+                    w: at(1),
+                    k: at(2),
+                    v: at(3),
+                    a: at(4),
+                    b: at(5),
+                    y: at(6),
+                };
+                wkv7(rec, io, shape)
+            }
+        }),
+    })
+}
+
 /// Seconds per dispatch: GPU timestamps where available, else CPU time over whole submits.
 fn time(gpu: &Gpu, case: &Case, reps: usize) -> Result<(f64, &'static str)> {
     let run = |timed: bool| -> Result<Option<kiln::gpu::Readback>> {
@@ -370,6 +488,13 @@ fn main() -> Result<()> {
     for n in [49152, 151_936, 262_144] {
         specs.push(Spec::Sample(n));
     }
+    // Decode (1 token) and a prompt chunk (512 tokens) of Mamba-130m (d_inner 1536, d_state 16),
+    // RWKV-6 1.6B (32 heads of 64) and RWKV-7 0.1B (12 heads of 64).
+    for t in [1, 512] {
+        specs.push(Spec::Scan("mamba-130m", (1536, 16), t));
+        specs.push(Spec::Wkv(6, "rwkv6-1.6b", (32, 64), t));
+        specs.push(Spec::Wkv(7, "rwkv7-0.1b", (12, 64), t));
+    }
     // Lavapipe runs a dispatch in milliseconds, a GPU in microseconds.
     let reps = if info.device_type == wgpu::DeviceType::Cpu {
         8
@@ -392,6 +517,8 @@ fn main() -> Result<()> {
             Spec::Norm(n) => rms_norm_case(&gpu, n)?,
             Spec::Attention(_, heads, ctx) => attention_case(&gpu, heads, ctx)?,
             Spec::Sample(n) => sample_case(&gpu, n)?,
+            Spec::Scan(_, (d, n), t) => scan_case(&gpu, d, n, t)?,
+            Spec::Wkv(v, _, (h, n), t) => wkv_case(&gpu, v, h, n, t)?,
         };
         let (secs, clock) = time(&gpu, &case, reps)?;
         let gbps = case.bytes / secs * 1e-9;
