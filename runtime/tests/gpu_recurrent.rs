@@ -185,7 +185,6 @@ fn mamba_conv1d_chunks_steps_and_cpu_agree() {
     mamba_conv_case(&gpu, 5, 7, 3, 3);
 }
 
-#[allow(clippy::too_many_arguments, reason = "test driver")]
 fn mamba_scan_case(gpu: &Gpu, d: usize, n: usize, t: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     // A = -exp(A_log) < 0; dt = softplus(..) > 0, as in a model.

@@ -375,7 +375,8 @@ pub struct ChannelMix<'a> {
 /// Scratch of one [`channel_mix`] call.
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelMixScratch<'a> {
-    /// The token-shifted inputs, `n_mix` outputs [`mix_stride_bytes`] apart.
+    /// The token-shifted inputs, `n_mix` outputs [`mix_stride_bytes`] apart; starts at a
+    /// storage-aligned offset (as every bound view must), so each output can be bound.
     pub shifted: View<'a>,
     /// `(n_tok, d_ffn)`.
     pub k: View<'a>,
@@ -437,6 +438,7 @@ pub fn channel_mix(
         need(OP, name, &l.w, u64::from(l.rows) * u64::from(row_bytes))?;
         quantized |= ActQuant::for_weights(l.wtype).is_some();
     }
+    need(OP, "out", &out, t * u64::from(d) * 4)?;
     need(OP, "k scratch", &s.k, t * u64::from(f) * 4)?;
     if let Some((_, r)) = &gate {
         need(OP, "r scratch", r, t * u64::from(d) * 4)?;
