@@ -9,18 +9,22 @@ use crate::gpu::{KernelKey, Recorder, View};
 use crate::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv, gemv_q8, quantize};
 use crate::ops::need;
 
+/// The largest head size the WKV kernels take: each invocation keeps one state row or column of
+/// this many values, and the workgroup has one invocation per value.
+pub const WKV_MAX_HEAD: u32 = 64;
+
 pub fn wkv6_key() -> KernelKey {
     KernelKey::new("wkv6")
         .uint("CHUNK", 8)
-        .uint("MAX_HEAD", 64)
-        .uint("WG_SIZE", 64)
+        .uint("MAX_HEAD", WKV_MAX_HEAD)
+        .uint("WG_SIZE", WKV_MAX_HEAD)
 }
 
 pub fn wkv7_key() -> KernelKey {
     KernelKey::new("wkv7")
         .uint("CHUNK", 8)
-        .uint("MAX_HEAD", 64)
-        .uint("WG_SIZE", 64)
+        .uint("MAX_HEAD", WKV_MAX_HEAD)
+        .uint("WG_SIZE", WKV_MAX_HEAD)
 }
 
 pub fn token_shift_key() -> KernelKey {
@@ -56,7 +60,7 @@ fn shape(op: &'static str, detail: String) -> Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WkvShape {
     pub n_head: u32,
-    /// Head size, at most 64 (the kernels keep one state row or column per invocation).
+    /// Head size, at most [`WKV_MAX_HEAD`].
     pub head_size: u32,
     pub n_tok: u32,
 }
@@ -74,7 +78,6 @@ struct WkvParams {
 fn wkv_check(
     rec: &Recorder,
     op: &'static str,
-    max_head: u32,
     s: WkvShape,
     state: &View<'_>,
     tokens: &[(&str, &View<'_>)],
@@ -86,10 +89,13 @@ fn wkv_check(
             format!("{s:?}: heads (1..={groups_max}), head size and tokens must be non-zero"),
         ));
     }
-    if s.head_size > max_head {
+    if s.head_size > WKV_MAX_HEAD {
         return Err(shape(
             op,
-            format!("head size {} is above the kernel's {max_head}", s.head_size),
+            format!(
+                "head size {} is above the kernel's {WKV_MAX_HEAD}",
+                s.head_size
+            ),
         ));
     }
     let (h, n, t) = (
@@ -132,7 +138,6 @@ pub fn wkv6(rec: &mut Recorder, io: Wkv6Io<'_>, s: WkvShape) -> Result<()> {
     let params = wkv_check(
         rec,
         "wkv6",
-        kernel.spec.workgroup_size[0],
         s,
         &io.state,
         &[
@@ -181,7 +186,6 @@ pub fn wkv7(rec: &mut Recorder, io: Wkv7Io<'_>, s: WkvShape) -> Result<()> {
     let params = wkv_check(
         rec,
         "wkv7",
-        kernel.spec.workgroup_size[0],
         s,
         &io.state,
         &[
