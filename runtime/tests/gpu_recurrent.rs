@@ -13,6 +13,7 @@ use common::{Rng, assert_close, gpu, guarded_output, read_guarded};
 use kiln::Gpu;
 use kiln::gpu::{Recorder, View};
 use kiln::ops::gemv::{ActQuant, QAct, Split, WType};
+use kiln::ops::reduce::Combine;
 use kiln::ops::rwkv::{
     ChannelMix, ChannelMixScratch, Linear, QScratch, Wkv6Io, Wkv7Io, WkvShape, channel_mix,
     mix_stride_bytes, token_shift, wkv6, wkv7,
@@ -677,7 +678,7 @@ fn random_weights(rng: &mut Rng, q: QType, n: usize, scale: f32) -> Vec<u8> {
     }
 }
 
-fn channel_mix_case(gpu: &Gpu, q: QType, v6: bool, seed: u64) {
+fn channel_mix_case(gpu: &Gpu, split: Split, q: QType, v6: bool, seed: u64) {
     let (d, f, t) = (96, 160, 37);
     let mut rng = Rng::new(seed);
     let wk_b = random_weights(&mut rng, q, f * d, 0.2);
@@ -733,7 +734,6 @@ fn channel_mix_case(gpu: &Gpu, q: QType, v6: bool, seed: u64) {
         wv: lin(&wvb, wtype, d, f),
         wr: v6.then(|| lin(&wrb, wtype, d, d)),
     };
-    let split = Split::best(gpu);
     let mut runs = Vec::new();
     for chunks in splits(t) {
         let (pb, poff) = guarded_with(gpu, &prev0);
@@ -775,7 +775,7 @@ fn channel_mix_case(gpu: &Gpu, q: QType, v6: bool, seed: u64) {
         runs.push((chunks, out, prev));
     }
     let err = max_err(&runs[0].1, &want);
-    eprintln!("channel mix {q:?} v6={v6}: max |gpu - cpu| {err:e}");
+    eprintln!("channel mix {split:?} {q:?} v6={v6}: max |gpu - cpu| {err:e}");
     let (atol, rtol) = if q == QType::F32 {
         // f32 activations and weights: the GEMVs sum 96 or 160 products in another order.
         (2e-5, 2e-5)
@@ -788,7 +788,7 @@ fn channel_mix_case(gpu: &Gpu, q: QType, v6: bool, seed: u64) {
     };
     for (chunks, out, prev) in &runs {
         let n_calls = chunks.len();
-        let what = format!("channel mix {q:?} v6={v6}, {n_calls} calls");
+        let what = format!("channel mix {split:?} {q:?} v6={v6}, {n_calls} calls");
         assert_close(&what, out, &want, atol, rtol);
         assert_eq!(bits(prev), bits(&want_prev), "{what}: shift state");
     }
@@ -797,9 +797,18 @@ fn channel_mix_case(gpu: &Gpu, q: QType, v6: bool, seed: u64) {
 #[test]
 fn rwkv_channel_mix_chunks_steps_and_cpu_agree() {
     let Some(gpu) = gpu() else { return };
-    for (i, q) in [QType::F32, QType::Q8_0].into_iter().enumerate() {
-        for v6 in [true, false] {
-            channel_mix_case(&gpu, q, v6, 50 + i as u64 * 2 + u64::from(v6));
+    // Every GEMV split the adapter has: the channel mix chains them with its own kernels.
+    let mut gemv_splits = vec![Split::Thread, Split::Group(Combine::SharedMemory)];
+    if gpu.capabilities().subgroup {
+        gemv_splits.push(Split::Group(Combine::Subgroup));
+    } else {
+        eprintln!("adapter has no subgroups: the subgroup GEMVs are not tested here");
+    }
+    for split in gemv_splits {
+        for (i, q) in [QType::F32, QType::Q8_0].into_iter().enumerate() {
+            for v6 in [true, false] {
+                channel_mix_case(&gpu, split, q, v6, 50 + i as u64 * 2 + u64::from(v6));
+            }
         }
     }
 }
