@@ -11,6 +11,8 @@ pub mod norm;
 pub mod reduce;
 pub mod rope;
 pub mod sample;
+pub mod softmax;
+pub mod unary;
 
 use crate::error::{Error, Result};
 use crate::gpu::View;
