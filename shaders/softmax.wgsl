@@ -27,7 +27,7 @@ fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let base = row * p.n;
     var m = RED_LOWEST;
     for (var i = l.index; i < p.n; i += WG_SIZE) {
-        m = max(m, x[base + i]);
+        m = max(m, p.scale * x[base + i]);
     }
     m = wg_max(l, m);
     var s = 0.0;
