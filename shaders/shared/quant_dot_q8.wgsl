@@ -3,22 +3,9 @@
 // of llama.cpp's CPU vec_dot for each weight type.
 //
 // Every weight type is first brought to 4 signed bytes per u32 (the activations' layout), then
-// `dot_i8` multiplies 4 bytes by 4 bytes: with DOT4 through `dot4I8Packed` (one instruction
-// where the hardware has a packed int8 dot, e.g. dp4a), without DOT4 by unpacking both words.
+// `dot_i8` (int_dot.wgsl) multiplies 4 bytes by 4 bytes, through `dot4I8Packed` with DOT4.
 #import quant
-
-fn i8x4i(q: u32) -> vec4<i32> {
-    return vec4<i32>(bitcast<i32>(q << 24u), bitcast<i32>(q << 16u), bitcast<i32>(q << 8u), bitcast<i32>(q)) >> vec4<u32>(24u);
-}
-
-// The dot product of the 4 signed bytes of `a` with the 4 signed bytes of `b`.
-fn dot_i8(a: u32, b: u32) -> i32 {
-#ifdef DOT4
-    return dot4I8Packed(a, b);
-#else
-    return dot(i8x4i(a), i8x4i(b));
-#endif
-}
+#import int_dot
 
 // Bytewise a - c, for bytes of `a` in 0..=127 and of `c` in 0..=128: each byte of the result is
 // the signed difference (two's complement). Setting each byte's top bit first keeps the
