@@ -11,13 +11,17 @@
 //! the activations read and the outputs written; the roofline fraction is printed where the
 //! adapter's memory bandwidth is known (a small table below, or `KILN_PEAK_GBPS`).
 //!
+//! The int8 GEMVs (`gemv_q8`, `gemv_w8a8`) run once with `dot4I8Packed` (`dot4`) where the
+//! adapter has it and once unpacked, so the two can be compared on the same device.
+//!
 //! `cargo run --release -p kiln --example kernel_bench [-- FILTER]` runs the cases whose name
 //! contains FILTER.
 
 use std::time::Instant;
 
 use kiln::ops::attention::{Attention, attention, scratch_bytes};
-use kiln::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv_q8, quantize};
+use kiln::ops::gemv::{ActQuant, GemvShape, IntDot, QAct, Split, WType, gemv_q8_with, quantize};
+use kiln::ops::int8::{I8Rows, W8A8Shape, gemv_w8a8};
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
 use kiln::ops::rwkv::{Wkv6Io, Wkv7Io, WkvShape, wkv6, wkv7};
@@ -37,7 +41,9 @@ const ROTATE_BYTES: u64 = 192 << 20;
 
 /// A case to build: kernel and shape.
 enum Spec {
-    Gemv(WType, u32, u32, &'static str),
+    Gemv(WType, u32, u32, &'static str, IntDot),
+    /// Int8 weights with per-row scales against per-row int8 activations.
+    W8A8(u32, u32, &'static str, IntDot),
     Quantize(ActQuant, u32),
     Norm(u32),
     Attention(&'static str, (u32, u32, u32), u32),
@@ -52,7 +58,12 @@ enum Spec {
 impl Spec {
     fn name(&self) -> String {
         match self {
-            Spec::Gemv(w, rows, k, label) => format!("gemv_q8 {} {label} {rows}x{k}", w.word()),
+            Spec::Gemv(w, rows, k, label, dot) => {
+                format!("gemv_q8 {} {label} {rows}x{k} {}", w.word(), dot_word(*dot))
+            }
+            Spec::W8A8(rows, k, label, dot) => {
+                format!("gemv_w8a8 {label} {rows}x{k} {}", dot_word(*dot))
+            }
             Spec::Quantize(q, k) => format!("quantize {q:?} k={k}"),
             Spec::Norm(n) => format!("rms_norm n={n}"),
             Spec::Attention(label, _, ctx) => format!("attention {label} ctx={ctx}"),
@@ -60,6 +71,13 @@ impl Spec {
             Spec::Scan(label, (d, n), t) => format!("ssm_scan {label} {d}x{n} t={t}"),
             Spec::Wkv(v, label, (h, n), t) => format!("wkv{v} {label} {h}x{n} t={t}"),
         }
+    }
+}
+
+fn dot_word(dot: IntDot) -> &'static str {
+    match dot {
+        IntDot::Packed => "dot4",
+        IntDot::Unpacked => "unpacked",
     }
 }
 
@@ -97,7 +115,7 @@ fn storage(gpu: &Gpu, bytes: u64) -> Result<wgpu::Buffer> {
     )
 }
 
-fn gemv_case(gpu: &Gpu, w: WType, rows: u32, k: u32) -> Result<Case> {
+fn gemv_case(gpu: &Gpu, w: WType, rows: u32, k: u32, dot: IntDot) -> Result<Case> {
     let quant = ActQuant::for_weights(w).expect("quantized type");
     let row_bytes = u64::from(w.row_bytes(k)?);
     let wbytes = u64::from(rows) * row_bytes;
@@ -134,14 +152,52 @@ fn gemv_case(gpu: &Gpu, w: WType, rows: u32, k: u32) -> Result<Case> {
                 xd: (&b[copies + 1]).into(),
                 xs: (&b[copies + 2]).into(),
             };
-            gemv_q8(
+            gemv_q8_with(
                 rec,
                 split,
+                dot,
                 (&b[i % copies]).into(),
                 act,
                 (&b[copies + 3]).into(),
                 shape,
             )
+        }),
+    })
+}
+
+fn w8a8_case(gpu: &Gpu, rows: u32, k: u32, dot: IntDot) -> Result<Case> {
+    let wbytes = u64::from(rows) * u64::from(k);
+    let copies = ROTATE_BYTES.div_ceil(wbytes).clamp(2, 256) as usize;
+    let mut buffers = Vec::new();
+    for c in 0..copies {
+        buffers.push(gpu.upload("bench weights", &filler(wbytes as usize, c as u32))?);
+    }
+    buffers.push(gpu.upload("scales", &vec![0u8; rows as usize * 4])?);
+    buffers.push(gpu.upload("xq", &filler(k as usize, 7))?);
+    buffers.push(gpu.upload("xd", &[0u8; 4])?);
+    buffers.push(storage(gpu, u64::from(rows) * 4)?);
+    let split = Split::best(gpu);
+    let shape = W8A8Shape {
+        k,
+        rows,
+        m: 1,
+        y_stride: rows,
+        y_offset: 0,
+    };
+    Ok(Case {
+        flops: 2.0 * f64::from(rows) * f64::from(k),
+        bytes: (wbytes + u64::from(rows) * 8 + u64::from(k) + 4) as f64,
+        buffers,
+        record: Box::new(move |rec, b, i| {
+            let w = I8Rows {
+                q: (&b[i % copies]).into(),
+                d: (&b[copies]).into(),
+            };
+            let x = I8Rows {
+                q: (&b[copies + 1]).into(),
+                d: (&b[copies + 2]).into(),
+            };
+            gemv_w8a8(rec, split, dot, w, x, (&b[copies + 3]).into(), shape)
         }),
     })
 }
@@ -453,6 +509,12 @@ fn main() -> Result<()> {
         ),
     }
     let mut specs = Vec::new();
+    // The packed int8 dot where the device has it, the unpacking fallback always.
+    let dots: &[IntDot] = if gpu.capabilities().dot4 {
+        &[IntDot::Packed, IntDot::Unpacked]
+    } else {
+        &[IntDot::Unpacked]
+    };
     let shapes: [(&'static str, u32, u32); 4] = [
         ("smollm2 ffn_down", 576, 1536),
         ("smollm2 ffn_up", 1536, 576),
@@ -471,8 +533,13 @@ fn main() -> Result<()> {
             // K-quant rows need whole 256-blocks (576 is not; the real models store such
             // matrices as Q5_0 or Q8_0).
             if k.is_multiple_of(w.block_elems()) {
-                specs.push(Spec::Gemv(w, rows, k, label));
+                for &dot in dots {
+                    specs.push(Spec::Gemv(w, rows, k, label, dot));
+                }
             }
+        }
+        for &dot in dots {
+            specs.push(Spec::W8A8(rows, k, label, dot));
         }
     }
     for quant in [ActQuant::Q8_0, ActQuant::Q8_1, ActQuant::Q8K] {
@@ -502,7 +569,7 @@ fn main() -> Result<()> {
         64
     };
     println!(
-        "{:<44} {:>6} {:>10} {:>9} {:>8} {:>9}",
+        "{:<52} {:>6} {:>10} {:>9} {:>8} {:>9}",
         "case", "clock", "us", "GFLOP/s", "GB/s", "roofline"
     );
     for spec in specs {
@@ -512,7 +579,8 @@ fn main() -> Result<()> {
         }
         // Built one at a time, so only one case's rotating copies exist at once.
         let case = match spec {
-            Spec::Gemv(w, rows, k, _) => gemv_case(&gpu, w, rows, k)?,
+            Spec::Gemv(w, rows, k, _, dot) => gemv_case(&gpu, w, rows, k, dot)?,
+            Spec::W8A8(rows, k, _, dot) => w8a8_case(&gpu, rows, k, dot)?,
             Spec::Quantize(q, k) => quantize_case(&gpu, q, k)?,
             Spec::Norm(n) => rms_norm_case(&gpu, n)?,
             Spec::Attention(_, heads, ctx) => attention_case(&gpu, heads, ctx)?,
@@ -524,7 +592,7 @@ fn main() -> Result<()> {
         let gbps = case.bytes / secs * 1e-9;
         let roof = peak.map_or("-".to_string(), |p| format!("{:.0}%", 100.0 * gbps / p));
         println!(
-            "{:<44} {:>6} {:>10.2} {:>9.1} {:>8.1} {:>9}",
+            "{:<52} {:>6} {:>10.2} {:>9.1} {:>8.1} {:>9}",
             name,
             clock,
             secs * 1e6,

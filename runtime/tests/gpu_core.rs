@@ -350,6 +350,7 @@ fn bad_requests_get_clear_errors() {
         features: KernelFeatures {
             f16: false,
             subgroup: false,
+            dot4: false,
         },
         ..*real
     };

@@ -12,7 +12,8 @@ use kiln::gpu::View;
 use kiln::ops::activation::{Act, add_inplace, gated};
 use kiln::ops::attention::{Attention, attention, kv_store, scratch_bytes};
 use kiln::ops::gemv::{
-    ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
+    ActQuant, EmbedShape, GemvShape, IntDot, QAct, Split, WType, embed, gemv, gemv_q8,
+    gemv_q8_with, quantize,
 };
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
@@ -60,6 +61,16 @@ fn splits(gpu: &Gpu) -> Vec<Split> {
     let mut s = vec![Split::Thread];
     s.extend(combines(gpu).into_iter().map(Split::Group));
     s
+}
+
+/// Both int8 dot products where the device has `dot4I8Packed`, the unpacked one elsewhere.
+fn int_dots(gpu: &Gpu) -> Vec<IntDot> {
+    if gpu.capabilities().dot4 {
+        vec![IntDot::Unpacked, IntDot::Packed]
+    } else {
+        eprintln!("no dot4I8Packed here: only the unpacked int8 dot is tested");
+        vec![IntDot::Unpacked]
+    }
 }
 
 fn qtype(w: WType) -> QType {
@@ -487,20 +498,24 @@ fn gemv_q8_every_type_and_split() {
             };
             let init = rng.vec(m * case.y_stride());
             for split in splits(&gpu) {
-                for acc in [false, true] {
-                    // Integer dot products per block are exact; only the f32 scaling and the
-                    // sum over blocks round, so 1e-5 of the sum of |terms| is ample.
-                    case.check(
-                        &gpu,
-                        &format!("gemv_q8 {w:?} {split:?} m={m} acc={acc}"),
-                        &weights,
-                        acc,
-                        &init,
-                        &want,
-                        &scale,
-                        1e-5,
-                        &|rec, wv, yv, sh| gemv_q8(rec, split, wv, act, yv, sh).unwrap(),
-                    );
+                for dot in int_dots(&gpu) {
+                    for acc in [false, true] {
+                        // Integer dot products per block are exact; only the f32 scaling and
+                        // the sum over blocks round, so 1e-5 of the sum of |terms| is ample.
+                        case.check(
+                            &gpu,
+                            &format!("gemv_q8 {w:?} {split:?} {dot:?} m={m} acc={acc}"),
+                            &weights,
+                            acc,
+                            &init,
+                            &want,
+                            &scale,
+                            1e-5,
+                            &|rec, wv, yv, sh| {
+                                gemv_q8_with(rec, split, dot, wv, act, yv, sh).unwrap()
+                            },
+                        );
+                    }
                 }
             }
         }

@@ -14,8 +14,9 @@
 //!   (e.g. `DTYPE_F16`) is defined;
 //! - any other word `w`: `NAME_W` is defined (e.g. `OP=sum` defines `OP_SUM`).
 //!
-//! A variant needs SHADER_F16 when any parameter is `f16`, and subgroups when `SUBGROUP` is
-//! non-zero. Its key is its parameters in name order, `DTYPE=f32,OP=sum,...`.
+//! A variant needs SHADER_F16 when any parameter is `f16`, subgroups when `SUBGROUP` is
+//! non-zero, and the WGSL language extension `packed_4x8_integer_dot_product` when `DOT4` is.
+//! Its key is its parameters in name order, `DTYPE=f32,OP=sum,...`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,11 +48,16 @@ impl Entry {
     pub fn features(&self) -> Features {
         Features {
             f16: self.params.values().any(|v| v == "f16"),
-            subgroup: self
-                .params
-                .get("SUBGROUP")
-                .is_some_and(|v| v.parse::<u32>().is_ok_and(|n| n != 0)),
+            subgroup: self.nonzero("SUBGROUP"),
+            dot4: self.nonzero("DOT4"),
         }
+    }
+
+    /// Whether the integer parameter `name` is given and not 0.
+    fn nonzero(&self, name: &str) -> bool {
+        self.params
+            .get(name)
+            .is_some_and(|v| v.parse::<u32>().is_ok_and(|n| n != 0))
     }
 
     /// Names visible to `#ifdef`.

@@ -1,19 +1,25 @@
 // Integer dot product of one 32-weight unit with 32 int8 activations quantized by
 // quantize.wgsl (`xq` packed int8, `xd` scales, `xs` sums), scaled back to f32: the arithmetic
 // of llama.cpp's CPU vec_dot for each weight type.
+//
+// Every weight type is first brought to 4 signed bytes per u32 (the activations' layout), then
+// `dot_i8` (int_dot.wgsl) multiplies 4 bytes by 4 bytes, through `dot4I8Packed` with DOT4.
 #import quant
+#import int_dot
 
-fn nib4i(q: u32) -> vec4<i32> {
-    return vec4<i32>(i32(q & 15u), i32((q >> 8u) & 15u), i32((q >> 16u) & 15u), i32((q >> 24u) & 15u));
+// Bytewise a - c, for bytes of `a` in 0..=127 and of `c` in 0..=128: each byte of the result is
+// the signed difference (two's complement). Setting each byte's top bit first keeps the
+// subtraction from borrowing across bytes.
+fn sub_bytes(a: u32, c: u32) -> u32 {
+    return ((a | 0x80808080u) - c) ^ 0x80808080u;
 }
 
-fn bits4i(v: u32) -> vec4<i32> {
-    return vec4<i32>(i32(v & 1u), i32((v >> 1u) & 1u), i32((v >> 2u) & 1u), i32((v >> 3u) & 1u));
+// Bits 0..3 of `v` moved to bit 4 of bytes 0..3 (the fifth bit of 4 Q5_0 weights).
+fn bit4_bytes(v: u32) -> u32 {
+    return ((v & 1u) | ((v & 2u) << 7u) | ((v & 4u) << 14u) | ((v & 8u) << 21u)) << 4u;
 }
 
-fn i8x4i(q: u32) -> vec4<i32> {
-    return vec4<i32>(bitcast<i32>(q << 24u), bitcast<i32>(q << 16u), bitcast<i32>(q << 8u), bitcast<i32>(q)) >> vec4<u32>(24u);
-}
+const LO4: u32 = 0x0f0f0f0fu;
 
 // Unit `u` of the row at byte `row` against activation unit `a` (index into xd/xs; xq words
 // start at 8 * a).
@@ -24,7 +30,8 @@ fn unit_dot_q8(row: u32, u: u32, a: u32) -> f32 {
     var s = 0;
     for (var i = 0u; i < 4u; i++) {
         let q = w_u32(o + 2u + 4u * i);
-        s += dot(nib4i(q) - 8, i8x4i(xq[xw + i])) + dot(nib4i(q >> 4u) - 8, i8x4i(xq[xw + 4u + i]));
+        s += dot_i8(sub_bytes(q & LO4, 0x08080808u), xq[xw + i])
+            + dot_i8(sub_bytes((q >> 4u) & LO4, 0x08080808u), xq[xw + 4u + i]);
     }
     return w_f16(o) * xd[a] * f32(s);
 #endif
@@ -33,7 +40,7 @@ fn unit_dot_q8(row: u32, u: u32, a: u32) -> f32 {
     var s = 0;
     for (var i = 0u; i < 4u; i++) {
         let q = w_u32(o + 4u + 4u * i);
-        s += dot(nib4i(q), i8x4i(xq[xw + i])) + dot(nib4i(q >> 4u), i8x4i(xq[xw + 4u + i]));
+        s += dot_i8(q & LO4, xq[xw + i]) + dot_i8((q >> 4u) & LO4, xq[xw + 4u + i]);
     }
     return w_f16(o) * xd[a] * f32(s) + w_f16(o + 2u) * xs[a];
 #endif
@@ -43,9 +50,9 @@ fn unit_dot_q8(row: u32, u: u32, a: u32) -> f32 {
     var s = 0;
     for (var i = 0u; i < 4u; i++) {
         let q = w_u32(o + 6u + 4u * i);
-        let lo = nib4i(q) + 16 * bits4i(qh >> (4u * i)) - 16;
-        let hi = nib4i(q >> 4u) + 16 * bits4i(qh >> (16u + 4u * i)) - 16;
-        s += dot(lo, i8x4i(xq[xw + i])) + dot(hi, i8x4i(xq[xw + 4u + i]));
+        let lo = sub_bytes((q & LO4) | bit4_bytes(qh >> (4u * i)), 0x10101010u);
+        let hi = sub_bytes(((q >> 4u) & LO4) | bit4_bytes(qh >> (16u + 4u * i)), 0x10101010u);
+        s += dot_i8(lo, xq[xw + i]) + dot_i8(hi, xq[xw + 4u + i]);
     }
     return w_f16(o) * xd[a] * f32(s);
 #endif
@@ -53,7 +60,7 @@ fn unit_dot_q8(row: u32, u: u32, a: u32) -> f32 {
     let o = row + u * 34u;
     var s = 0;
     for (var i = 0u; i < 8u; i++) {
-        s += dot(i8x4i(w_u32(o + 2u + 4u * i)), i8x4i(xq[xw + i]));
+        s += dot_i8(w_u32(o + 2u + 4u * i), xq[xw + i]);
     }
     return w_f16(o) * xd[a] * f32(s);
 #endif
@@ -65,7 +72,7 @@ fn unit_dot_q8(row: u32, u: u32, a: u32) -> f32 {
     let shift = (j % 2u) * 4u;
     var s = 0;
     for (var i = 0u; i < 8u; i++) {
-        s += dot(nib4i(w_u32(qo + 4u * i) >> shift), i8x4i(xq[xw + i]));
+        s += dot_i8((w_u32(qo + 4u * i) >> shift) & LO4, xq[xw + i]);
     }
     return xd[a] * (w_f16(o) * sm.x * f32(s) - w_f16(o + 2u) * sm.y * xs[a]);
 #endif
@@ -82,8 +89,8 @@ fn unit_dot_q8(row: u32, u: u32, a: u32) -> f32 {
     for (var i = 0u; i < 8u; i++) {
         let ql = w_u32(qlo + 4u * i) >> qls;
         let qh = w_u32(qho + 4u * i) >> qhs;
-        let q = nib4i(ql) + 16 * vec4<i32>(i32(qh & 3u), i32((qh >> 8u) & 3u), i32((qh >> 16u) & 3u), i32((qh >> 24u) & 3u)) - 32;
-        let v = dot(q, i8x4i(xq[xw + i]));
+        let q = sub_bytes((ql & LO4) | ((qh & 0x03030303u) << 4u), 0x20202020u);
+        let v = dot_i8(q, xq[xw + i]);
         if i < 4u {
             s0 += v;
         } else {

@@ -22,6 +22,9 @@ pub struct GpuOptions {
     /// Folder for the persisted pipeline cache (`KILN_CACHE_DIR`); natively defaults to
     /// `$XDG_CACHE_HOME/kiln` or `~/.cache/kiln`. Unused where the backend has no pipeline cache.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Use WGSL's `dot4I8Packed` where the platform has it (`KILN_DOT4=0` turns it off, to
+    /// measure or to work around a driver); true by default.
+    pub packed_int_dot: bool,
 }
 
 impl Default for GpuOptions {
@@ -31,12 +34,14 @@ impl Default for GpuOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             adapter_name: None,
             cache_dir: None,
+            packed_int_dot: true,
         }
     }
 }
 
 impl GpuOptions {
-    /// Defaults, overridden by `KILN_BACKEND`, `KILN_POWER`, `KILN_ADAPTER`, `KILN_CACHE_DIR`.
+    /// Defaults, overridden by `KILN_BACKEND`, `KILN_POWER`, `KILN_ADAPTER`, `KILN_CACHE_DIR`,
+    /// `KILN_DOT4`.
     pub fn from_env() -> Self {
         let mut opts = GpuOptions::default();
         if let Ok(list) = std::env::var("KILN_BACKEND") {
@@ -50,6 +55,7 @@ impl GpuOptions {
         }
         opts.adapter_name = std::env::var("KILN_ADAPTER").ok().filter(|s| !s.is_empty());
         opts.cache_dir = std::env::var_os("KILN_CACHE_DIR").map(Into::into);
+        opts.packed_int_dot = std::env::var("KILN_DOT4").as_deref() != Ok("0");
         opts
     }
 }
@@ -72,6 +78,12 @@ pub struct Capabilities {
     pub timestamps: bool,
     /// Smallest and largest subgroup size the adapter reports.
     pub subgroup_sizes: (u32, u32),
+    /// WGSL's packed int8 dot product `dot4I8Packed` (the language extension
+    /// `packed_4x8_integer_dot_product`), unless [`GpuOptions::packed_int_dot`] is off.
+    /// Natively naga always has it: it emits the SPIR-V `OpSDot` where the Vulkan device has
+    /// integer dot products (Vulkan 1.3) and unpacks elsewhere; in a browser it is what the
+    /// browser's WGSL reports.
+    pub dot4: bool,
 }
 
 pub(crate) struct GpuInner {
@@ -152,6 +164,10 @@ impl Gpu {
                 .contains(wgpu::Features::SUBGROUP | wgpu::Features::SUBGROUP_BARRIER),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+            dot4: opts.packed_int_dot
+                && instance
+                    .wgsl_language_features()
+                    .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
         };
         let pipelines = Pipelines::new(&device, &info, features, opts.cache_dir.as_deref());
         Ok(Gpu {

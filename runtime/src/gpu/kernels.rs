@@ -32,6 +32,8 @@ pub struct BindingSpec {
 pub struct KernelFeatures {
     pub f16: bool,
     pub subgroup: bool,
+    /// The WGSL language extension `packed_4x8_integer_dot_product` (`dot4I8Packed`).
+    pub dot4: bool,
 }
 
 /// One generated kernel variant, validated by naga at build time.

@@ -145,6 +145,12 @@ impl Gpu {
                 feature: "SUBGROUP",
             });
         }
+        if spec.features.dot4 && !caps.dot4 {
+            return Err(Error::MissingFeature {
+                kernel: spec.id(),
+                feature: "the WGSL language extension packed_4x8_integer_dot_product",
+            });
+        }
         let limits = self.limits();
         let exceeds = |what, needed: u64, limit: u64| {
             (needed > limit).then(|| Error::KernelExceedsLimits {

@@ -339,11 +339,33 @@ pub fn quantize_key(quant: ActQuant) -> KernelKey {
         .uint("WG_SIZE", 64)
 }
 
-pub fn gemv_q8_key(wtype: WType, split: Split, accumulate: bool) -> KernelKey {
+/// How `gemv_q8` multiplies 4 int8 weights by 4 int8 activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IntDot {
+    /// WGSL's `dot4I8Packed` on the packed bytes (`DOT4=1`): one instruction where the
+    /// hardware has a packed int8 dot product.
+    Packed,
+    /// Both words unpacked to `vec4<i32>` and multiplied (`DOT4=0`): works everywhere.
+    Unpacked,
+}
+
+impl IntDot {
+    /// Packed where the device has it ([`crate::gpu::Capabilities::dot4`]), unpacked elsewhere.
+    pub fn best(gpu: &crate::gpu::Gpu) -> IntDot {
+        if gpu.capabilities().dot4 {
+            IntDot::Packed
+        } else {
+            IntDot::Unpacked
+        }
+    }
+}
+
+pub fn gemv_q8_key(wtype: WType, split: Split, dot: IntDot, accumulate: bool) -> KernelKey {
     let mut key = KernelKey::new("gemv_q8")
         .word("WTYPE", wtype.word())
         .uint("WG_SIZE", 64)
-        .flag("ACC", accumulate);
+        .flag("ACC", accumulate)
+        .flag("DOT4", dot == IntDot::Packed);
     // Only the formats with a min term read the activation sums (an `XS` variant).
     if matches!(wtype, WType::Q4_1 | WType::Q4K) {
         key = key.uint("XS", 1);
@@ -389,10 +411,26 @@ pub fn quantize(rec: &mut Recorder, x: View<'_>, q: QAct<'_>, m: u32, k: u32) ->
     }
 }
 
-/// Records `y[j, y_offset + r] (+)= W[r, :] . x[j, :]` on activations quantized for `W`'s type.
+/// Records `y[j, y_offset + r] (+)= W[r, :] . x[j, :]` on activations quantized for `W`'s type,
+/// with the int8 dot product that suits the device ([`IntDot::best`]).
 pub fn gemv_q8(
     rec: &mut Recorder,
     split: Split,
+    w: View<'_>,
+    x: QAct<'_>,
+    y: View<'_>,
+    s: GemvShape,
+) -> Result<()> {
+    let dot = IntDot::best(rec.gpu());
+    gemv_q8_with(rec, split, dot, w, x, y, s)
+}
+
+/// [`gemv_q8`] with the int8 dot product chosen by the caller (`IntDot::Packed` on a device
+/// without it is [`Error::MissingFeature`]).
+pub fn gemv_q8_with(
+    rec: &mut Recorder,
+    split: Split,
+    dot: IntDot,
     w: View<'_>,
     x: QAct<'_>,
     y: View<'_>,
@@ -421,7 +459,7 @@ pub fn gemv_q8(
     )?;
     let kernel = rec
         .gpu()
-        .kernel(&gemv_q8_key(s.wtype, split, s.accumulate))?;
+        .kernel(&gemv_q8_key(s.wtype, split, dot, s.accumulate))?;
     let (groups, params) = gemv_launch(rec, &kernel, split, &s, row_bytes);
     if matches!(s.wtype, WType::Q4_1 | WType::Q4K) {
         need("gemv_q8", "xs", &x.xs, bs)?;

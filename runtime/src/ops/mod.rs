@@ -6,6 +6,7 @@ pub mod activation;
 pub mod attention;
 pub mod elementwise;
 pub mod gemv;
+pub mod int8;
 pub mod matmul;
 pub mod norm;
 pub mod reduce;
@@ -13,6 +14,8 @@ pub mod rope;
 pub mod rwkv;
 pub mod sample;
 pub mod ssm;
+pub mod softmax;
+pub mod unary;
 
 use crate::error::{Error, Result};
 use crate::gpu::View;

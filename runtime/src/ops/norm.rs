@@ -1,4 +1,5 @@
-//! RMSNorm over rows, in the usual `w` form and Gemma's `(1 + w)` form.
+//! Norms over rows: RMSNorm in the usual `w` form and Gemma's `(1 + w)` form, and LayerNorm
+//! with an optional weight and bias.
 
 use crate::error::Result;
 use crate::gpu::{KernelKey, Recorder, View};
@@ -50,4 +51,65 @@ pub fn rms_norm(
         w_offset,
     };
     rec.dispatch(&kernel, groups, &params, &[x, w, out])
+}
+
+pub fn layer_norm_key(combine: Combine) -> KernelKey {
+    KernelKey::new("layer_norm")
+        .uint("WG_SIZE", 256)
+        .flag("SUBGROUP", combine == Combine::Subgroup)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LayerNormParams {
+    n: u32,
+    rows: u32,
+    eps: f32,
+    has_w: u32,
+    has_b: u32,
+}
+
+/// `out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * w + b` for `rows` rows of `n`, with the
+/// row's mean and biased variance; without `w` the weight is 1, without `b` the bias 0.
+/// `x` and `out` must not overlap.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per binding and parameter"
+)]
+pub fn layer_norm(
+    rec: &mut Recorder,
+    combine: Combine,
+    x: View<'_>,
+    w: Option<View<'_>>,
+    b: Option<View<'_>>,
+    out: View<'_>,
+    rows: u32,
+    n: u32,
+    eps: f32,
+) -> Result<()> {
+    let bytes = u64::from(rows) * u64::from(n) * 4;
+    need("layer_norm", "x", &x, bytes)?;
+    need("layer_norm", "out", &out, bytes)?;
+    if let Some(w) = &w {
+        need("layer_norm", "w", w, u64::from(n) * 4)?;
+    }
+    if let Some(b) = &b {
+        need("layer_norm", "b", b, u64::from(n) * 4)?;
+    }
+    let kernel = rec.gpu().kernel(&layer_norm_key(combine))?;
+    let groups = rec.gpu().grid(rows.max(1));
+    let params = LayerNormParams {
+        n,
+        rows,
+        eps,
+        has_w: u32::from(w.is_some()),
+        has_b: u32::from(b.is_some()),
+    };
+    // An absent weight or bias is not read; `x` fills its binding.
+    rec.dispatch(
+        &kernel,
+        groups,
+        &params,
+        &[x, w.unwrap_or(x), b.unwrap_or(x), out],
+    )
 }
