@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use kiln::ops::attention::{Attention, attention, scratch_bytes};
+use kiln::ops::attention::{Attention, KvType, attention, scratch_bytes};
 use kiln::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv_q8, quantize};
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
@@ -200,6 +200,7 @@ fn attention_case(gpu: &Gpu, heads: (u32, u32, u32), ctx: u32) -> Result<Case> {
         window: 0,
         scale: 1.0 / (head_dim as f32).sqrt(),
         softcap: 0.0,
+        kv: KvType::F16,
     };
     let cache = a.cache_bytes();
     let qbytes = u64::from(n_head * head_dim) * 4;
