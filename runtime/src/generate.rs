@@ -195,10 +195,7 @@ impl Model {
         let (engine, adapter) = match gpu {
             Some(gpu) => {
                 let name = gpu.adapter_info().name.clone();
-                let attn = AttnOptions {
-                    kv: opts.kv_cache,
-                    ..AttnOptions::default()
-                };
+                let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
                 let model = GpuModel::load_with(&gpu, &file, &cfg, context, attn, progress)?;
                 (Engine::Gpu(Box::new(model)), Some(name))
             }

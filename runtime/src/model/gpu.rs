@@ -29,16 +29,30 @@ pub struct AttnOptions {
     /// How the KV cache stores values (f16 unless asked otherwise).
     pub kv: KvType,
     /// Fewest positions per split when attention is split over the KV length; a step whose
-    /// tokens see fewer than twice this many is not split. Prompt chunks use the tiled kernel
-    /// and decode steps the one-pass kernel when not split.
+    /// tokens see fewer than twice this many is not split, and 0 never splits. Prompt chunks
+    /// use the tiled kernel and decode steps the one-pass kernel when not split.
     pub split_min_len: u32,
 }
 
 impl Default for AttnOptions {
+    /// An f16 cache, split from [`SPLIT_MIN_LEN`] positions per split (the GPU choice).
     fn default() -> Self {
         AttnOptions {
             kv: KvType::F16,
             split_min_len: SPLIT_MIN_LEN,
+        }
+    }
+}
+
+impl AttnOptions {
+    /// What suits the device: no split on CPU adapters (lavapipe), whose few cores gain
+    /// nothing from more workgroups (there a split decode step at 2048 positions took 2.3x
+    /// the one-pass kernel's time), [`SPLIT_MIN_LEN`] on GPUs.
+    pub fn for_gpu(gpu: &Gpu, kv: KvType) -> AttnOptions {
+        let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        AttnOptions {
+            kv,
+            split_min_len: if cpu { 0 } else { SPLIT_MIN_LEN },
         }
     }
 }
@@ -311,7 +325,8 @@ impl GpuModel {
         capacity: u32,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<GpuModel> {
-        Self::load_with(gpu, file, cfg, capacity, AttnOptions::default(), progress)
+        let attn = AttnOptions::for_gpu(gpu, KvType::F16);
+        Self::load_with(gpu, file, cfg, capacity, attn, progress)
     }
 
     /// [`GpuModel::load`] with attention options (the cache type, when to split).
@@ -323,11 +338,6 @@ impl GpuModel {
         attn: AttnOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<GpuModel> {
-        if attn.split_min_len == 0 {
-            return Err(Error::Unsupported(
-                "attention split_min_len must be at least 1".into(),
-            ));
-        }
         if cfg.final_softcap != 0.0 {
             return Err(Error::Unsupported(
                 "final logit soft-capping (Gemma 2) is not implemented".into(),
@@ -363,11 +373,12 @@ impl GpuModel {
             kv: attn.kv,
         };
         // The most splits a step can use: spans of fewer than two minimal splits are not split.
-        let max_splits = if capacity >= 2 * attn.split_min_len {
-            capacity.div_ceil(attn.split_min_len).min(MAX_SPLITS)
-        } else {
-            0
-        };
+        let max_splits =
+            if attn.split_min_len > 0 && capacity >= attn.split_min_len.saturating_mul(2) {
+                capacity.div_ceil(attn.split_min_len).min(MAX_SPLITS)
+            } else {
+                0
+            };
         let storage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
@@ -691,7 +702,7 @@ impl GpuModel {
         let s = &self.s;
         let (k, v) = ((&l.k_cache).into(), (&l.v_cache).into());
         let splits = Splits::plan(&a, self.attn.split_min_len);
-        if splits.count > 1 {
+        if self.attn.split_min_len > 0 && splits.count > 1 {
             let partials = View::new(&s.partials, 0, partials_bytes(&a, splits.count));
             attention_split(rec, q.into(), k, v, partials, (&s.att).into(), a, splits)
         } else if a.n_tok > 1 {

@@ -257,14 +257,17 @@ impl Splits {
         let (lo, hi) = a.span();
         let span = hi - lo;
         let min_len = min_len.max(1);
-        if span < 2 * min_len {
+        if span < min_len.saturating_mul(2) {
             return Splits {
                 kv0: lo,
                 len: span.max(1),
                 count: 1,
             };
         }
-        let len = min_len * span.div_ceil(min_len * MAX_SPLITS);
+        // span >= 2 * min_len, so len <= span fits in u32.
+        let len = (u64::from(min_len)
+            * u64::from(span).div_ceil(u64::from(min_len) * u64::from(MAX_SPLITS)))
+            as u32;
         Splits {
             kv0: lo,
             len,
