@@ -1,14 +1,15 @@
-// Causal attention of n_tok new queries against an f16 KV cache (pairs packed in u32), with
-// grouped-query heads, an optional sliding window and optional logit soft-capping.
+// Causal attention of n_tok new queries against the KV cache (KV=f16: f16 pairs packed in u32;
+// KV=f32: f32 pairs), with grouped-query heads, an optional sliding window and optional logit
+// soft-capping.
 // Query t (at position pos0 + t) of head h attends cache positions
 // max(0, pos0 + t + 1 - window) ..= pos0 + t of kv head h / (n_head / n_kv_head).
 // One workgroup per (token, head): scores go to a scratch row, then a max and a sum reduction
 // (subgroup or shared memory) and a weighted sum of values. q and the normalized weights are
 // rounded to f16 before they meet the f16 cache, as llama.cpp's CPU path does, so both runtimes
-// compute the same products.
+// compute the same products (with the f32 cache nothing is rounded, as in llama.cpp).
 #import reduce
-#import f16
 #import grid
+#import kv
 
 struct Params {
     n_head: u32,
@@ -27,8 +28,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;             // (n_tok, n_head, head_dim)
-@group(0) @binding(2) var<storage, read> kc: array<u32>;            // (n_kv_head, capacity, head_dim / 2)
-@group(0) @binding(3) var<storage, read> vc: array<u32>;            // (n_kv_head, capacity, head_dim / 2)
+@group(0) @binding(2) var<storage, read> kc: array<KvPair>;         // (n_kv_head, capacity, head_dim / 2)
+@group(0) @binding(3) var<storage, read> vc: array<KvPair>;         // (n_kv_head, capacity, head_dim / 2)
 @group(0) @binding(4) var<storage, read_write> scores: array<f32>;  // (n_tok * n_head, capacity)
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;     // (n_tok, n_head, head_dim)
 
@@ -57,7 +58,7 @@ fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     }
     for (var d = l.index; d < pairs; d += WG_SIZE) {
         let v = vec2<f32>(q[qi * p.head_dim + 2u * d], q[qi * p.head_dim + 2u * d + 1u]);
-        qs[d] = f16_round2(v);
+        qs[d] = kv_round2(v);
     }
     workgroupBarrier();
 
@@ -68,7 +69,7 @@ fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let kb = (kv_base + pos) * pairs;
         var s = 0.0;
         for (var d = 0u; d < pairs; d++) {
-            s += dot(qs[d], unpack2x16float(kc[kb + d]));
+            s += dot(qs[d], kv_unpack(kc[kb + d]));
         }
         s *= p.scale;
         if p.softcap > 0.0 {
@@ -89,8 +90,8 @@ fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     for (var d = l.index; d < pairs; d += WG_SIZE) {
         var acc = vec2<f32>(0.0);
         for (var pos = first; pos <= last; pos++) {
-            let w = f16_round(scores[srow + pos] * inv);
-            acc += w * unpack2x16float(vc[(kv_base + pos) * pairs + d]);
+            let w = kv_round(scores[srow + pos] * inv);
+            acc += w * kv_unpack(vc[(kv_base + pos) * pairs + d]);
         }
         out[qi * p.head_dim + 2u * d] = acc.x;
         out[qi * p.head_dim + 2u * d + 1u] = acc.y;

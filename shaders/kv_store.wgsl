@@ -1,8 +1,9 @@
 // Appends n_tok rows of keys or values (f32, (n_tok, n_kv_head, head_dim)) to a cache laid out
-// (n_kv_head, capacity, head_dim) at positions pos0.., stored as f16 pairs packed in u32 (so the
-// cache is half size on every device, with or without SHADER_F16). One invocation per pair.
+// (n_kv_head, capacity, head_dim) at positions pos0.., stored as f16 pairs packed in u32 (KV=f16:
+// the cache is half size on every device, with or without SHADER_F16) or as f32 pairs (KV=f32).
+// One invocation per pair.
 #import grid
-#import f16
+#import kv
 
 struct Params {
     n_kv_head: u32,
@@ -17,7 +18,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<vec2<f32>>;       // (n_tok, n_kv_head, head_dim / 2)
-@group(0) @binding(2) var<storage, read_write> cache: array<u32>;     // (n_kv_head, capacity, head_dim / 2)
+@group(0) @binding(2) var<storage, read_write> cache: array<KvPair>;  // (n_kv_head, capacity, head_dim / 2)
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>,
@@ -30,5 +31,5 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     let d = id % pairs;
     let h = (id / pairs) % p.n_kv_head;
     let t = id / (pairs * p.n_kv_head);
-    cache[(h * p.capacity + p.pos0 + t) * pairs + d] = pack2x16float(f16_round2(src[id]));
+    cache[(h * p.capacity + p.pos0 + t) * pairs + d] = kv_pack(src[id]);
 }

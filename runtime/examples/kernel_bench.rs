@@ -19,7 +19,10 @@
 
 use std::time::Instant;
 
-use kiln::ops::attention::{Attention, attention, scratch_bytes};
+use kiln::ops::attention::{
+    Attention, KvType, SPLIT_MIN_LEN, Splits, attention, attention_split, attention_tiled,
+    partials_bytes, scratch_bytes,
+};
 use kiln::ops::gemv::{ActQuant, GemvShape, IntDot, QAct, Split, WType, gemv_q8_with, quantize};
 use kiln::ops::int8::{I8Rows, W8A8Shape, gemv_w8a8};
 use kiln::ops::norm::rms_norm;
@@ -40,13 +43,25 @@ const KNOWN_GBPS: &[(&str, f64)] = &[
 const ROTATE_BYTES: u64 = 192 << 20;
 
 /// A case to build: kernel and shape.
+/// Which attention kernel a case times.
+#[derive(Clone, Copy, Debug)]
+enum AttnPath {
+    /// `attention`: a workgroup per (token, head), scores in scratch.
+    OnePass,
+    /// `attention_tiled`.
+    Tiled,
+    /// `attention_split` with kiln's default split plan.
+    Split,
+}
+
 enum Spec {
     Gemv(WType, u32, u32, &'static str, IntDot),
     /// Int8 weights with per-row scales against per-row int8 activations.
     W8A8(u32, u32, &'static str, IntDot),
     Quantize(ActQuant, u32),
     Norm(u32),
-    Attention(&'static str, (u32, u32, u32), u32),
+    /// (label, (n_head, n_kv_head, head_dim), context, new tokens, kernel)
+    Attention(&'static str, (u32, u32, u32), u32, u32, AttnPath),
     /// Sampling with top-k 40, top-p 0.9 over this many logits.
     Sample(u32),
     /// Mamba's selective scan: label, (d_inner, d_state), tokens per call.
@@ -66,7 +81,9 @@ impl Spec {
             }
             Spec::Quantize(q, k) => format!("quantize {q:?} k={k}"),
             Spec::Norm(n) => format!("rms_norm n={n}"),
-            Spec::Attention(label, _, ctx) => format!("attention {label} ctx={ctx}"),
+            Spec::Attention(label, _, ctx, n_tok, path) => {
+                format!("attention {label} ctx={ctx} n={n_tok} {path:?}")
+            }
             Spec::Sample(n) => format!("sample top-k 40 top-p 0.9 n={n}"),
             Spec::Scan(label, (d, n), t) => format!("ssm_scan {label} {d}x{n} t={t}"),
             Spec::Wkv(v, label, (h, n), t) => format!("wkv{v} {label} {h}x{n} t={t}"),
@@ -253,21 +270,30 @@ fn rms_norm_case(gpu: &Gpu, n: u32) -> Result<Case> {
     })
 }
 
-fn attention_case(gpu: &Gpu, heads: (u32, u32, u32), ctx: u32) -> Result<Case> {
+/// Bytes count the caches once (what a kernel must read at least), plus q and the output.
+fn attention_case(
+    gpu: &Gpu,
+    heads: (u32, u32, u32),
+    ctx: u32,
+    n_tok: u32,
+    path: AttnPath,
+) -> Result<Case> {
     let (n_head, n_kv_head, head_dim) = heads;
     let a = Attention {
         n_head,
         n_kv_head,
         head_dim,
         capacity: ctx,
-        n_tok: 1,
-        pos0: ctx - 1,
+        n_tok,
+        pos0: ctx - n_tok,
         window: 0,
         scale: 1.0 / (head_dim as f32).sqrt(),
         softcap: 0.0,
+        kv: KvType::F16,
     };
     let cache = a.cache_bytes();
-    let qbytes = u64::from(n_head * head_dim) * 4;
+    let qbytes = u64::from(n_tok * n_head * head_dim) * 4;
+    let splits = Splits::plan(&a, SPLIT_MIN_LEN);
     let copies = ROTATE_BYTES.div_ceil(2 * cache).clamp(2, 64) as usize;
     let mut buffers = Vec::new();
     for c in 0..2 * copies {
@@ -276,23 +302,28 @@ fn attention_case(gpu: &Gpu, heads: (u32, u32, u32), ctx: u32) -> Result<Case> {
     buffers.push(gpu.upload("q", &vec![0u8; qbytes as usize])?);
     buffers.push(storage(gpu, scratch_bytes(&a))?);
     buffers.push(storage(gpu, qbytes)?);
+    buffers.push(storage(gpu, partials_bytes(&a, splits.count))?);
     let combine = Combine::best(gpu);
     Ok(Case {
-        flops: 4.0 * f64::from(n_head) * f64::from(ctx) * f64::from(head_dim),
+        flops: 4.0 * f64::from(n_tok * n_head) * f64::from(ctx) * f64::from(head_dim),
         bytes: (2 * cache + 2 * qbytes) as f64,
         buffers,
         record: Box::new(move |rec, b, i| {
             let c = i % copies;
-            attention(
-                rec,
-                combine,
+            let (q, k, v) = (
                 (&b[2 * copies]).into(),
                 (&b[2 * c]).into(),
                 (&b[2 * c + 1]).into(),
-                (&b[2 * copies + 1]).into(),
-                (&b[2 * copies + 2]).into(),
-                a,
-            )
+            );
+            let (scores, out) = ((&b[2 * copies + 1]).into(), (&b[2 * copies + 2]).into());
+            match path {
+                AttnPath::OnePass => attention(rec, combine, q, k, v, scores, out, a),
+                AttnPath::Tiled => attention_tiled(rec, q, k, v, out, a),
+                AttnPath::Split => {
+                    let partials = (&b[2 * copies + 3]).into();
+                    attention_split(rec, q, k, v, partials, out, a, splits)
+                }
+            }
         }),
     })
 }
@@ -549,8 +580,19 @@ fn main() -> Result<()> {
         specs.push(Spec::Norm(n));
     }
     for ctx in [512, 2048] {
-        specs.push(Spec::Attention("smollm2 9/3x64", (9, 3, 64), ctx));
-        specs.push(Spec::Attention("gemma3 4/1x256", (4, 1, 256), ctx));
+        for (label, heads) in [
+            ("smollm2 9/3x64", (9, 3, 64)),
+            ("gemma3 4/1x256", (4, 1, 256)),
+        ] {
+            // A decode step and a prompt chunk (the GPU model's CHUNK of 32) at the end of
+            // the context, by each kernel that can run it.
+            for path in [AttnPath::OnePass, AttnPath::Split] {
+                specs.push(Spec::Attention(label, heads, ctx, 1, path));
+            }
+            for path in [AttnPath::OnePass, AttnPath::Tiled, AttnPath::Split] {
+                specs.push(Spec::Attention(label, heads, ctx, 32, path));
+            }
+        }
     }
     for n in [49152, 151_936, 262_144] {
         specs.push(Spec::Sample(n));
@@ -583,7 +625,9 @@ fn main() -> Result<()> {
             Spec::W8A8(rows, k, _, dot) => w8a8_case(&gpu, rows, k, dot)?,
             Spec::Quantize(q, k) => quantize_case(&gpu, q, k)?,
             Spec::Norm(n) => rms_norm_case(&gpu, n)?,
-            Spec::Attention(_, heads, ctx) => attention_case(&gpu, heads, ctx)?,
+            Spec::Attention(_, heads, ctx, n_tok, path) => {
+                attention_case(&gpu, heads, ctx, n_tok, path)?
+            }
             Spec::Sample(n) => sample_case(&gpu, n)?,
             Spec::Scan(_, (d, n), t) => scan_case(&gpu, d, n, t)?,
             Spec::Wkv(v, _, (h, n), t) => wkv_case(&gpu, v, h, n, t)?,

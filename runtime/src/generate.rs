@@ -12,7 +12,8 @@ use crate::gguf::GgufFile;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
-use crate::model::gpu::{Choice, GpuModel, StepOutput};
+use crate::model::gpu::{AttnOptions, Choice, GpuModel, StepOutput};
+use crate::ops::attention::KvType;
 use crate::ops::sample::SampleParams;
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 
@@ -50,6 +51,9 @@ pub struct LoadOptions {
     /// CPU threads (0 = all cores).
     pub threads: usize,
     pub gpu: GpuOptions,
+    /// How the GPU path's KV cache stores values; `KILN_KV_CACHE=f16|f32` overrides the
+    /// default (f16). The CPU path's cache is always f16.
+    pub kv_cache: KvType,
 }
 
 impl Default for LoadOptions {
@@ -63,6 +67,10 @@ impl Default for LoadOptions {
             context: 2048,
             threads: 0,
             gpu: GpuOptions::from_env(),
+            kv_cache: std::env::var("KILN_KV_CACHE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -187,7 +195,8 @@ impl Model {
         let (engine, adapter) = match gpu {
             Some(gpu) => {
                 let name = gpu.adapter_info().name.clone();
-                let model = GpuModel::load(&gpu, &file, &cfg, context, progress)?;
+                let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
+                let model = GpuModel::load_with(&gpu, &file, &cfg, context, attn, progress)?;
                 (Engine::Gpu(Box::new(model)), Some(name))
             }
             None => {

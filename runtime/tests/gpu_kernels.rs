@@ -10,7 +10,7 @@ use half::f16;
 use kiln::Gpu;
 use kiln::gpu::View;
 use kiln::ops::activation::{Act, add_inplace, gated};
-use kiln::ops::attention::{Attention, attention, kv_store, scratch_bytes};
+use kiln::ops::attention::{Attention, KvType, attention, kv_store, scratch_bytes};
 use kiln::ops::gemv::{
     ActQuant, EmbedShape, GemvShape, IntDot, QAct, Split, WType, embed, gemv, gemv_q8,
     gemv_q8_with, quantize,
@@ -707,6 +707,7 @@ fn run_attention(gpu: &Gpu, combine: Combine, c: &AttnCase, seed: u64) -> Vec<f3
         window: c.window as u32,
         scale: 1.0 / (c.head_dim as f32).sqrt(),
         softcap: c.softcap,
+        kv: KvType::F16,
     };
     let cache_words = (a(1, 0).cache_bytes() / 4) as usize;
     let (kc, ko) = guarded_output(gpu, cache_words);

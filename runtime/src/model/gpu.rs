@@ -7,7 +7,11 @@ use crate::gguf::GgufFile;
 use crate::gpu::{Gpu, View};
 use crate::model::config::{Arch, Config, LayerWeights, matrix, vector};
 use crate::ops::activation::{Act, add_inplace, gated};
-use crate::ops::attention::{Attention, attention, kv_store, scratch_bytes};
+use crate::ops::attention::{
+    Attention, KvType, MAX_SPLITS, SPLIT_MIN_LEN, Splits, attention, attention_combine_key,
+    attention_flash_key, attention_key, attention_split, attention_tiled, kv_store, partials_bytes,
+    scratch_bytes,
+};
 use crate::ops::gemv::{
     ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
 };
@@ -18,6 +22,40 @@ use crate::ops::sample::{SampleParams, argmax, sample};
 
 /// Prompt tokens processed per recorded chunk.
 pub const CHUNK: u32 = 32;
+
+/// How a GPU model runs attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnOptions {
+    /// How the KV cache stores values (f16 unless asked otherwise).
+    pub kv: KvType,
+    /// Fewest positions per split when attention is split over the KV length; a step whose
+    /// tokens see fewer than twice this many is not split, and 0 never splits. Prompt chunks
+    /// use the tiled kernel and decode steps the one-pass kernel when not split.
+    pub split_min_len: u32,
+}
+
+impl Default for AttnOptions {
+    /// An f16 cache, split from [`SPLIT_MIN_LEN`] positions per split (the GPU choice).
+    fn default() -> Self {
+        AttnOptions {
+            kv: KvType::F16,
+            split_min_len: SPLIT_MIN_LEN,
+        }
+    }
+}
+
+impl AttnOptions {
+    /// What suits the device: no split on CPU adapters (lavapipe), whose few cores gain
+    /// nothing from more workgroups (there a split decode step at 2048 positions took 2.3x
+    /// the one-pass kernel's time), [`SPLIT_MIN_LEN`] on GPUs.
+    pub fn for_gpu(gpu: &Gpu, kv: KvType) -> AttnOptions {
+        let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        AttnOptions {
+            kv,
+            split_min_len: if cpu { 0 } else { SPLIT_MIN_LEN },
+        }
+    }
+}
 
 /// A weight matrix `(rows, k)` on the GPU, split by rows into parts that each fit one binding.
 #[derive(Debug)]
@@ -222,7 +260,10 @@ struct Scratch {
     last: wgpu::Buffer,
     last_norm: wgpu::Buffer,
     logits: wgpu::Buffer,
+    /// The one-pass decode kernel's scores (n_head, capacity).
     scores: wgpu::Buffer,
+    /// Split attention's partial results, for CHUNK tokens and the most splits.
+    partials: wgpu::Buffer,
     tokens: wgpu::Buffer,
     /// The repetition penalty's window of recent ids.
     recent: wgpu::Buffer,
@@ -269,6 +310,7 @@ pub struct GpuModel {
     layers: Vec<Layer>,
     s: Scratch,
     capacity: u32,
+    attn: AttnOptions,
     /// Pipelines created when the pipeline cache was last written to disk.
     cached_pipelines: u64,
 }
@@ -281,6 +323,19 @@ impl GpuModel {
         file: &GgufFile,
         cfg: &Config,
         capacity: u32,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<GpuModel> {
+        let attn = AttnOptions::for_gpu(gpu, KvType::F16);
+        Self::load_with(gpu, file, cfg, capacity, attn, progress)
+    }
+
+    /// [`GpuModel::load`] with attention options (the cache type, when to split).
+    pub fn load_with(
+        gpu: &Gpu,
+        file: &GgufFile,
+        cfg: &Config,
+        capacity: u32,
+        attn: AttnOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<GpuModel> {
         if cfg.final_softcap != 0.0 {
@@ -315,7 +370,15 @@ impl GpuModel {
             window: 0,
             scale: cfg.attn_scale,
             softcap: cfg.attn_softcap,
+            kv: attn.kv,
         };
+        // The most splits a step can use: spans of fewer than two minimal splits are not split.
+        let max_splits =
+            if attn.split_min_len > 0 && capacity >= attn.split_min_len.saturating_mul(2) {
+                capacity.div_ceil(attn.split_min_len).min(MAX_SPLITS)
+            } else {
+                0
+            };
         let storage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
@@ -365,14 +428,32 @@ impl GpuModel {
             last: f("last", u64::from(cfg.d_model))?,
             last_norm: f("last norm", u64::from(cfg.d_model))?,
             logits: f("logits", u64::from(cfg.vocab))?,
-            scores: gpu.create_buffer("scores", scratch_bytes(&a), storage)?,
+            scores: gpu.create_buffer(
+                "scores",
+                scratch_bytes(&Attention { n_tok: 1, ..a }),
+                storage,
+            )?,
+            partials: gpu.create_buffer(
+                "attention partials",
+                partials_bytes(&a, max_splits).max(4),
+                storage,
+            )?,
             tokens: f("tokens", u64::from(capacity) + 1)?,
             recent: f("recent", u64::from(capacity) + 1)?,
         };
+        // The kernels only decode steps use (the prompt compiles its own on the first step),
+        // created now so that no decode step compiles a pipeline, however long the context.
+        let combine = Combine::best(gpu);
+        let mut decode_kernels = vec![attention_key(combine, attn.kv)];
+        if max_splits > 0 {
+            decode_kernels.push(attention_flash_key(attn.kv, cfg.head_dim, true));
+            decode_kernels.push(attention_combine_key());
+        }
+        pollster::block_on(gpu.prewarm(&decode_kernels))?;
         Ok(GpuModel {
             gpu: gpu.clone(),
             cfg: cfg.clone(),
-            combine: Combine::best(gpu),
+            combine,
             split: Split::best(gpu),
             acts: Acts::new(gpu, cfg.d_model.max(cfg.d_ff).max(cfg.q_dim()))?,
             embd,
@@ -381,6 +462,7 @@ impl GpuModel {
             layers,
             s,
             capacity,
+            attn,
             cached_pipelines: 0,
         })
     }
@@ -604,6 +686,41 @@ impl GpuModel {
         }
     }
 
+    /// Attention of the chunk's `q` against layer `l`'s cache into `att`: split over the KV
+    /// length where the tokens see at least two minimal splits' worth of positions, else the
+    /// tiled kernel for a prompt chunk (K and V read once per tile of query rows, not once per
+    /// row) and the one-pass kernel for a decode step (whose f16-rounded weights match
+    /// llama.cpp's arithmetic exactly).
+    fn attend(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        combine: Combine,
+        q: &wgpu::Buffer,
+        l: &Layer,
+        a: Attention,
+    ) -> Result<()> {
+        let s = &self.s;
+        let (k, v) = ((&l.k_cache).into(), (&l.v_cache).into());
+        let splits = Splits::plan(&a, self.attn.split_min_len);
+        if self.attn.split_min_len > 0 && splits.count > 1 {
+            let partials = View::new(&s.partials, 0, partials_bytes(&a, splits.count));
+            attention_split(rec, q.into(), k, v, partials, (&s.att).into(), a, splits)
+        } else if a.n_tok > 1 {
+            attention_tiled(rec, q.into(), k, v, (&s.att).into(), a)
+        } else {
+            attention(
+                rec,
+                combine,
+                q.into(),
+                k,
+                v,
+                (&s.scores).into(),
+                (&s.att).into(),
+                a,
+            )
+        }
+    }
+
     fn record_chunk(&self, rec: &mut crate::gpu::Recorder, pos0: u32, n: u32) -> Result<()> {
         let cfg = &self.cfg;
         let s = &self.s;
@@ -687,19 +804,11 @@ impl GpuModel {
                 window: if local { cfg.window } else { 0 },
                 scale: cfg.attn_scale,
                 softcap: cfg.attn_softcap,
+                kv: self.attn.kv,
             };
             kv_store(rec, k.into(), (&l.k_cache).into(), a)?;
             kv_store(rec, (&s.v).into(), (&l.v_cache).into(), a)?;
-            attention(
-                rec,
-                cb,
-                q.into(),
-                (&l.k_cache).into(),
-                (&l.v_cache).into(),
-                (&s.scores).into(),
-                (&s.att).into(),
-                a,
-            )?;
+            self.attend(rec, cb, q, l, a)?;
             self.residual(rec, &l.w.o, &s.att, l.w.post_attn_norm.as_ref(), n)?;
             self.norm(rec, &s.x, &l.w.ffn_norm, &s.xn, n, d)?;
             acts.prepare(rec, (&s.xn).into(), n, &[&l.w.gate, &l.w.up])?;

@@ -1,5 +1,8 @@
-//! The KV cache append and fused causal attention over it (grouped-query heads, sliding window,
-//! soft-capping). The cache holds f16 pairs packed in u32 on every device.
+//! The KV cache append and causal attention over it (grouped-query heads, sliding window,
+//! soft-capping): the one-pass kernel (a workgroup per query row and head, scores in a scratch
+//! row), the tiled online-softmax kernel for prefill, and split-KV attention with a combine pass
+//! for long contexts. The cache holds f16 pairs packed in u32 on every device, or f32 where the
+//! caller asks for it ([`KvType`]).
 
 use crate::error::{Error, Result};
 use crate::gpu::{KernelKey, Recorder, View};
@@ -9,15 +12,61 @@ use crate::ops::reduce::Combine;
 /// Largest head dimension the attention kernel takes (Gemma 3 uses 256).
 pub const MAX_HEAD_DIM: u32 = 256;
 
-pub fn kv_store_key() -> KernelKey {
-    KernelKey::new("kv_store").uint("WG_SIZE", 256)
+/// How the KV cache stores its values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KvType {
+    /// f16 pairs packed in u32 (half size, the default); q and the one-pass kernel's softmax
+    /// weights are rounded to f16 before they meet it, as llama.cpp does.
+    #[default]
+    F16,
+    /// f32: twice the memory, nothing rounded.
+    F32,
 }
 
-pub fn attention_key(combine: Combine) -> KernelKey {
+impl KvType {
+    /// The variant word (`KV=f16`).
+    pub fn word(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::F32 => "f32",
+        }
+    }
+
+    /// Bytes per cached value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<KvType> {
+        match s {
+            "f16" => Ok(KvType::F16),
+            "f32" => Ok(KvType::F32),
+            _ => Err(Error::Unsupported(format!(
+                "KV cache type `{s}`: use f16 or f32"
+            ))),
+        }
+    }
+}
+
+pub fn kv_store_key(kv: KvType) -> KernelKey {
+    KernelKey::new("kv_store")
+        .uint("WG_SIZE", 256)
+        .word("KV", kv.word())
+}
+
+pub fn attention_key(combine: Combine, kv: KvType) -> KernelKey {
     KernelKey::new("attention")
         .uint("MAX_HEAD_DIM", MAX_HEAD_DIM)
         .uint("WG_SIZE", 64)
         .flag("SUBGROUP", combine == Combine::Subgroup)
+        .word("KV", kv.word())
 }
 
 /// Geometry of one layer's cache and of the tokens being processed.
@@ -37,6 +86,8 @@ pub struct Attention {
     pub scale: f32,
     /// Logit soft-capping (0 = none).
     pub softcap: f32,
+    /// How the cache stores values.
+    pub kv: KvType,
 }
 
 impl Attention {
@@ -62,7 +113,27 @@ impl Attention {
 
     /// Bytes of one cache (keys or values).
     pub fn cache_bytes(&self) -> u64 {
-        u64::from(self.n_kv_head) * u64::from(self.capacity) * u64::from(self.head_dim) * 2
+        u64::from(self.n_kv_head)
+            * u64::from(self.capacity)
+            * u64::from(self.head_dim)
+            * self.kv.bytes()
+    }
+
+    /// Bytes of q and of the output: (n_tok, n_head, head_dim) f32.
+    fn q_bytes(&self) -> u64 {
+        u64::from(self.n_tok) * u64::from(self.n_head) * u64::from(self.head_dim) * 4
+    }
+
+    /// The positions the new tokens see together: from the first token's window start to the
+    /// last token's position, `lo..hi`.
+    pub fn span(&self) -> (u32, u32) {
+        let hi = self.pos0 + self.n_tok;
+        let lo = if self.window > 0 {
+            (self.pos0 + 1).saturating_sub(self.window)
+        } else {
+            0
+        };
+        (lo, hi)
     }
 }
 
@@ -87,7 +158,7 @@ pub fn kv_store(rec: &mut Recorder, src: View<'_>, cache: View<'_>, a: Attention
         u64::from(a.n_tok) * u64::from(a.n_kv_head) * u64::from(a.head_dim) * 4,
     )?;
     need("kv_store", "cache", &cache, a.cache_bytes())?;
-    let kernel = rec.gpu().kernel(&kv_store_key())?;
+    let kernel = rec.gpu().kernel(&kv_store_key(a.kv))?;
     let pairs = a.n_tok * a.n_kv_head * a.head_dim / 2;
     let groups = rec
         .gpu()
@@ -136,13 +207,13 @@ pub fn attention(
     a: Attention,
 ) -> Result<()> {
     a.check()?;
-    let qbytes = u64::from(a.n_tok) * u64::from(a.n_head) * u64::from(a.head_dim) * 4;
+    let qbytes = a.q_bytes();
     need("attention", "q", &q, qbytes)?;
     need("attention", "k_cache", &k_cache, a.cache_bytes())?;
     need("attention", "v_cache", &v_cache, a.cache_bytes())?;
     need("attention", "scratch", &scratch, scratch_bytes(&a))?;
     need("attention", "out", &out, qbytes)?;
-    let kernel = rec.gpu().kernel(&attention_key(combine))?;
+    let kernel = rec.gpu().kernel(&attention_key(combine, a.kv))?;
     let groups = rec.gpu().grid((a.n_tok * a.n_head).max(1));
     let params = Params {
         n_head: a.n_head,
@@ -162,4 +233,217 @@ pub fn attention(
         &params,
         &[q, k_cache, v_cache, scratch, out],
     )
+}
+
+/// Fewest positions per split of split-KV attention that kiln's models use by default: a
+/// workgroup's share of the cache should outweigh writing and merging its partial result.
+pub const SPLIT_MIN_LEN: u32 = 256;
+/// Most splits of one call (a model sizes its partials for this many).
+pub const MAX_SPLITS: u32 = 32;
+
+/// How split-KV attention divides the positions a call sees: split `s` covers
+/// `kv0 + s * len .. kv0 + (s + 1) * len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Splits {
+    pub kv0: u32,
+    pub len: u32,
+    pub count: u32,
+}
+
+impl Splits {
+    /// kiln's choice for `a`: one split when the tokens see fewer than `2 * min_len`
+    /// positions, else pieces of a multiple of `min_len` positions, at most [`MAX_SPLITS`].
+    pub fn plan(a: &Attention, min_len: u32) -> Splits {
+        let (lo, hi) = a.span();
+        let span = hi - lo;
+        let min_len = min_len.max(1);
+        if span < min_len.saturating_mul(2) {
+            return Splits {
+                kv0: lo,
+                len: span.max(1),
+                count: 1,
+            };
+        }
+        // span >= 2 * min_len, so len <= span fits in u32.
+        let len = (u64::from(min_len)
+            * u64::from(span).div_ceil(u64::from(min_len) * u64::from(MAX_SPLITS)))
+            as u32;
+        Splits {
+            kv0: lo,
+            len,
+            count: span.div_ceil(len),
+        }
+    }
+
+    fn check(&self, a: &Attention) -> Result<()> {
+        let (lo, hi) = a.span();
+        let end = u64::from(self.kv0) + u64::from(self.len) * u64::from(self.count);
+        if self.len == 0 || self.count == 0 || self.kv0 > lo || end < u64::from(hi) {
+            return Err(Error::Shape {
+                op: "attention_split",
+                detail: format!(
+                    "{self:?} must cover the positions {lo}..{hi} the tokens see, with at least \
+                     one split of at least one position"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the partial results of `attention_split` with `splits` splits: per split and
+/// query row, the unnormalized output, the row's max and its sum.
+pub fn partials_bytes(a: &Attention, splits: u32) -> u64 {
+    u64::from(splits) * u64::from(a.n_tok) * u64::from(a.n_head) * (u64::from(a.head_dim) + 2) * 4
+}
+
+/// The tiled kernel's tile for a cache type and head dimension: (largest head dimension, query
+/// rows BR, positions BC), chosen so that the tiles stay under WebGPU's default 16 KiB of
+/// workgroup memory.
+fn flash_tile(kv: KvType, head_dim: u32) -> (u32, u32, u32) {
+    match (kv, head_dim <= 128) {
+        (KvType::F16, true) => (128, 16, 16),
+        (KvType::F16, false) => (256, 16, 8),
+        (KvType::F32, true) => (128, 16, 8),
+        (KvType::F32, false) => (256, 8, 4),
+    }
+}
+
+pub fn attention_flash_key(kv: KvType, head_dim: u32, split: bool) -> KernelKey {
+    let (max_head_dim, br, bc) = flash_tile(kv, head_dim);
+    KernelKey::new("attention_flash")
+        .uint("MAX_HEAD_DIM", max_head_dim)
+        .uint("BR", br)
+        .uint("BC", bc)
+        .uint("WG_SIZE", 64)
+        .word("KV", kv.word())
+        .word("OUT", if split { "split" } else { "final" })
+}
+
+pub fn attention_combine_key() -> KernelKey {
+    KernelKey::new("attention_combine").uint("WG_SIZE", 256)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FlashParams {
+    n_head: u32,
+    n_kv_head: u32,
+    head_dim: u32,
+    capacity: u32,
+    n_tok: u32,
+    pos0: u32,
+    window: u32,
+    scale: f32,
+    softcap: f32,
+    kv0: u32,
+    split_len: u32,
+    n_split: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CombineParams {
+    n_rows: u32,
+    head_dim: u32,
+    n_split: u32,
+    pad: u32,
+}
+
+/// Checks the inputs shared by the tiled kernels and records one dispatch of the tiled kernel
+/// into `dst` (the output, or the partials when `splits` is given).
+fn flash_dispatch(
+    rec: &mut Recorder,
+    q: View<'_>,
+    k_cache: View<'_>,
+    v_cache: View<'_>,
+    dst: View<'_>,
+    a: Attention,
+    splits: Option<Splits>,
+) -> Result<()> {
+    a.check()?;
+    need("attention", "q", &q, a.q_bytes())?;
+    need("attention", "k_cache", &k_cache, a.cache_bytes())?;
+    need("attention", "v_cache", &v_cache, a.cache_bytes())?;
+    let key = attention_flash_key(a.kv, a.head_dim, splits.is_some());
+    let (_, br, _) = flash_tile(a.kv, a.head_dim);
+    let kernel = rec.gpu().kernel(&key)?;
+    let s = splits.unwrap_or(Splits {
+        kv0: 0,
+        len: a.capacity,
+        count: 1,
+    });
+    let tiles = (a.n_tok * (a.n_head / a.n_kv_head)).div_ceil(br);
+    let groups = rec.gpu().grid((tiles * a.n_kv_head * s.count).max(1));
+    let params = FlashParams {
+        n_head: a.n_head,
+        n_kv_head: a.n_kv_head,
+        head_dim: a.head_dim,
+        capacity: a.capacity,
+        n_tok: a.n_tok,
+        pos0: a.pos0,
+        window: a.window,
+        scale: a.scale,
+        softcap: a.softcap,
+        kv0: s.kv0,
+        split_len: s.len,
+        n_split: s.count,
+    };
+    rec.dispatch(&kernel, groups, &params, &[q, k_cache, v_cache, dst])
+}
+
+/// Records tiled causal attention with an online softmax (FlashAttention style) of `q`
+/// (n_tok, n_head, head_dim) against the caches into `out` (same shape), one dispatch and no
+/// score scratch: each workgroup takes a tile of query rows of one kv head's group and walks
+/// the positions they see in tiles. Unlike [`attention`] the softmax weights are not rounded
+/// to f16 (in one pass their normalizer is not known yet when they meet V).
+pub fn attention_tiled(
+    rec: &mut Recorder,
+    q: View<'_>,
+    k_cache: View<'_>,
+    v_cache: View<'_>,
+    out: View<'_>,
+    a: Attention,
+) -> Result<()> {
+    need("attention", "out", &out, a.q_bytes())?;
+    flash_dispatch(rec, q, k_cache, v_cache, out, a, None)
+}
+
+/// Records split-KV attention: the tiled kernel once per (tile of query rows, kv head, split),
+/// each split covering a piece of the positions and writing a partial result to `partials`
+/// ([`partials_bytes`]), then a combine pass that merges the splits into `out`. Two dispatches;
+/// numerics as [`attention_tiled`].
+#[allow(clippy::too_many_arguments, reason = "one argument per binding")]
+pub fn attention_split(
+    rec: &mut Recorder,
+    q: View<'_>,
+    k_cache: View<'_>,
+    v_cache: View<'_>,
+    partials: View<'_>,
+    out: View<'_>,
+    a: Attention,
+    splits: Splits,
+) -> Result<()> {
+    a.check()?;
+    splits.check(&a)?;
+    need("attention", "out", &out, a.q_bytes())?;
+    need(
+        "attention",
+        "partials",
+        &partials,
+        partials_bytes(&a, splits.count),
+    )?;
+    flash_dispatch(rec, q, k_cache, v_cache, partials, a, Some(splits))?;
+    let kernel = rec.gpu().kernel(&attention_combine_key())?;
+    let n = a.n_tok * a.n_head * a.head_dim;
+    let groups = rec
+        .gpu()
+        .grid(n.div_ceil(kernel.spec.workgroup_size[0]).max(1));
+    let params = CombineParams {
+        n_rows: a.n_tok * a.n_head,
+        head_dim: a.head_dim,
+        n_split: splits.count,
+        pad: 0,
+    };
+    rec.dispatch(&kernel, groups, &params, &[partials, out])
 }

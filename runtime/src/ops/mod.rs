@@ -13,8 +13,8 @@ pub mod reduce;
 pub mod rope;
 pub mod rwkv;
 pub mod sample;
-pub mod ssm;
 pub mod softmax;
+pub mod ssm;
 pub mod unary;
 
 use crate::error::{Error, Result};
