@@ -1,18 +1,27 @@
 //! The generation API: a model on a backend (GPU, or the CPU path where there is no adapter),
 //! prompts or chat messages in, tokens streamed out (an iterator, or a callback), with stop
 //! tokens, a token budget, cancellation, sampling settings and timing statistics.
+//!
+//! On wasm32 only the CPU backend exists (the GPU model blocks on readbacks there): `Auto` picks
+//! the CPU, `Gpu` is an [`Error::Unsupported`], and models come from bytes
+//! ([`Model::from_gguf`] with [`GgufFile::from_bytes`]).
 
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_cpu::sample::Sampler;
 
+use crate::clock::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::gpu::{Gpu, GpuOptions};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::gpu::Gpu;
+use crate::gpu::GpuOptions;
 use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::model::gpu::{Choice, GpuModel, StepOutput};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::ops::sample::SampleParams;
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 
@@ -134,6 +143,7 @@ pub struct Generation {
 }
 
 enum Engine {
+    #[cfg(not(target_arch = "wasm32"))]
     Gpu(Box<GpuModel>),
     Cpu(Box<CpuModel>),
 }
@@ -143,6 +153,7 @@ pub struct Model {
     engine: Engine,
     tokenizer: Tokenizer,
     cfg: Config,
+    #[cfg(not(target_arch = "wasm32"))]
     adapter: Option<String>,
 }
 
@@ -157,6 +168,7 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// Loads a GGUF model. `progress(done, total)` reports the weights uploaded.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(
         path: impl AsRef<std::path::Path>,
         opts: &LoadOptions,
@@ -175,6 +187,23 @@ impl Model {
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
+        #[cfg(target_arch = "wasm32")]
+        {
+            if opts.backend == Backend::Gpu {
+                return Err(Error::Unsupported(
+                    "the GPU backend on wasm32: its model blocks on GPU readbacks, which a \
+                     browser cannot do; use the CPU backend (auto picks it)"
+                        .into(),
+                ));
+            }
+            let model = CpuModel::load(file, &cfg, context, opts.threads, progress)?;
+            Ok(Model {
+                engine: Engine::Cpu(Box::new(model)),
+                tokenizer,
+                cfg,
+            })
+        }
+        #[cfg(not(target_arch = "wasm32"))]
         let gpu = match opts.backend {
             Backend::Cpu => None,
             Backend::Gpu => Some(Gpu::new_blocking(opts.gpu.clone())?),
@@ -184,6 +213,7 @@ impl Model {
                 Err(e) => return Err(e),
             },
         };
+        #[cfg(not(target_arch = "wasm32"))]
         let (engine, adapter) = match gpu {
             Some(gpu) => {
                 let name = gpu.adapter_info().name.clone();
@@ -195,6 +225,7 @@ impl Model {
                 (Engine::Cpu(Box::new(model)), None)
             }
         };
+        #[cfg(not(target_arch = "wasm32"))]
         Ok(Model {
             engine,
             tokenizer,
@@ -214,6 +245,7 @@ impl Model {
     /// `"gpu"` or `"cpu"`.
     pub fn backend_name(&self) -> &'static str {
         match self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(_) => "gpu",
             Engine::Cpu(_) => "cpu",
         }
@@ -222,6 +254,7 @@ impl Model {
     /// The GPU adapter's name, or the CPU instruction set.
     pub fn adapter(&self) -> String {
         match &self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(_) => self.adapter.clone().unwrap_or_default(),
             Engine::Cpu(m) => m.describe(),
         }
@@ -230,12 +263,14 @@ impl Model {
     /// The CPU path's thread count (the caller included); `None` on the GPU.
     pub fn cpu_threads(&self) -> Option<usize> {
         match &self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(_) => None,
             Engine::Cpu(m) => Some(m.threads()),
         }
     }
 
     /// The GPU the model runs on, if any (for counters).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn gpu(&self) -> Option<&Gpu> {
         match &self.engine {
             Engine::Gpu(m) => Some(m.gpu()),
@@ -246,6 +281,7 @@ impl Model {
     /// KV cache positions.
     pub fn capacity(&self) -> u32 {
         match &self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(m) => m.capacity(),
             Engine::Cpu(m) => m.capacity(),
         }
@@ -264,9 +300,10 @@ impl Model {
 
     /// The logits after `prompt` (a fresh context; for reference tests).
     pub fn prompt_logits(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
-        let n = self.check_prompt(prompt)?;
+        self.check_prompt(prompt)?;
         match &mut self.engine {
-            Engine::Gpu(m) => match m.step(prompt, 0, n, &Choice::Logits)? {
+            #[cfg(not(target_arch = "wasm32"))]
+            Engine::Gpu(m) => match m.step(prompt, 0, prompt.len() as u32, &Choice::Logits)? {
                 StepOutput::Logits(l) => Ok(l),
                 StepOutput::Token(_) => unreachable!("logits were asked for"),
             },
@@ -461,6 +498,7 @@ impl TokenStream<'_> {
         let recent_from = self.history.len().saturating_sub(self.opts.repeat_last_n);
         let step = self.generated;
         let next = match &mut *self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(m) => {
                 // The GPU chooses (4 bytes back) and keeps the id where the next step's
                 // embedding reads it, so later steps feed nothing.
