@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every kiln test: formatting, lints, the workspace's tests (GPU tests on the first
 # adapter found; lavapipe where there is no GPU; real-model tests against llama.cpp fixtures),
-# and kiln-cpu's tests as wasm32 under Node (scalar and SIMD128 builds).
+# kiln-cpu's tests as wasm32 under Node (scalar and SIMD128 builds), and the kiln-web package
+# (both builds) generating with SmolLM2 under Node against llama.cpp's greedy tokens.
 # Set KILN_REQUIRE_GPU=1 to make a missing adapter a failure instead of a loud skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,3 +27,8 @@ RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR=target/wasm-simd \
 
 # The runtime crate builds for browsers (wasm32 + WebGPU).
 CARGO_TARGET_DIR=target/wasm-check cargo check -p kiln --lib --target wasm32-unknown-unknown
+
+# kiln-web, SIMD128 and scalar (release, as shipped): SmolLM2 streamed in under Node, tokens and
+# 14 greedy tokens against llama.cpp's fixture, stop strings, cancellation, bad files.
+scripts/build-web.sh
+node web/node/check.mjs --flavor both
