@@ -32,3 +32,14 @@ CARGO_TARGET_DIR=target/wasm-check cargo check -p kiln --lib --target wasm32-unk
 # 14 greedy tokens against llama.cpp's fixture, stop strings, cancellation, bad files.
 scripts/build-web.sh
 node web/node/check.mjs --flavor both
+
+# The demo page (examples/browser) in headless Chromium: SmolLM2 in a Web Worker, greedy tokens
+# against llama.cpp's. `.ci/run` installs Chromium; elsewhere a missing one is a loud skip.
+if [ -x "${CHROMIUM:-/usr/lib/chromium/chromium}" ]; then
+  node examples/browser/test.mjs 2> >(grep -v -e dbus -e '^\[' >&2)
+elif [ "${CI:-}" = true ]; then
+  echo "test.sh: Chromium is missing (apt-get install chromium)" >&2
+  exit 1
+else
+  echo "test.sh: SKIPPED the browser demo test: no Chromium (apt-get install chromium)" >&2
+fi
