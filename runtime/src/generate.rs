@@ -148,13 +148,63 @@ enum Engine {
     Cpu(Box<CpuModel>),
 }
 
+impl Engine {
+    /// The GPU when `opts` allow it and an adapter exists, else the CPU path.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn load(
+        file: GgufFile,
+        cfg: &Config,
+        context: u32,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Engine> {
+        let gpu = match opts.backend {
+            Backend::Cpu => None,
+            Backend::Gpu => Some(Gpu::new_blocking(opts.gpu.clone())?),
+            Backend::Auto => match Gpu::new_blocking(opts.gpu.clone()) {
+                Ok(gpu) => Some(gpu),
+                Err(Error::NoAdapter { .. }) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(match gpu {
+            Some(gpu) => {
+                let model = GpuModel::load(&gpu, &file, cfg, context, progress)?;
+                Engine::Gpu(Box::new(model))
+            }
+            None => {
+                let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
+                Engine::Cpu(Box::new(model))
+            }
+        })
+    }
+
+    /// The CPU path: on wasm32 the GPU model cannot run (it blocks on readbacks).
+    #[cfg(target_arch = "wasm32")]
+    fn load(
+        file: GgufFile,
+        cfg: &Config,
+        context: u32,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Engine> {
+        if opts.backend == Backend::Gpu {
+            return Err(Error::Unsupported(
+                "the GPU backend on wasm32: its model blocks on GPU readbacks, which a browser \
+                 cannot do; use the CPU backend (auto picks it)"
+                    .into(),
+            ));
+        }
+        let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
+        Ok(Engine::Cpu(Box::new(model)))
+    }
+}
+
 /// A loaded model with its tokenizer, on one backend.
 pub struct Model {
     engine: Engine,
     tokenizer: Tokenizer,
     cfg: Config,
-    #[cfg(not(target_arch = "wasm32"))]
-    adapter: Option<String>,
 }
 
 impl std::fmt::Debug for Model {
@@ -187,50 +237,11 @@ impl Model {
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
-        #[cfg(target_arch = "wasm32")]
-        {
-            if opts.backend == Backend::Gpu {
-                return Err(Error::Unsupported(
-                    "the GPU backend on wasm32: its model blocks on GPU readbacks, which a \
-                     browser cannot do; use the CPU backend (auto picks it)"
-                        .into(),
-                ));
-            }
-            let model = CpuModel::load(file, &cfg, context, opts.threads, progress)?;
-            Ok(Model {
-                engine: Engine::Cpu(Box::new(model)),
-                tokenizer,
-                cfg,
-            })
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        let gpu = match opts.backend {
-            Backend::Cpu => None,
-            Backend::Gpu => Some(Gpu::new_blocking(opts.gpu.clone())?),
-            Backend::Auto => match Gpu::new_blocking(opts.gpu.clone()) {
-                Ok(gpu) => Some(gpu),
-                Err(Error::NoAdapter { .. }) => None,
-                Err(e) => return Err(e),
-            },
-        };
-        #[cfg(not(target_arch = "wasm32"))]
-        let (engine, adapter) = match gpu {
-            Some(gpu) => {
-                let name = gpu.adapter_info().name.clone();
-                let model = GpuModel::load(&gpu, &file, &cfg, context, progress)?;
-                (Engine::Gpu(Box::new(model)), Some(name))
-            }
-            None => {
-                let model = CpuModel::load(file, &cfg, context, opts.threads, progress)?;
-                (Engine::Cpu(Box::new(model)), None)
-            }
-        };
-        #[cfg(not(target_arch = "wasm32"))]
+        let engine = Engine::load(file, &cfg, context, opts, progress)?;
         Ok(Model {
             engine,
             tokenizer,
             cfg,
-            adapter,
         })
     }
 
@@ -255,7 +266,7 @@ impl Model {
     pub fn adapter(&self) -> String {
         match &self.engine {
             #[cfg(not(target_arch = "wasm32"))]
-            Engine::Gpu(_) => self.adapter.clone().unwrap_or_default(),
+            Engine::Gpu(m) => m.gpu().adapter_info().name.clone(),
             Engine::Cpu(m) => m.describe(),
         }
     }
