@@ -54,8 +54,12 @@ async function check(simd) {
   assert.equal(info.simd128, simd);
   assert.equal(info.context, 256);
 
-  // The tokenizer agrees with llama.cpp's.
+  // The tokenizer and the chat template agree with llama.cpp's.
   assert.deepEqual([...model.tokenize(ref.text)], ref.prompt_ids, "prompt tokens");
+  const chat = fixture.cases.find((c) => c.name === "chat_capital");
+  const messages = [{ role: "user", content: "What is the capital of France?" }];
+  assert.deepEqual([...model.encodeChat(messages)], chat.prompt_ids, "chat template tokens");
+  assert.throws(() => model.encodeChat([{ role: "user" }]), /string `content`/);
 
   // Greedy decoding agrees with llama.cpp's up to the near-tie; the callback sees every token.
   const pieces = [];

@@ -104,3 +104,33 @@ fn uint(name: &str, v: &JsValue) -> Result<u32, JsValue> {
         .map(|x| x as u32)
         .ok_or_else(|| js_err(format!("option `{name}` must be a non-negative integer")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_stops(stops: &[&str]) -> Options {
+        Options {
+            generate: GenerateOptions::default(),
+            stop_strings: stops.iter().map(|s| s.to_string()).collect(),
+            longest_stop: stops.iter().map(|s| s.len()).max().unwrap_or(0),
+        }
+    }
+
+    #[test]
+    fn the_earliest_stop_string_after_from_wins() {
+        let o = with_stops(&["\n\n", "."]);
+        assert_eq!(o.find_stop("Paris.\n\nThe", 0), Some(5));
+        assert_eq!(o.find_stop("Paris\n\nThe.", 0), Some(5));
+        assert_eq!(o.find_stop("Paris", 0), None);
+        // Only text from `from` on is searched (earlier text was searched before).
+        assert_eq!(o.find_stop("a.b.", 2), Some(3));
+    }
+
+    #[test]
+    fn a_start_inside_a_character_backs_up_to_its_boundary() {
+        let o = with_stops(&["é!"]);
+        // "é" is 2 bytes (1..3): starting the search at byte 2 must not panic or miss it.
+        assert_eq!(o.find_stop("xé!", 2), Some(1));
+    }
+}
