@@ -13,8 +13,8 @@ At one thread a third runtime joins each alternation where web/pkg/simd exists
 web/node/bench.mjs under Node on the same prompt ids (`--no-wasm` leaves it out).
 
 kiln's GPU path is run too where wgpu finds an adapter; a CPU emulation (lavapipe/llvmpipe,
-SwiftShader) is reported but never ranked. Rows that this script cannot measure (wllama, kiln on
-WASM) are written as "not measured" with the reason, never with numbers.
+SwiftShader) is reported but never ranked. Rows that this script cannot measure (wllama) are
+written as "not measured" with the reason, never with numbers.
 
 Writes one JSON file (default bench/results/<machine>-<date>.json) and prints a table with each
 kiln/llama.cpp ratio as the median and min..max of the per-pair ratios.
