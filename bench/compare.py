@@ -8,9 +8,13 @@ process: load time and peak RSS (VmHWM) belong to one runtime. Each run does one
 warm-up generation and then one measured one; both runtimes decode greedily from the same prompt
 token ids (kiln's tokenizer, cut to --prompt-tokens) and ignore end-of-generation tokens.
 
+At one thread a third runtime joins each alternation where web/pkg/simd exists
+(scripts/build-web.sh): kiln's CPU path compiled to WASM SIMD128 (the kiln-web package), run by
+web/node/bench.mjs under Node on the same prompt ids (`--no-wasm` leaves it out).
+
 kiln's GPU path is run too where wgpu finds an adapter; a CPU emulation (lavapipe/llvmpipe,
-SwiftShader) is reported but never ranked. Rows that this script cannot measure (wllama, kiln on
-WASM) are written as "not measured" with the reason, never with numbers.
+SwiftShader) is reported but never ranked. Rows that this script cannot measure (wllama) are
+written as "not measured" with the reason, never with numbers.
 
 Writes one JSON file (default bench/results/<machine>-<date>.json) and prints a table with each
 kiln/llama.cpp ratio as the median and min..max of the per-pair ratios.
@@ -55,12 +59,6 @@ NOT_MEASURED = [
         "needs Memory64 + JSPI, i.e. Node 26 from npm plus a shim mapping `new Worker(blobURL)` "
         "to worker_threads; this machine's Node 20 runs only the single-thread "
         "@wllama/wllama-compat build. No numbers are reported for it.",
-    },
-    {
-        "runtime": "kiln WASM SIMD128 under Node",
-        "reason": "only the kiln-cpu crate builds for wasm32 so far; the kiln runtime crate "
-        "(GGUF loading, models, generation) does not, so no model can run there yet. No numbers "
-        "are reported for it.",
     },
 ]
 
@@ -203,6 +201,26 @@ def llama_cmd(a: argparse.Namespace, model: Path, threads: int, prompt: list[int
     ]  # fmt: skip
 
 
+# --- kiln-web: kiln's CPU path as WASM SIMD128 under Node (one thread) -------------------------
+
+WASM_PKG = REPO / "web" / "pkg" / "simd"
+
+
+def kiln_wasm_cmd(a: argparse.Namespace, model: Path, prompt: list[int]) -> list[str]:
+    return [
+        "node", str(REPO / "web" / "node" / "bench.mjs"), "--flavor", "simd",
+        "--model", str(model), "--context", str(a.context), "--gen-tokens", str(a.gen_tokens),
+        "--prompt-ids", json.dumps(prompt),
+    ]  # fmt: skip
+
+
+def run_kiln_wasm(a: argparse.Namespace, model: Path, prompt: list[int]) -> dict:
+    w = run_json(kiln_wasm_cmd(a, model, prompt), "kiln-web under Node")
+    if not w["simd128"] or w["prompt_tokens"] != len(prompt):
+        fail(f"kiln-web ran simd128={w['simd128']} on {w['prompt_tokens']} prompt tokens")
+    return w
+
+
 def prompt_ids(a: argparse.Namespace, model: Path) -> list[int]:
     text = PROMPT_UNIT * a.prompt_tokens
     out = run_json([str(a.kiln), "tokenize", "--model", str(model), "--text", text, "--json"],
@@ -263,6 +281,8 @@ def bench_model(a: argparse.Namespace, key: str) -> dict:
     entry = {"key": key, "name": name, "file": file, "by_threads": {}, "gpu": None}
     for threads in a.threads:
         runs = {"kiln_cpu": [], "llama_cpp": []}
+        if a.wasm and threads == 1:
+            runs["kiln_wasm"] = []
         for rep in range(a.reps):
             k = run_json(kiln_cmd(a, model, "cpu", threads), "kiln bench")
             if k["threads"] != threads:
@@ -272,9 +292,13 @@ def bench_model(a: argparse.Namespace, key: str) -> dict:
             runs["kiln_cpu"].append(k)
             ll = run_json(llama_cmd(a, model, threads, prompt), "llama.cpp run")
             runs["llama_cpp"].append(ll)
+            wasm = ""
+            if "kiln_wasm" in runs:
+                runs["kiln_wasm"].append(run_kiln_wasm(a, model, prompt))
+                wasm = f" / kiln-web {runs['kiln_wasm'][-1]['decode_tok_s']:.1f}"
             print(
                 f"  {key} t={threads} rep {rep + 1}/{a.reps}: decode kiln "
-                f"{k['decode_tok_s']:.1f} / llama.cpp {ll['decode_tok_s']:.1f} tok/s",
+                f"{k['decode_tok_s']:.1f} / llama.cpp {ll['decode_tok_s']:.1f}{wasm} tok/s",
                 file=sys.stderr,
             )
         row = {"runs": runs, "summary": {}, "ratio_kiln_over_llama": {}}
@@ -286,6 +310,13 @@ def bench_model(a: argparse.Namespace, key: str) -> dict:
         agree = [common_prefix(k["tokens"], ll["tokens"])
                  for k, ll in zip(runs["kiln_cpu"], runs["llama_cpp"])]  # fmt: skip
         row["greedy_tokens_agreeing"] = {"min": min(agree), "of": a.gen_tokens}
+        if "kiln_wasm" in runs:
+            pairs = list(zip(runs["kiln_wasm"], runs["llama_cpp"]))
+            row["ratio_kiln_wasm_over_llama"] = {
+                m: summary([w[m] / ll[m] for w, ll in pairs if ll[m]]) for m in METRICS
+            }
+            agree = [common_prefix(w["tokens"], ll["tokens"]) for w, ll in pairs]
+            row["greedy_tokens_agreeing_wasm"] = {"min": min(agree), "of": a.gen_tokens}
         entry["by_threads"][str(threads)] = row
     if key in a.gpu_models:
         entry["gpu"] = bench_gpu(a, model, key)
@@ -333,6 +364,12 @@ def print_table(result: dict) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    for entry in result["models"]:
+        row = entry["by_threads"].get("1", {})
+        if "kiln_wasm" in row.get("summary", {}):
+            print(f"{entry['key']} kiln-web WASM SIMD128 (Node), 1 thread: decode "
+                  f"{row['summary']['kiln_wasm']['decode_tok_s']['median']:.1f} tok/s, "
+                  f"kiln-web/llama.cpp {fmt_ratio(row['ratio_kiln_wasm_over_llama']['decode_tok_s'])}")  # fmt: skip
     for entry in result["models"]:
         g = entry["gpu"]
         if g is None:
@@ -390,6 +427,8 @@ def main() -> None:
     p.add_argument("--gpu-reps", type=int, default=1)
     p.add_argument("--kiln", type=Path, default=REPO / "target" / "release" / "kiln")
     p.add_argument("--models-dir", type=Path, default=REPO / "models")
+    p.add_argument("--no-wasm", dest="wasm", action="store_false",
+                   help="leave out kiln-web (WASM SIMD128 under Node) at 1 thread")  # fmt: skip
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     a.threads = [int(t) for t in a.threads.split(",")]
@@ -404,6 +443,8 @@ def main() -> None:
         fail("--context must exceed --prompt-tokens + --gen-tokens")
     if not a.kiln.exists():
         fail(f"{a.kiln} is missing; build it with `cargo build --release -p kiln-cli`")
+    if a.wasm and not (WASM_PKG / "kiln_web_bg.wasm").exists():
+        fail(f"{WASM_PKG} is missing; run scripts/build-web.sh (or pass --no-wasm)")
     version = ensure_llama_cpp()
     info = machine_info()
     out = a.out or default_out(info)
@@ -418,7 +459,7 @@ def main() -> None:
             "context": a.context,
             "reps": a.reps,
             "threads": a.threads,
-            "order": "alternating kiln_cpu, llama_cpp per rep; one process per run; "
+            "order": "alternating kiln_cpu, llama_cpp (, kiln_wasm at 1 thread) per rep; one process per run; "
             "one warm-up generation per run; greedy; end-of-generation ignored",
         },
         "runtimes": {
@@ -428,6 +469,11 @@ def main() -> None:
         "models": [],
         "not_measured": NOT_MEASURED,
     }
+    if a.wasm:
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
+        result["runtimes"]["kiln_wasm"] = (
+            f"kiln-web WASM SIMD128 under Node {node.strip()} (web/node/bench.mjs, 1 thread)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     for k in keys:
         print(f"compare: {k}", file=sys.stderr)

@@ -15,6 +15,8 @@ if ! flock -n 9; then
 fi
 
 cargo build --release --quiet -p kiln-cli
+# kiln-web (WASM SIMD128 under Node) joins the 1-thread runs unless --no-wasm is given.
+if ! printf '%s\n' "$@" | grep -qx -- --no-wasm; then scripts/build-web.sh >/dev/null; fi
 scripts/install-models.sh all >/dev/null
 
 # compare.py installs the peer if missing (llama-cpp-python, compiled for this CPU; never

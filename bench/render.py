@@ -46,7 +46,15 @@ SERIES = [
     ("llama_cpp", "1", "llama.cpp, 1 thread", "#1d4ed8"),
     ("kiln_cpu", "2", "kiln CPU, 2 threads", "#fb923c"),
     ("llama_cpp", "2", "llama.cpp, 2 threads", "#60a5fa"),
+    ("kiln_wasm", "1", "kiln WASM SIMD128 (Node), 1 thread", "#15803d"),
 ]
+
+WASM_LABEL = "kiln WASM SIMD128 (Node)"
+
+
+def has(entry: dict, rt: str, t: str) -> bool:
+    """Whether `entry` has runs of runtime `rt` at `t` threads."""
+    return rt in entry["by_threads"].get(t, {}).get("summary", {})
 
 
 def spread(s: dict, d: int) -> str:
@@ -58,6 +66,8 @@ def model_table(entry: dict) -> list[str]:
     head = ["metric"]
     for t in threads:
         head += [f"kiln CPU, {t}t", f"llama.cpp, {t}t", f"kiln/llama.cpp, {t}t"]
+        if has(entry, "kiln_wasm", t):
+            head += [f"{WASM_LABEL}, {t}t", f"kiln WASM/llama.cpp, {t}t"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label, d in METRICS:
         cells = [label]
@@ -66,6 +76,9 @@ def model_table(entry: dict) -> list[str]:
             cells.append(spread(row["summary"]["kiln_cpu"][key], d))
             cells.append(spread(row["summary"]["llama_cpp"][key], d))
             cells.append(spread(row["ratio_kiln_over_llama"][key], 2))
+            if has(entry, "kiln_wasm", t):
+                cells.append(spread(row["summary"]["kiln_wasm"][key], d))
+                cells.append(spread(row["ratio_kiln_wasm_over_llama"][key], 2))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += contention_lines(entry)
@@ -73,6 +86,12 @@ def model_table(entry: dict) -> list[str]:
         f"{t} thread{'s' if t != '1' else ''}: {r['greedy_tokens_agreeing']['min']} of "
         f"{r['greedy_tokens_agreeing']['of']}"
         for t, r in entry["by_threads"].items()
+    )
+    agree += "".join(
+        f"; {WASM_LABEL} at {t} thread: {r['greedy_tokens_agreeing_wasm']['min']} of "
+        f"{r['greedy_tokens_agreeing_wasm']['of']}"
+        for t, r in entry["by_threads"].items()
+        if "greedy_tokens_agreeing_wasm" in r
     )
     lines.append("")
     lines.append(
@@ -143,14 +162,14 @@ def svg_chart(result: dict) -> str:
     models = result["models"]
     bar_w, gap, group_gap = 34, 6, 46
     left, top, plot_h = 60, 50, 260
-    series = [s for s in SERIES if any(s[1] in m["by_threads"] for m in models)]
+    series = [s for s in SERIES if any(has(m, s[0], s[1]) for m in models)]
     group_w = len(series) * (bar_w + gap) - gap
     width = left + len(models) * (group_w + group_gap) + 20
     height = top + plot_h + 70
     vmax = 0.0
     for m in models:
         for rt, t, _, _ in series:
-            if t in m["by_threads"]:
+            if has(m, rt, t):
                 vmax = max(vmax, m["by_threads"][t]["summary"][rt]["decode_tok_s"]["max"])
     step = next(s for s in (5, 10, 20, 25, 50, 100, 200, 500, 1000, 1e9) if vmax / s <= 8)
     ymax = step * (int(vmax / step) + 1)
@@ -176,7 +195,7 @@ def svg_chart(result: dict) -> str:
     for i, m in enumerate(models):
         x0 = left + group_gap / 2 + i * (group_w + group_gap)
         for j, (rt, t, _, colour) in enumerate(series):
-            if t not in m["by_threads"]:
+            if not has(m, rt, t):
                 continue
             s = m["by_threads"][t]["summary"][rt]["decode_tok_s"]
             x = x0 + j * (bar_w + gap)
@@ -235,7 +254,11 @@ def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) ->
         f"({', '.join(mach['cpu_flags'])}); {mach['os']}.",
         f"- Date: {result['date']}; whole run {result.get('wall_s', 0) / 60:.1f} min.",
         f"- Runtimes: kiln's CPU path (`{result['runtimes']['kiln_cpu']}`, kernels "
-        f"{kiln_isa(result)}) and {result['runtimes']['llama_cpp']}.",
+        f"{kiln_isa(result)}) and {result['runtimes']['llama_cpp']}"
+        + (f"; at 1 thread also {result['runtimes']['kiln_wasm']}, kiln's CPU path compiled to "
+           "WebAssembly (the kiln-web package, the browser build)"
+           if "kiln_wasm" in result["runtimes"] else "")  # fmt: skip
+        + ".",
         f"- Same GGUF, same {st['prompt_tokens']} prompt token ids, {st['gen_tokens']} generated "
         f"tokens, KV context {st['context']}, threads {threads}; greedy, end-of-generation "
         "ignored.",
@@ -258,9 +281,16 @@ def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) ->
         + " |",
         "|---|" + "---|" * len(st["threads"]),
     ]
+    wasm = any(has(e, "kiln_wasm", "1") for e in result["models"])
+    if wasm:
+        lines[-2] += f" {WASM_LABEL}/llama.cpp, 1 thread |"
+        lines[-1] += "---|"
     for entry in result["models"]:
         cells = [spread(entry["by_threads"][str(t)]["ratio_kiln_over_llama"]["decode_tok_s"], 2)
                  if str(t) in entry["by_threads"] else "-" for t in st["threads"]]  # fmt: skip
+        if wasm:
+            cells.append(spread(entry["by_threads"]["1"]["ratio_kiln_wasm_over_llama"]
+                                ["decode_tok_s"], 2) if has(entry, "kiln_wasm", "1") else "-")  # fmt: skip
         lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")
     lines.append("")
     for entry in result["models"]:

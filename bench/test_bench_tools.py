@@ -125,6 +125,43 @@ class Render(unittest.TestCase):
         self.assertAlmostEqual(heights[1] / heights[0], 30 / 20, places=2)
         self.assertAlmostEqual(heights[3] / heights[0], 60 / 20, places=2)
 
+    def test_kiln_wasm_runs_get_columns_a_summary_ratio_and_a_bar(self):
+        result = fake_result()
+        row = result["models"][0]["by_threads"]["1"]
+        wasm = [fake_run(10.0, 15.0)]
+        row["runs"]["kiln_wasm"] = wasm
+        row["summary"]["kiln_wasm"] = {m: compare.summary([r[m] for r in wasm])
+                                       for m in compare.METRICS}  # fmt: skip
+        row["ratio_kiln_wasm_over_llama"] = {
+            m: compare.summary([wasm[0][m] / row["runs"]["llama_cpp"][0][m]])
+            for m in compare.METRICS
+        }
+        row["greedy_tokens_agreeing_wasm"] = {"min": 13, "of": 32}
+        result["runtimes"]["kiln_wasm"] = "kiln-web under Node v20"
+        text = render.render(result, Path("r.json"), "c.svg", dict(render.KEEP_DEFAULTS))
+        # kiln-web 10 vs llama.cpp 40 decode tok/s at 1 thread: ratio 0.25, in the model table
+        # (after kiln CPU's columns) and in the summary.
+        self.assertIn("| 0.50 (0.50..0.50) | 10.0 (10.0..10.0) | 0.25 (0.25..0.25) |", text)
+        self.assertIn("kiln WASM SIMD128 (Node)/llama.cpp, 1 thread |", text)
+        self.assertIn("| SmolLM2-135M | 0.50 (0.50..0.50) | 0.50 (0.50..0.50) | 0.25 (0.25..0.25) |",
+                      text)  # fmt: skip
+        self.assertIn("kiln WASM SIMD128 (Node) at 1 thread: 13 of 32", text)
+        self.assertIn("kiln-web under Node v20", text)
+        root = ET.fromstring(render.svg_chart(result))
+        ns = "{http://www.w3.org/2000/svg}"
+        bars = [r for r in root.iter(f"{ns}rect") if r.get("fill") not in ("white",)
+                and r.get("width") != "12"]  # fmt: skip
+        self.assertEqual(len(bars), 5)
+
+    def test_kiln_wasm_command_runs_the_simd_build_on_the_same_prompt(self):
+        a = compare.argparse.Namespace(context=512, gen_tokens=8)
+        cmd = compare.kiln_wasm_cmd(a, Path("m.gguf"), [1, 2, 3])
+        self.assertEqual(cmd[0], "node")
+        self.assertTrue(cmd[1].endswith("web/node/bench.mjs"))
+        self.assertEqual(cmd[cmd.index("--flavor") + 1], "simd")
+        self.assertEqual(cmd[cmd.index("--prompt-ids") + 1], "[1, 2, 3]")
+        self.assertEqual(cmd[cmd.index("--gen-tokens") + 1], "8")
+
 
 if __name__ == "__main__":
     unittest.main()

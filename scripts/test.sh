@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every kiln test: formatting, lints, the workspace's tests (GPU tests on the first
 # adapter found; lavapipe where there is no GPU; real-model tests against llama.cpp fixtures),
-# and kiln-cpu's tests as wasm32 under Node (scalar and SIMD128 builds).
+# kiln-cpu's tests as wasm32 under Node (scalar and SIMD128 builds), and the kiln-web package
+# (both builds) generating with SmolLM2 under Node against llama.cpp's greedy tokens.
 # Set KILN_REQUIRE_GPU=1 to make a missing adapter a failure instead of a loud skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,3 +27,19 @@ RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR=target/wasm-simd \
 
 # The runtime crate builds for browsers (wasm32 + WebGPU).
 CARGO_TARGET_DIR=target/wasm-check cargo check -p kiln --lib --target wasm32-unknown-unknown
+
+# kiln-web, SIMD128 and scalar (release, as shipped): SmolLM2 streamed in under Node, tokens and
+# 14 greedy tokens against llama.cpp's fixture, stop strings, cancellation, bad files.
+scripts/build-web.sh
+node web/node/check.mjs --flavor both
+
+# The demo page (examples/browser) in headless Chromium: SmolLM2 in a Web Worker, greedy tokens
+# against llama.cpp's. `.ci/run` installs Chromium; elsewhere a missing one is a loud skip.
+if [ -x "${CHROMIUM:-/usr/lib/chromium/chromium}" ]; then
+  node examples/browser/test.mjs 2> >(grep -v -e dbus -e '^\[' >&2)
+elif [ "${CI:-}" = true ]; then
+  echo "test.sh: Chromium is missing (apt-get install chromium)" >&2
+  exit 1
+else
+  echo "test.sh: SKIPPED the browser demo test: no Chromium (apt-get install chromium)" >&2
+fi

@@ -1,19 +1,28 @@
 //! The generation API: a model on a backend (GPU, or the CPU path where there is no adapter),
 //! prompts or chat messages in, tokens streamed out (an iterator, or a callback), with stop
 //! tokens, a token budget, cancellation, sampling settings and timing statistics.
+//!
+//! On wasm32 only the CPU backend exists (the GPU model blocks on readbacks there): `Auto` picks
+//! the CPU, `Gpu` is an [`Error::Unsupported`], and models come from bytes
+//! ([`Model::from_gguf`] with [`GgufFile::from_bytes`]).
 
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_cpu::sample::Sampler;
 
+use crate::clock::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::gpu::{Gpu, GpuOptions};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::gpu::Gpu;
+use crate::gpu::GpuOptions;
 use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::model::gpu::{AttnOptions, Choice, GpuModel, StepOutput};
 use crate::ops::attention::KvType;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::ops::sample::SampleParams;
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 
@@ -142,8 +151,62 @@ pub struct Generation {
 }
 
 enum Engine {
+    #[cfg(not(target_arch = "wasm32"))]
     Gpu(Box<GpuModel>),
     Cpu(Box<CpuModel>),
+}
+
+impl Engine {
+    /// The GPU when `opts` allow it and an adapter exists, else the CPU path.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn load(
+        file: GgufFile,
+        cfg: &Config,
+        context: u32,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Engine> {
+        let gpu = match opts.backend {
+            Backend::Cpu => None,
+            Backend::Gpu => Some(Gpu::new_blocking(opts.gpu.clone())?),
+            Backend::Auto => match Gpu::new_blocking(opts.gpu.clone()) {
+                Ok(gpu) => Some(gpu),
+                Err(Error::NoAdapter { .. }) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(match gpu {
+            Some(gpu) => {
+                let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
+                let model = GpuModel::load_with(&gpu, &file, cfg, context, attn, progress)?;
+                Engine::Gpu(Box::new(model))
+            }
+            None => {
+                let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
+                Engine::Cpu(Box::new(model))
+            }
+        })
+    }
+
+    /// The CPU path: on wasm32 the GPU model cannot run (it blocks on readbacks).
+    #[cfg(target_arch = "wasm32")]
+    fn load(
+        file: GgufFile,
+        cfg: &Config,
+        context: u32,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Engine> {
+        if opts.backend == Backend::Gpu {
+            return Err(Error::Unsupported(
+                "the GPU backend on wasm32: its model blocks on GPU readbacks, which a browser \
+                 cannot do; use the CPU backend (auto picks it)"
+                    .into(),
+            ));
+        }
+        let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
+        Ok(Engine::Cpu(Box::new(model)))
+    }
 }
 
 /// A loaded model with its tokenizer, on one backend.
@@ -151,7 +214,6 @@ pub struct Model {
     engine: Engine,
     tokenizer: Tokenizer,
     cfg: Config,
-    adapter: Option<String>,
 }
 
 impl std::fmt::Debug for Model {
@@ -165,6 +227,7 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// Loads a GGUF model. `progress(done, total)` reports the weights uploaded.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(
         path: impl AsRef<std::path::Path>,
         opts: &LoadOptions,
@@ -183,32 +246,11 @@ impl Model {
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
-        let gpu = match opts.backend {
-            Backend::Cpu => None,
-            Backend::Gpu => Some(Gpu::new_blocking(opts.gpu.clone())?),
-            Backend::Auto => match Gpu::new_blocking(opts.gpu.clone()) {
-                Ok(gpu) => Some(gpu),
-                Err(Error::NoAdapter { .. }) => None,
-                Err(e) => return Err(e),
-            },
-        };
-        let (engine, adapter) = match gpu {
-            Some(gpu) => {
-                let name = gpu.adapter_info().name.clone();
-                let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
-                let model = GpuModel::load_with(&gpu, &file, &cfg, context, attn, progress)?;
-                (Engine::Gpu(Box::new(model)), Some(name))
-            }
-            None => {
-                let model = CpuModel::load(file, &cfg, context, opts.threads, progress)?;
-                (Engine::Cpu(Box::new(model)), None)
-            }
-        };
+        let engine = Engine::load(file, &cfg, context, opts, progress)?;
         Ok(Model {
             engine,
             tokenizer,
             cfg,
-            adapter,
         })
     }
 
@@ -223,6 +265,7 @@ impl Model {
     /// `"gpu"` or `"cpu"`.
     pub fn backend_name(&self) -> &'static str {
         match self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(_) => "gpu",
             Engine::Cpu(_) => "cpu",
         }
@@ -231,7 +274,8 @@ impl Model {
     /// The GPU adapter's name, or the CPU instruction set.
     pub fn adapter(&self) -> String {
         match &self.engine {
-            Engine::Gpu(_) => self.adapter.clone().unwrap_or_default(),
+            #[cfg(not(target_arch = "wasm32"))]
+            Engine::Gpu(m) => m.gpu().adapter_info().name.clone(),
             Engine::Cpu(m) => m.describe(),
         }
     }
@@ -239,12 +283,14 @@ impl Model {
     /// The CPU path's thread count (the caller included); `None` on the GPU.
     pub fn cpu_threads(&self) -> Option<usize> {
         match &self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(_) => None,
             Engine::Cpu(m) => Some(m.threads()),
         }
     }
 
     /// The GPU the model runs on, if any (for counters).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn gpu(&self) -> Option<&Gpu> {
         match &self.engine {
             Engine::Gpu(m) => Some(m.gpu()),
@@ -255,6 +301,7 @@ impl Model {
     /// KV cache positions.
     pub fn capacity(&self) -> u32 {
         match &self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(m) => m.capacity(),
             Engine::Cpu(m) => m.capacity(),
         }
@@ -273,9 +320,10 @@ impl Model {
 
     /// The logits after `prompt` (a fresh context; for reference tests).
     pub fn prompt_logits(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
-        let n = self.check_prompt(prompt)?;
+        self.check_prompt(prompt)?;
         match &mut self.engine {
-            Engine::Gpu(m) => match m.step(prompt, 0, n, &Choice::Logits)? {
+            #[cfg(not(target_arch = "wasm32"))]
+            Engine::Gpu(m) => match m.step(prompt, 0, prompt.len() as u32, &Choice::Logits)? {
                 StepOutput::Logits(l) => Ok(l),
                 StepOutput::Token(_) => unreachable!("logits were asked for"),
             },
@@ -470,6 +518,7 @@ impl TokenStream<'_> {
         let recent_from = self.history.len().saturating_sub(self.opts.repeat_last_n);
         let step = self.generated;
         let next = match &mut *self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(m) => {
                 // The GPU chooses (4 bytes back) and keeps the id where the next step's
                 // embedding reads it, so later steps feed nothing.

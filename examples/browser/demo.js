@@ -1,0 +1,73 @@
+// The page: sends the model URL and prompts to the worker (kiln runs there, so the page stays
+// responsive while it generates) and streams the pieces it sends back into the output box.
+// `?autorun=1&prompt=...&maxTokens=N` loads and generates on its own (the headless test uses it);
+// the result is kept in `window.kilnDemo`.
+
+const $ = (id) => document.getElementById(id);
+const worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
+const demo = (window.kilnDemo = { done: false, error: null, tokens: [], text: "" });
+// Cancelling: the worker polls this shared flag between tokens where the page is cross-origin
+// isolated; elsewhere Stop takes effect at the end of the generation.
+const cancel = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
+
+worker.onmessage = ({ data: m }) => {
+  if (m.type === "progress") {
+    $("progress").value = m.total ? m.received / m.total : 0;
+    $("status").textContent = `${(m.received / 1e6).toFixed(1)} MB`;
+  } else if (m.type === "loaded") {
+    $("progress").value = 1;
+    $("status").textContent =
+      `${m.info.arch}, ${m.info.layers} layers, ${m.info.isa} (${m.info.simd128 ? "SIMD128" : "scalar"} build), ` +
+      `loaded in ${m.ms.toFixed(0)} ms`;
+    demo.info = m.info;
+    $("go").disabled = false;
+    if (params.get("autorun")) generate();
+  } else if (m.type === "token") {
+    $("out").textContent += m.piece;
+    demo.tokens.push(m.id);
+  } else if (m.type === "done") {
+    const s = m.result.stats;
+    $("stats").textContent =
+      `${s.generatedTokens} tokens (${m.result.stop}); time to first token ${s.ttftMs.toFixed(0)} ms, ` +
+      `prefill ${s.prefillTokS.toFixed(1)} tok/s, decode ${s.decodeTokS.toFixed(1)} tok/s`;
+    Object.assign(demo, { done: true, text: m.result.text, result: m.result });
+    $("go").disabled = false;
+    $("stop").disabled = true;
+  } else if (m.type === "error") {
+    $("status").textContent = `error: ${m.message}`;
+    Object.assign(demo, { done: true, error: m.message });
+    $("go").disabled = false;
+    $("stop").disabled = true;
+  }
+};
+
+function load() {
+  $("go").disabled = true;
+  $("status").textContent = "loading...";
+  worker.postMessage({ type: "load", url: new URL($("model").value, location.href).href, cancel });
+}
+
+function generate() {
+  Object.assign(demo, { done: false, error: null, tokens: [], text: "" });
+  $("out").textContent = "";
+  $("stats").textContent = "";
+  $("go").disabled = true;
+  $("stop").disabled = false;
+  if (cancel) Atomics.store(cancel, 0, 0);
+  worker.postMessage({
+    type: "generate",
+    prompt: $("prompt").value,
+    chat: $("chat").checked,
+    options: { maxTokens: Number($("maxTokens").value), temperature: Number($("temperature").value) },
+  });
+}
+
+$("load").onclick = load;
+$("go").onclick = generate;
+$("stop").onclick = () => cancel && Atomics.store(cancel, 0, 1);
+
+const params = new URLSearchParams(location.search);
+for (const key of ["prompt", "maxTokens", "model"]) {
+  if (params.has(key)) $(key).value = params.get(key);
+}
+if (params.get("autorun")) load();

@@ -1,0 +1,107 @@
+// The demo page in headless Chromium: serves the repository, opens
+// examples/browser/?autorun=1 (the page loads SmolLM2 in its worker and generates greedily), and
+// checks that the streamed tokens equal llama.cpp's (runtime/tests/fixtures/reference/smollm2.json,
+// case `capital`, up to its first near-tie) and that the SIMD128 build was picked.
+// Chromium is driven over --remote-debugging-pipe (the DevTools protocol on fds 3 and 4).
+//
+//   node examples/browser/test.mjs        (CHROMIUM=path overrides /usr/lib/chromium/chromium)
+//
+// Needs scripts/build-web.sh, scripts/install-models.sh smollm2 and `apt-get install chromium`.
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { serve } from "./serve.mjs";
+
+const repo = fileURLToPath(new URL("../../", import.meta.url));
+const NEAR_TIE = 0.25; // as in runtime/tests/model_reference.rs
+const TIMEOUT_MS = 240_000;
+
+const fixture = JSON.parse(
+  readFileSync(`${repo}runtime/tests/fixtures/reference/smollm2.json`, "utf8"),
+);
+const ref = fixture.cases.find((c) => c.name === "capital");
+const n = Math.min(8, ref.gaps.findIndex((g) => g < NEAR_TIE));
+
+/** A DevTools protocol connection over Chromium's pipe. */
+function devtools(child) {
+  const pending = new Map();
+  let next = 1;
+  let buf = "";
+  child.stdio[4].on("data", (chunk) => {
+    buf += chunk.toString("utf8");
+    let end;
+    while ((end = buf.indexOf("\0")) >= 0) {
+      const msg = JSON.parse(buf.slice(0, end));
+      buf = buf.slice(end + 1);
+      const p = pending.get(msg.id);
+      if (!p) continue;
+      pending.delete(msg.id);
+      if (msg.error) p.reject(new Error(`${p.method}: ${msg.error.message}`));
+      else p.resolve(msg.result);
+    }
+  });
+  return (method, params = {}, sessionId) =>
+    new Promise((resolve, reject) => {
+      const id = next++;
+      pending.set(id, { resolve, reject, method });
+      child.stdio[3].write(JSON.stringify({ id, method, params, sessionId }) + "\0");
+    });
+}
+
+const server = await serve(0);
+const url =
+  `http://127.0.0.1:${server.address().port}/examples/browser/` +
+  `?autorun=1&maxTokens=${n}&prompt=${encodeURIComponent(ref.text)}`;
+const profile = mkdtempSync(join(tmpdir(), "kiln-chromium-"));
+const chromium = spawn(
+  process.env.CHROMIUM ?? "/usr/lib/chromium/chromium",
+  [
+    "--headless", "--no-sandbox", "--remote-debugging-pipe", `--user-data-dir=${profile}`,
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--disable-quic", "about:blank",
+  ],
+  { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] },
+);
+let stderr = "";
+chromium.stdio[2].on("data", (d) => (stderr = (stderr + d).slice(-4000)));
+
+try {
+  const send = devtools(chromium);
+  const { targetId } = await send("Target.createTarget", { url });
+  const { sessionId } = await send("Target.attachToTarget", { targetId, flatten: true });
+  const started = Date.now();
+  let demo = null;
+  while (!demo?.done) {
+    assert.ok(Date.now() - started < TIMEOUT_MS, `no result within ${TIMEOUT_MS} ms: ${JSON.stringify(demo)}`);
+    await new Promise((r) => setTimeout(r, 500));
+    const expression = "JSON.stringify(window.kilnDemo ?? null)";
+    const reply = await send("Runtime.evaluate", { expression, returnByValue: true }, sessionId)
+      // Until the page has loaded there is no context to evaluate in.
+      .catch((e) => (/execution context/.test(e.message) ? null : Promise.reject(e)));
+    if (reply) demo = JSON.parse(reply.result.value ?? "null");
+  }
+  assert.equal(demo.error, null, `the page reported an error: ${demo.error}`);
+  assert.equal(demo.info.simd128, true, "Chromium runs SIMD128: the SIMD build should be picked");
+  assert.deepEqual(demo.tokens, ref.greedy_ids.slice(0, n), "greedy tokens streamed to the page");
+  assert.deepEqual(demo.result.tokens, demo.tokens);
+  assert.equal(demo.result.text, ref.greedy_text.slice(0, demo.result.text.length));
+  const s = demo.result.stats;
+  console.log(
+    `browser demo (Chromium, ${demo.info.isa}): ${n} greedy tokens equal llama.cpp's; ` +
+      `ttft ${s.ttftMs.toFixed(0)} ms, decode ${s.decodeTokS.toFixed(1)} tok/s: ${JSON.stringify(demo.result.text)}`,
+  );
+} catch (e) {
+  console.error(`chromium stderr (tail):\n${stderr}`);
+  throw e;
+} finally {
+  const exited = new Promise((r) => chromium.once("exit", r));
+  chromium.kill();
+  await exited;
+  server.close();
+  rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
+}

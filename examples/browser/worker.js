@@ -1,0 +1,32 @@
+// kiln in a Web Worker: loads the model (streamed from its URL) and generates, posting each
+// token's text back to the page as it arrives.
+
+import { loadModel } from "../../web/js/kiln.js";
+
+let model = null;
+let cancel = null;
+
+self.onmessage = async ({ data: m }) => {
+  try {
+    if (m.type === "load") {
+      cancel = m.cancel;
+      model?.free();
+      model = null;
+      const t0 = performance.now();
+      model = await loadModel(m.url, {
+        onProgress: (received, total) => self.postMessage({ type: "progress", received, total }),
+      });
+      self.postMessage({ type: "loaded", info: model.info(), ms: performance.now() - t0 });
+    } else if (m.type === "generate") {
+      const prompt = m.chat ? model.encodeChat([{ role: "user", content: m.prompt }]) : m.prompt;
+      const result = model.generate(prompt, m.options, (piece, id) => {
+        self.postMessage({ type: "token", piece, id });
+        return !(cancel && Atomics.load(cancel, 0));
+      });
+      result.tokens = [...result.tokens];
+      self.postMessage({ type: "done", result });
+    }
+  } catch (e) {
+    self.postMessage({ type: "error", message: String(e?.message ?? e) });
+  }
+};

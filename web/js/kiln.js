@@ -1,0 +1,107 @@
+// kiln in browsers and Node: loads the SIMD128 build of kiln-web where the engine validates
+// SIMD128 code, the scalar build elsewhere, and streams GGUF files into it chunk by chunk.
+//
+//   import { loadModel } from "./kiln.js";
+//   const model = await loadModel("SmolLM2-135M-Instruct.Q4_1.gguf");
+//   model.generate("The capital of France is", { maxTokens: 16 }, (piece) => show(piece));
+//
+// The packages come from scripts/build-web.sh (web/pkg/simd, web/pkg/scalar).
+
+// The smallest module that uses SIMD128: one function `() -> v128` doing `i8x16.splat(0)`.
+// Engines without SIMD128 fail to validate it.
+const SIMD128_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version 1
+  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // type section: (func (result v128))
+  0x03, 0x02, 0x01, 0x00, // function section: one function of type 0
+  0x0a, 0x08, 0x01, 0x06, 0x00, 0x41, 0x00, 0xfd, 0x0f, 0x0b, // code: i32.const 0, i8x16.splat, end
+]);
+
+/** Whether this engine runs WebAssembly SIMD128. */
+export function simd128Supported() {
+  return WebAssembly.validate(SIMD128_PROBE);
+}
+
+const isNode = typeof process !== "undefined" && process.versions?.node !== undefined;
+const loaded = new Map();
+
+/**
+ * Initialises kiln-web once per flavour and returns its module (`ModelLoader`, `Model`,
+ * `simd128()`). `simd`: true or false forces a build; the default detects.
+ */
+export async function initKiln({ simd } = {}) {
+  const flavor = (simd ?? simd128Supported()) ? "simd" : "scalar";
+  if (!loaded.has(flavor)) {
+    loaded.set(flavor, (async () => {
+      const url = new URL(`../pkg/${flavor}/kiln_web.js`, import.meta.url);
+      const mod = await import(url.href);
+      const wasm = new URL(`../pkg/${flavor}/kiln_web_bg.wasm`, import.meta.url);
+      if (isNode) {
+        // Node's fetch does not read file: URLs; hand the bytes over instead.
+        const { readFile } = await import("node:fs/promises");
+        await mod.default({ module_or_path: await readFile(wasm) });
+      } else {
+        await mod.default({ module_or_path: wasm });
+      }
+      return mod;
+    })());
+  }
+  return loaded.get(flavor);
+}
+
+/** The chunks of `source` with, where known, its length. */
+async function open(source) {
+  if (typeof source === "string" || source instanceof URL) {
+    const href = source instanceof URL ? source.href : source;
+    if (isNode && !/^https?:/.test(href)) {
+      const fs = await import("node:fs");
+      const path = href.startsWith("file:") ? new URL(href) : href;
+      return { size: fs.statSync(path).size, chunks: fs.createReadStream(path) };
+    }
+    source = await fetch(href);
+  }
+  if (typeof Response !== "undefined" && source instanceof Response) {
+    if (!source.ok) throw new Error(`fetching the model failed: HTTP ${source.status}`);
+    const length = Number(source.headers.get("content-length"));
+    // A compressed body's length is not the file's.
+    const encoded = source.headers.get("content-encoding");
+    return { size: length > 0 && !encoded ? length : undefined, chunks: source.body };
+  }
+  if (source instanceof ArrayBuffer) source = new Uint8Array(source);
+  if (source instanceof Uint8Array) return { size: source.length, chunks: [source] };
+  return { size: undefined, chunks: source }; // a ReadableStream or any (async) iterable
+}
+
+async function* iterate(chunks) {
+  if (chunks[Symbol.asyncIterator] || chunks[Symbol.iterator]) {
+    yield* chunks;
+    return;
+  }
+  const reader = chunks.getReader(); // ReadableStream without async iteration (Safari)
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    yield value;
+  }
+}
+
+/**
+ * Loads a GGUF model from a URL or path, a `Response`, a `ReadableStream`, an (async) iterable of
+ * `Uint8Array` chunks, or the whole file as an `ArrayBuffer`/`Uint8Array`. Chunks are copied into
+ * wasm memory one at a time; the file is never held twice there.
+ * Options: `context` (KV positions), `simd` (force a build), `onProgress(received, total?)`.
+ */
+export async function loadModel(source, { context, simd, onProgress } = {}) {
+  const kiln = await initKiln({ simd });
+  const { size, chunks } = await open(source);
+  const loader = new kiln.ModelLoader(size);
+  try {
+    for await (const chunk of iterate(chunks)) {
+      loader.push(chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk));
+      onProgress?.(loader.received(), loader.expected() ?? size);
+    }
+  } catch (e) {
+    loader.free();
+    throw e;
+  }
+  return loader.finish({ context }); // consumes the loader
+}

@@ -1,0 +1,116 @@
+// Checks kiln-web under Node against llama.cpp: SmolLM2-135M is streamed from its file into the
+// package, a reference prompt is tokenized and decoded greedily, and the tokens must equal
+// llama.cpp's (runtime/tests/fixtures/reference/smollm2.json) up to the first near-tie. Also
+// checks the streamed pieces, stop strings and cancellation, and prints decode tok/s.
+//
+//   node web/node/check.mjs [--flavor simd|scalar|both] [--tokens N] [--case NAME]
+//
+// Needs scripts/build-web.sh (web/pkg/) and scripts/install-models.sh smollm2 (models/).
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+import { initKiln, loadModel, simd128Supported } from "../js/kiln.js";
+
+const repo = fileURLToPath(new URL("../../", import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    flavor: { type: "string", default: "both" },
+    tokens: { type: "string", default: "14" },
+    case: { type: "string", default: "capital" },
+  },
+});
+
+// As in runtime/tests/model_reference.rs: greedy comparisons stop at the first step where
+// llama.cpp's top-1/top-2 logit gap is below this (two correct runtimes may differ there).
+const NEAR_TIE = 0.25;
+
+const fixture = JSON.parse(
+  readFileSync(`${repo}runtime/tests/fixtures/reference/smollm2.json`, "utf8"),
+);
+const ref = fixture.cases.find((c) => c.name === args.case);
+assert.ok(ref, `no case ${args.case} in smollm2.json`);
+const tie = ref.gaps.findIndex((g) => g < NEAR_TIE);
+const n = Math.min(Number(args.tokens), tie < 0 ? ref.gaps.length : tie);
+assert.ok(n >= 2, `--tokens ${args.tokens}: need at least 2 tokens before the near-tie`);
+
+async function check(simd) {
+  const kiln = await initKiln({ simd });
+  assert.equal(kiln.simd128(), simd, "the loader picked the wrong build");
+  const flavor = simd ? "simd128" : "scalar";
+  let progress = 0;
+  const t0 = performance.now();
+  const model = await loadModel(`${repo}models/${fixture.model}`, {
+    simd,
+    context: 256,
+    onProgress: () => progress++,
+  });
+  const loadMs = performance.now() - t0;
+  assert.ok(progress > 1, "the file should arrive in several chunks");
+  const info = model.info();
+  assert.equal(info.arch, "llama");
+  assert.equal(info.simd128, simd);
+  assert.equal(info.context, 256);
+
+  // The tokenizer and the chat template agree with llama.cpp's.
+  assert.deepEqual([...model.tokenize(ref.text)], ref.prompt_ids, "prompt tokens");
+  const chat = fixture.cases.find((c) => c.name === "chat_capital");
+  const messages = [{ role: "user", content: "What is the capital of France?" }];
+  assert.deepEqual([...model.encodeChat(messages)], chat.prompt_ids, "chat template tokens");
+  assert.throws(() => model.encodeChat([{ role: "user" }]), /string `content`/);
+
+  // Greedy decoding agrees with llama.cpp's up to the near-tie; the callback sees every token.
+  const pieces = [];
+  const ids = [];
+  const g = model.generate(ref.prompt_ids, { maxTokens: n, ignoreEog: true }, (piece, id) => {
+    pieces.push(piece);
+    ids.push(id);
+  });
+  assert.deepEqual([...g.tokens], ref.greedy_ids.slice(0, n), `${flavor}: greedy tokens`);
+  assert.deepEqual(ids, [...g.tokens], "callback ids");
+  assert.equal(pieces.join(""), g.text, "streamed pieces make the text");
+  assert.equal(g.text, model.detokenize(g.tokens), "text of the tokens");
+  assert.equal(g.stop, "max_tokens");
+  assert.equal(g.stats.promptTokens, ref.prompt_ids.length);
+  assert.equal(g.stats.generatedTokens, n);
+  assert.ok(g.stats.ttftMs > 0 && g.stats.decodeTokS > 0, "stats are measured");
+
+  // A stop string ends the text before it; returning false from the callback cancels.
+  const greedyText = g.text;
+  const stopAt = greedyText.indexOf(".", 1);
+  if (stopAt > 0) {
+    const s = model.generate(ref.text, { maxTokens: n, stop: ["."] });
+    assert.equal(s.stop, "stop_string");
+    assert.equal(s.text, greedyText.slice(0, stopAt));
+  }
+  let calls = 0;
+  const c = model.generate(ref.text, { maxTokens: n }, () => ++calls < 2);
+  assert.equal(c.stop, "cancelled");
+  assert.equal(calls, 2);
+  assert.equal(c.tokens.length, 2);
+  assert.throws(() => model.generate("x", { maxTokkens: 3 }), /unknown generate option/);
+
+  console.log(
+    `kiln-web ${flavor} (${info.isa}): ${n} greedy tokens equal llama.cpp's ` +
+      `(case ${ref.name}); load ${loadMs.toFixed(0)} ms, ttft ${g.stats.ttftMs.toFixed(0)} ms, ` +
+      `prefill ${g.stats.prefillTokS.toFixed(1)} tok/s, decode ${g.stats.decodeTokS.toFixed(1)} tok/s`,
+  );
+  model.free();
+
+  // Files that are not GGUF, or cut short, are refused with the reason.
+  const bad = new kiln.ModelLoader();
+  assert.throws(() => bad.push(new TextEncoder().encode("not a gguf file")), /not a GGUF file/);
+  bad.free();
+  const head = readFileSync(`${repo}models/${fixture.model}`).subarray(0, 8 << 20);
+  const cut = new kiln.ModelLoader(head.length);
+  cut.push(head);
+  assert.ok(cut.expected() > head.length, "the header gives the whole file's length");
+  assert.throws(() => cut.finish(), /cut short|truncated|re-download|reinstall/i);
+}
+
+assert.ok(simd128Supported(), "Node 20 runs SIMD128; the probe module should validate");
+const flavors = { both: [true, false], simd: [true], scalar: [false] }[args.flavor];
+assert.ok(flavors, `--flavor ${args.flavor}: use simd, scalar or both`);
+for (const simd of flavors) await check(simd);

@@ -1,0 +1,204 @@
+//! kiln for browsers and Node: wasm-bindgen bindings over kiln's generation API on the CPU path
+//! (one thread; SIMD128 kernels when built with `+simd128`, scalar ones otherwise).
+//!
+//! From JavaScript (see `web/js/kiln.js`, which picks the SIMD128 or the scalar build):
+//! - [`ModelLoader`] takes a GGUF file as a sequence of chunks (a `fetch()` body, a Node file
+//!   stream) and builds a [`Model`] from them without a second copy of the file in wasm memory;
+//! - [`Model`] tokenizes, applies the chat template and generates with a callback per token.
+//!
+//! Generation runs synchronously on the calling thread: in a browser, run it in a Worker.
+
+mod loader;
+mod options;
+
+use std::ops::ControlFlow;
+
+use js_sys::{Array, Function, Object, Reflect, Uint32Array};
+use kiln::generate::{Generation, StopReason};
+use kiln::tokenizer::Message;
+use wasm_bindgen::prelude::*;
+
+pub use loader::ModelLoader;
+use options::{Options, set};
+
+/// Turns any error into a JS `Error` with its message.
+pub(crate) fn js_err(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+/// Sends Rust panics to `console.error` (instead of a bare "unreachable executed").
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| console_error(&info.to_string())));
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(s: &str);
+}
+
+/// Whether this build's CPU kernels use WebAssembly SIMD128.
+#[wasm_bindgen(js_name = simd128)]
+pub fn simd128() -> bool {
+    cfg!(target_feature = "simd128")
+}
+
+/// A loaded model (CPU path) with its tokenizer and KV cache.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Model {
+    inner: kiln::generate::Model,
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// `{arch, backend, isa, simd128, vocab, layers, context}`.
+    pub fn info(&self) -> Result<Object, JsValue> {
+        let m = &self.inner;
+        let cfg = m.config();
+        let o = Object::new();
+        set(&o, "arch", &format!("{:?}", cfg.arch).to_lowercase().into())?;
+        set(&o, "backend", &m.backend_name().into())?;
+        set(&o, "isa", &m.adapter().into())?;
+        set(&o, "simd128", &simd128().into())?;
+        set(&o, "vocab", &cfg.vocab.into())?;
+        set(&o, "layers", &cfg.n_layer.into())?;
+        set(&o, "context", &m.capacity().into())?;
+        Ok(o)
+    }
+
+    /// Token ids of a plain prompt: BOS where the model asks for it, special tokens such as
+    /// `<|im_start|>` parsed.
+    pub fn tokenize(&self, text: &str) -> Uint32Array {
+        Uint32Array::from(&self.inner.encode_prompt(text)[..])
+    }
+
+    /// The text of token ids (special tokens included).
+    pub fn detokenize(&self, ids: &[u32]) -> String {
+        self.inner.tokenizer().decode(ids)
+    }
+
+    /// Token ids of chat messages (`[{role, content}, ...]`) through the model's chat template,
+    /// ready for the assistant's reply.
+    #[wasm_bindgen(js_name = encodeChat)]
+    pub fn encode_chat(&self, messages: &Array) -> Result<Uint32Array, JsValue> {
+        let mut list = Vec::with_capacity(messages.length() as usize);
+        for m in messages.iter() {
+            let field = |name: &str| -> Result<String, JsValue> {
+                Reflect::get(&m, &name.into())?
+                    .as_string()
+                    .ok_or_else(|| js_err(format!("a chat message needs a string `{name}`")))
+            };
+            list.push(Message::new(&field("role")?, &field("content")?));
+        }
+        let ids = self.inner.encode_chat(&list).map_err(js_err)?;
+        Ok(Uint32Array::from(&ids[..]))
+    }
+
+    /// Generates from `prompt` (a string, or token ids as a `Uint32Array` or an array) in a fresh
+    /// context. `options`: `{maxTokens, temperature, topK, topP, repetitionPenalty, repeatLastN,
+    /// seed, stop, ignoreEog}`; `stop` lists extra stop token ids (numbers) and stop strings (the
+    /// returned text ends before the first one). `onToken(piece, id)` is called for each token;
+    /// returning `false` from it cancels.
+    ///
+    /// Returns `{text, tokens, stop, stats: {promptTokens, generatedTokens, ttftMs,
+    /// prefillTokS, decodeTokS}}`; `stop` is `eog`, `max_tokens`, `stop_string`, `cancelled` or
+    /// `context_full`.
+    pub fn generate(
+        &mut self,
+        prompt: &JsValue,
+        options: &JsValue,
+        on_token: Option<Function>,
+    ) -> Result<Object, JsValue> {
+        let ids = self.prompt_ids(prompt)?;
+        let opts = Options::parse(options)?;
+        let mut text = String::new();
+        let mut stopped_at: Option<usize> = None;
+        let mut cancelled = false;
+        let mut thrown: Option<JsValue> = None;
+        let generation = self
+            .inner
+            .generate(&ids, &opts.generate, |id, piece| {
+                text.push_str(piece);
+                if let Some(f) = &on_token {
+                    match f.call2(&JsValue::NULL, &piece.into(), &id.into()) {
+                        Ok(v) if v == JsValue::FALSE => cancelled = true,
+                        Ok(_) => {}
+                        Err(e) => thrown = Some(e),
+                    }
+                }
+                // A stop string may end in this piece: look from where it could have started.
+                let from = text.len().saturating_sub(piece.len() + opts.longest_stop);
+                stopped_at = opts.find_stop(&text, from);
+                if cancelled || thrown.is_some() || stopped_at.is_some() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .map_err(js_err)?;
+        if let Some(e) = thrown {
+            return Err(e);
+        }
+        result(generation, stopped_at, cancelled)
+    }
+}
+
+impl Model {
+    fn prompt_ids(&self, prompt: &JsValue) -> Result<Vec<u32>, JsValue> {
+        if let Some(text) = prompt.as_string() {
+            return Ok(self.inner.encode_prompt(&text));
+        }
+        if let Some(ids) = prompt.dyn_ref::<Uint32Array>() {
+            return Ok(ids.to_vec());
+        }
+        if let Some(ids) = prompt.dyn_ref::<Array>() {
+            return ids
+                .iter()
+                .map(|v| {
+                    v.as_f64()
+                        .filter(|x| x.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(x))
+                        .map(|x| x as u32)
+                        .ok_or_else(|| js_err("prompt token ids must be non-negative integers"))
+                })
+                .collect();
+        }
+        Err(js_err(
+            "the prompt must be a string, a Uint32Array or an array of token ids",
+        ))
+    }
+}
+
+/// The JS object of a finished generation.
+fn result(g: Generation, stopped_at: Option<usize>, cancelled: bool) -> Result<Object, JsValue> {
+    let (text, stop) = match stopped_at {
+        Some(at) => (&g.text[..at], "stop_string"),
+        None if cancelled => (&g.text[..], "cancelled"),
+        None => (
+            &g.text[..],
+            match g.stop {
+                StopReason::EndOfGeneration => "eog",
+                StopReason::MaxTokens => "max_tokens",
+                StopReason::Cancelled => "cancelled",
+                StopReason::ContextFull => "context_full",
+            },
+        ),
+    };
+    let o = Object::new();
+    set(&o, "text", &text.into())?;
+    set(&o, "tokens", &Uint32Array::from(&g.tokens[..]).into())?;
+    set(&o, "stop", &stop.into())?;
+    let s = Object::new();
+    set(&s, "promptTokens", &(g.stats.prompt_tokens as f64).into())?;
+    set(
+        &s,
+        "generatedTokens",
+        &(g.stats.generated_tokens as f64).into(),
+    )?;
+    set(&s, "ttftMs", &(g.stats.ttft.as_secs_f64() * 1000.0).into())?;
+    set(&s, "prefillTokS", &g.stats.prefill_tok_s.into())?;
+    set(&s, "decodeTokS", &g.stats.decode_tok_s.into())?;
+    set(&o, "stats", &s.into())?;
+    Ok(o)
+}

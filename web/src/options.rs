@@ -1,0 +1,136 @@
+//! Generation options from a plain JS object, and small helpers for building JS objects.
+
+use js_sys::{Array, Object, Reflect};
+use kiln::generate::GenerateOptions;
+use wasm_bindgen::prelude::*;
+
+use crate::js_err;
+
+/// `o[key] = value`.
+pub(crate) fn set(o: &Object, key: &str, value: &JsValue) -> Result<(), JsValue> {
+    Reflect::set(o, &key.into(), value).map(drop)
+}
+
+/// What [`crate::Model::generate`] needs beyond kiln's own options: the stop strings.
+#[derive(Debug)]
+pub(crate) struct Options {
+    pub generate: GenerateOptions,
+    pub stop_strings: Vec<String>,
+    /// Bytes of the longest stop string.
+    pub longest_stop: usize,
+}
+
+impl Options {
+    /// Reads `{maxTokens, temperature, topK, topP, repetitionPenalty, repeatLastN, seed, stop,
+    /// ignoreEog}` from `value` (undefined or null: the defaults); unknown keys are an error, so
+    /// a misspelt option does not pass silently.
+    pub fn parse(value: &JsValue) -> Result<Options, JsValue> {
+        let mut o = Options {
+            generate: GenerateOptions::default(),
+            stop_strings: Vec::new(),
+            longest_stop: 0,
+        };
+        if value.is_undefined() || value.is_null() {
+            return Ok(o);
+        }
+        let obj = value
+            .dyn_ref::<Object>()
+            .ok_or_else(|| js_err("generate options must be an object"))?;
+        let g = &mut o.generate;
+        for key in Object::keys(obj).iter() {
+            let name = key.as_string().unwrap_or_default();
+            let v = Reflect::get(obj, &key)?;
+            if v.is_undefined() {
+                continue;
+            }
+            match name.as_str() {
+                "maxTokens" => g.max_tokens = uint(&name, &v)?,
+                "temperature" => g.temperature = float(&name, &v)?,
+                "topK" => g.top_k = uint(&name, &v)? as usize,
+                "topP" => g.top_p = float(&name, &v)?,
+                "repetitionPenalty" => g.repetition_penalty = float(&name, &v)?,
+                "repeatLastN" => g.repeat_last_n = uint(&name, &v)? as usize,
+                "seed" => g.seed = uint(&name, &v)?,
+                "ignoreEog" => {
+                    g.ignore_eog = v
+                        .as_bool()
+                        .ok_or_else(|| js_err("option `ignoreEog` must be a boolean"))?
+                }
+                "stop" => {
+                    let list = v
+                        .dyn_ref::<Array>()
+                        .ok_or_else(|| js_err("option `stop` must be an array"))?;
+                    for s in list.iter() {
+                        match s.as_string() {
+                            Some(text) if !text.is_empty() => o.stop_strings.push(text),
+                            Some(_) => return Err(js_err("an empty stop string")),
+                            None => g.stop_tokens.push(uint("stop", &s)?),
+                        }
+                    }
+                }
+                other => {
+                    return Err(js_err(format!(
+                        "unknown generate option `{other}` (known: maxTokens, temperature, topK, \
+                         topP, repetitionPenalty, repeatLastN, seed, stop, ignoreEog)"
+                    )));
+                }
+            }
+        }
+        o.longest_stop = o.stop_strings.iter().map(String::len).max().unwrap_or(0);
+        Ok(o)
+    }
+
+    /// The byte offset of the first stop string in `text[from..]`, if any.
+    pub fn find_stop(&self, text: &str, from: usize) -> Option<usize> {
+        // Back up to a character boundary.
+        let from = (0..=from).rev().find(|&i| text.is_char_boundary(i))?;
+        self.stop_strings
+            .iter()
+            .filter_map(|s| text[from..].find(s.as_str()).map(|i| from + i))
+            .min()
+    }
+}
+
+fn float(name: &str, v: &JsValue) -> Result<f32, JsValue> {
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .map(|x| x as f32)
+        .ok_or_else(|| js_err(format!("option `{name}` must be a finite number")))
+}
+
+fn uint(name: &str, v: &JsValue) -> Result<u32, JsValue> {
+    v.as_f64()
+        .filter(|x| x.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(x))
+        .map(|x| x as u32)
+        .ok_or_else(|| js_err(format!("option `{name}` must be a non-negative integer")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_stops(stops: &[&str]) -> Options {
+        Options {
+            generate: GenerateOptions::default(),
+            stop_strings: stops.iter().map(|s| s.to_string()).collect(),
+            longest_stop: stops.iter().map(|s| s.len()).max().unwrap_or(0),
+        }
+    }
+
+    #[test]
+    fn the_earliest_stop_string_after_from_wins() {
+        let o = with_stops(&["\n\n", "."]);
+        assert_eq!(o.find_stop("Paris.\n\nThe", 0), Some(5));
+        assert_eq!(o.find_stop("Paris\n\nThe.", 0), Some(5));
+        assert_eq!(o.find_stop("Paris", 0), None);
+        // Only text from `from` on is searched (earlier text was searched before).
+        assert_eq!(o.find_stop("a.b.", 2), Some(3));
+    }
+
+    #[test]
+    fn a_start_inside_a_character_backs_up_to_its_boundary() {
+        let o = with_stops(&["é!"]);
+        // "é" is 2 bytes (1..3): starting the search at byte 2 must not panic or miss it.
+        assert_eq!(o.find_stop("xé!", 2), Some(1));
+    }
+}
