@@ -1,6 +1,9 @@
 // Greedy pick: tokens[slot] = the index of the largest of n logits (the lowest index on ties),
 // so a decode step reads back 4 bytes and the next step's embedding reads the id on the GPU.
-// One workgroup; each invocation scans a strided share, then a tree in workgroup memory.
+// One workgroup; each invocation scans a strided share, then the workgroup takes the maximum
+// value (`wg_max`, subgroup or shared memory) and the lowest index holding it (`wg_min_index`).
+// Logits are clamped to -FLT_MAX, so -inf logits are ordinary (tied) candidates.
+#import reduce
 
 struct Params {
     n: u32,
@@ -11,35 +14,55 @@ struct Params {
 @group(0) @binding(1) var<storage, read> logits: array<f32>;      // (n)
 @group(0) @binding(2) var<storage, read_write> tokens: array<u32>;
 
-var<workgroup> best_v: array<f32, WG_SIZE>;
-var<workgroup> best_i: array<u32, WG_SIZE>;
+const NO_INDEX: u32 = 0xffffffffu;
 
-@compute @workgroup_size(WG_SIZE)
-fn main(@builtin(local_invocation_index) lid: u32) {
-    var v = -3.40282347e38;
-    var idx = 0xffffffffu;
-    for (var i = lid; i < p.n; i += WG_SIZE) {
-        let l = logits[i];
-        if l > v || idx == 0xffffffffu {
-            v = l;
-            idx = i;
-        }
+var<workgroup> min_scratch: array<u32, WG_SIZE>;
+
+#ifdef SUBGROUP
+fn wg_min_index(l: Lanes, v: u32) -> u32 {
+    let partial = subgroupMin(v);
+    if l.sg_lane == 0u {
+        min_scratch[l.sg_id] = partial;
     }
-    best_v[lid] = v;
-    best_i[lid] = idx;
+    workgroupBarrier();
+    var t = NO_INDEX;
+    for (var i = l.sg_lane; i < l.n_sg; i += l.sg_size) {
+        t = min(t, min_scratch[i]);
+    }
+    return subgroupMin(t);
+}
+#else
+fn wg_min_index(l: Lanes, v: u32) -> u32 {
+    min_scratch[l.index] = v;
     workgroupBarrier();
     for (var s = WG_SIZE / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            let ov = best_v[lid + s];
-            let oi = best_i[lid + s];
-            if oi != 0xffffffffu && (ov > best_v[lid] || (ov == best_v[lid] && oi < best_i[lid]) || best_i[lid] == 0xffffffffu) {
-                best_v[lid] = ov;
-                best_i[lid] = oi;
-            }
+        if l.index < s {
+            min_scratch[l.index] = min(min_scratch[l.index], min_scratch[l.index + s]);
         }
         workgroupBarrier();
     }
-    if lid == 0u {
-        tokens[p.slot] = best_i[0];
+    return min_scratch[0];
+}
+#endif
+
+@compute @workgroup_size(WG_SIZE)
+fn main(l: Lanes) {
+    var v = RED_LOWEST;
+    var idx = NO_INDEX;
+    for (var i = l.index; i < p.n; i += WG_SIZE) {
+        let x = max(logits[i], RED_LOWEST);
+        if x > v || idx == NO_INDEX {
+            v = x;
+            idx = i;
+        }
+    }
+    let best = wg_max(l, v);
+    var mine = NO_INDEX;
+    if idx != NO_INDEX && v == best {
+        mine = idx;
+    }
+    let chosen = wg_min_index(l, mine);
+    if l.index == 0u {
+        tokens[p.slot] = chosen;
     }
 }

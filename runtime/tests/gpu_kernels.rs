@@ -18,7 +18,7 @@ use kiln::ops::gemv::{
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
 use kiln::ops::rope::{Rope, RopeLayout, rope};
-use kiln::ops::sample::argmax;
+use kiln::ops::sample::argmax_with;
 use kiln_cpu::QType;
 use kiln_cpu::ops::AttnParams;
 use kiln_cpu::quant::dequantize_row;
@@ -921,6 +921,7 @@ fn add_inplace_with_period_is_exact() {
 fn argmax_takes_lowest_index_on_ties() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(18);
+    let mut cases: Vec<(Vec<f32>, usize)> = Vec::new();
     for (n, ties) in [
         (1001usize, vec![900usize, 200, 513]),
         (70_001, vec![69_999, 4]),
@@ -930,15 +931,38 @@ fn argmax_takes_lowest_index_on_ties() {
         for &t in &ties {
             x[t] = 5.0;
         }
-        let xb = upload_f32(&gpu, &x);
-        let (tok, off) = guarded_output(&gpu, 4);
-        let mut rec = gpu.recorder();
-        argmax(&mut rec, (&xb).into(), out_view(&tok, off, 4), n as u32, 2).unwrap();
-        rec.submit().unwrap();
-        let got = read_guarded(&gpu, &tok, 4);
-        let want = kiln_cpu::sample::argmax(&x).unwrap();
-        assert_eq!(want as usize, *ties.iter().min().unwrap());
-        assert_eq!(got, vec![0, 0, want, 0], "argmax n={n} into slot 2");
+        cases.push((x, *ties.iter().min().unwrap()));
+    }
+    // -inf logits (masked tokens) are candidates like any other: all masked picks the first,
+    // and a finite logit beats them wherever it is.
+    cases.push((vec![f32::NEG_INFINITY; 300], 0));
+    let mut masked = vec![f32::NEG_INFINITY; 5000];
+    masked[4321] = -1e30;
+    cases.push((masked, 4321));
+    for combine in combines(&gpu) {
+        for (x, want) in &cases {
+            let n = x.len();
+            let xb = upload_f32(&gpu, x);
+            let (tok, off) = guarded_output(&gpu, 4);
+            let mut rec = gpu.recorder();
+            argmax_with(
+                &mut rec,
+                combine,
+                (&xb).into(),
+                out_view(&tok, off, 4),
+                n as u32,
+                2,
+            )
+            .unwrap();
+            rec.submit().unwrap();
+            let got = read_guarded(&gpu, &tok, 4);
+            assert_eq!(kiln_cpu::sample::argmax(x).unwrap() as usize, *want);
+            assert_eq!(
+                got,
+                vec![0, 0, *want as u32, 0],
+                "argmax {combine:?} n={n} into slot 2"
+            );
+        }
     }
 }
 

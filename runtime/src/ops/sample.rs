@@ -5,9 +5,12 @@
 use crate::error::{Error, Result};
 use crate::gpu::{KernelKey, Recorder, View};
 use crate::ops::need;
+use crate::ops::reduce::Combine;
 
-pub fn argmax_key() -> KernelKey {
-    KernelKey::new("argmax").uint("WG_SIZE", 256)
+pub fn argmax_key(combine: Combine) -> KernelKey {
+    KernelKey::new("argmax")
+        .flag("SUBGROUP", combine == Combine::Subgroup)
+        .uint("WG_SIZE", 256)
 }
 
 #[repr(C)]
@@ -17,7 +20,8 @@ struct Params {
     slot: u32,
 }
 
-/// `tokens[slot] = argmax(logits[0..n])`, the lowest index on ties.
+/// `tokens[slot] = argmax(logits[0..n])`, the lowest index on ties, reduced the device's best
+/// way ([`Combine::best`]).
 pub fn argmax(
     rec: &mut Recorder,
     logits: View<'_>,
@@ -25,9 +29,22 @@ pub fn argmax(
     n: u32,
     slot: u32,
 ) -> Result<()> {
+    let combine = Combine::best(rec.gpu());
+    argmax_with(rec, combine, logits, tokens, n, slot)
+}
+
+/// [`argmax`] with the workgroup reduction chosen by the caller.
+pub fn argmax_with(
+    rec: &mut Recorder,
+    combine: Combine,
+    logits: View<'_>,
+    tokens: View<'_>,
+    n: u32,
+    slot: u32,
+) -> Result<()> {
     need("argmax", "logits", &logits, u64::from(n) * 4)?;
     need("argmax", "tokens", &tokens, (u64::from(slot) + 1) * 4)?;
-    let kernel = rec.gpu().kernel(&argmax_key())?;
+    let kernel = rec.gpu().kernel(&argmax_key(combine))?;
     rec.dispatch(&kernel, [1, 1, 1], &Params { n, slot }, &[logits, tokens])
 }
 
