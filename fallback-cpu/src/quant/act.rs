@@ -58,6 +58,17 @@ pub struct ActRow<'a> {
     pub f: &'a [f32],
 }
 
+impl ActRow<'_> {
+    /// A row of no elements (a placeholder in fixed-size tiles).
+    pub const EMPTY: ActRow<'static> = ActRow {
+        qs: &[],
+        d: &[],
+        s: &[],
+        bsums: &[],
+        f: &[],
+    };
+}
+
 impl Default for ActBuffer {
     fn default() -> Self {
         ActBuffer::new()
