@@ -40,38 +40,44 @@ pub(super) unsafe fn vec_dot_n<const N: usize>(
     }
 }
 
-/// The f16 at `p + stride·j` for `j < cnt` (0.0 beyond), widened: `[v0, v1, v2, v3]`.
+/// The f16 at `p + stride·j` for `j < CNT` (0.0 beyond), widened: `[v0, v1, v2, v3]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn f16x4(p: *const u8, stride: usize, cnt: usize) -> __m128 {
-    let mut h = 0u64;
-    for j in 0..cnt.min(4) {
-        // SAFETY: the caller guarantees 2 readable bytes at `p + stride·j` for `j < cnt`.
-        let v = unsafe { p.add(stride * j).cast::<u16>().read_unaligned() };
-        h |= (u16::from_le(v) as u64) << (16 * j);
+unsafe fn f16x4<const CNT: usize>(p: *const u8, stride: usize) -> __m128 {
+    // SAFETY: the caller guarantees 2 readable bytes at `p + stride·j` for `j < CNT`.
+    let h = |j: usize| unsafe { u16::from_le(p.add(stride * j).cast::<u16>().read_unaligned()) };
+    let mut v = _mm_cvtsi32_si128(h(0) as i32);
+    if CNT > 1 {
+        v = _mm_insert_epi16::<1>(v, h(1) as i32);
     }
-    _mm_cvtph_ps(_mm_cvtsi64_si128(h as i64))
+    if CNT > 2 {
+        v = _mm_insert_epi16::<2>(v, h(2) as i32);
+    }
+    if CNT > 3 {
+        v = _mm_insert_epi16::<3>(v, h(3) as i32);
+    }
+    _mm_cvtph_ps(v)
 }
 
-/// `p[0..cnt]` (0.0 beyond, nothing read past `cnt`).
+/// `p[0..CNT]` (0.0 beyond, nothing read past `CNT`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn f32x4(p: *const f32, cnt: usize) -> __m128 {
-    // SAFETY: the masked load reads only the `cnt` lanes the caller guarantees.
-    unsafe { _mm_maskz_loadu_ps(((1u32 << cnt.min(4)) - 1) as u8, p) }
+unsafe fn f32x4<const CNT: usize>(p: *const f32) -> __m128 {
+    // SAFETY: the masked load reads only the `CNT` lanes the caller guarantees.
+    unsafe { _mm_maskz_loadu_ps(((1u32 << CNT) - 1) as u8, p) }
 }
 
 /// The activation bytes of block pair `h` (blocks `2h`, `2h+1` of a group starting at `p`), of
-/// which `cnt` blocks exist from `p` on; bytes of missing blocks are 0 and not read.
+/// which `CNT` blocks exist from `p` on; bytes of missing blocks are 0 and not read.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn act_pair(p: *const i8, h: usize, cnt: usize) -> __m512i {
-    let k = if cnt >= 2 * h + 2 {
+unsafe fn act_pair<const CNT: usize>(p: *const i8, h: usize) -> __m512i {
+    let k = if CNT >= 2 * h + 2 {
         u64::MAX
     } else {
         0xffff_ffff
     };
-    // SAFETY: the mask covers only the blocks below `cnt`, which the caller guarantees.
+    // SAFETY: the mask covers only the blocks below `CNT`, which the caller guarantees.
     unsafe { _mm512_maskz_loadu_epi8(k, p.add(64 * h)) }
 }
 
@@ -84,24 +90,62 @@ fn pair_idx(h: i32) -> __m512i {
     _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
 }
 
+/// Walks a row of `nb` 32-element blocks four at a time, then the 1-3 left, calling
+/// `$group::<.., CNT>(i)` with the step's first block `i`.
+macro_rules! by_four {
+    ($nb:expr, |$i:ident| $group:ident::<$($g:ty),*>($($arg:expr),*)) => {{
+        let nb = $nb;
+        let mut $i = 0;
+        while $i + 4 <= nb {
+            $group::<$($g,)* 4>($($arg),*);
+            $i += 4;
+        }
+        match nb - $i {
+            1 => $group::<$($g,)* 1>($($arg),*),
+            2 => $group::<$($g,)* 2>($($arg),*),
+            3 => $group::<$($g,)* 3>($($arg),*),
+            _ => {}
+        }
+    }};
+}
+
 /// Q8_0: signed weights, so each pair uses `|w|` as the unsigned operand and moves `w`'s sign
 /// onto the activations (`-x` where `w < 0`; exact, since activations lie in -127..=127).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q8_0<const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-    let nb = w.len() / 34;
-    let wp = w.as_ptr();
-    let idx = [pair_idx(0), pair_idx(1)];
-    let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); N];
-    // Blocks i..i+cnt (cnt in 1..=4).
-    // SAFETY (for callers): block j spans w[34j..34j+34], qs[32j..32j+32] and d[j] for j < nb.
-    let mut group = |i: usize, cnt: usize| unsafe {
+    // SAFETY: block j spans w[34j..34j+34], qs[32j..32j+32] and d[j] for j < nb.
+    unsafe {
+        by_four!(w.len() / 34, |i| q8_0_group::<N>(
+            w.as_ptr(),
+            i,
+            a,
+            &mut acc
+        ))
+    };
+    acc.map(|v| _mm512_reduce_add_ps(v))
+}
+
+/// Blocks `i..i+CNT` of a Q8_0 row into `acc`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q8_0_group<const N: usize, const CNT: usize>(
+    wp: *const u8,
+    i: usize,
+    a: &[ActRow<'_>; N],
+    acc: &mut [__m512; N],
+) {
+    let zero = _mm512_setzero_si512();
+    let idx = [pair_idx(0), pair_idx(1)];
+    let pairs = CNT.div_ceil(2);
+    // SAFETY: the caller guarantees blocks i..i+CNT exist in `w` and in every `a[k]`.
+    unsafe {
         let b = wp.add(34 * i);
-        let dw = f16x4(b, 34, cnt);
+        let dw = f16x4::<CNT>(b, 34);
         let mut wq = [(zero, 0u64); 2];
-        for (h, wq) in wq.iter_mut().enumerate().take(cnt.div_ceil(2)) {
+        for (h, wq) in wq.iter_mut().enumerate().take(pairs) {
             let lo = _mm256_loadu_si256(b.add(68 * h + 2).cast());
-            let hi = if cnt >= 2 * h + 2 {
+            let hi = if CNT >= 2 * h + 2 {
                 _mm256_loadu_si256(b.add(68 * h + 36).cast())
             } else {
                 _mm256_setzero_si256()
@@ -110,26 +154,18 @@ unsafe fn q8_0<const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
             *wq = (_mm512_abs_epi8(v), _mm512_movepi8_mask(v));
         }
         for (acc, a) in acc.iter_mut().zip(a) {
-            let ds = _mm512_castps128_ps512(_mm_mul_ps(dw, f32x4(a.d.as_ptr().add(i), cnt)));
+            let ds = _mm_mul_ps(dw, f32x4::<CNT>(a.d.as_ptr().add(i)));
+            let ds = _mm512_castps128_ps512(ds);
             let x0 = a.qs.as_ptr().add(32 * i);
-            for (h, &(aw, neg)) in wq.iter().enumerate().take(cnt.div_ceil(2)) {
-                let x = act_pair(x0, h, cnt);
+            for (h, &(aw, neg)) in wq.iter().enumerate().take(pairs) {
+                let x = act_pair::<CNT>(x0, h);
                 let sx = _mm512_mask_sub_epi8(x, neg, zero, x);
                 let p = _mm512_dpbusd_epi32(zero, aw, sx);
                 let s = _mm512_permutexvar_ps(idx[h], ds);
                 *acc = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), *acc);
             }
         }
-    };
-    let mut i = 0;
-    while i + 4 <= nb {
-        group(i, 4);
-        i += 4;
     }
-    if i < nb {
-        group(i, nb - i);
-    }
-    acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
 /// Q4_0 (`K = 0`), Q4_1 (`K = 1`) and Q5_0 (`K = 2`): unsigned `q` with `w = d·q + m` (`m =
@@ -137,37 +173,71 @@ unsafe fn q8_0<const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
 /// directly; the `m` terms come from the activation block sums.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn q4_family<const K: u8, const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-    let (bb, qoff) = match K {
-        0 => (18, 2),
-        1 => (20, 4),
-        _ => (22, 6),
+    let bb = q4_block_bytes(K);
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut macc = [_mm_setzero_ps(); N];
+    // SAFETY: block j spans w[bb·j..bb·(j+1)], qs[32j..32j+32], d[j], s[j] for j < nb.
+    unsafe {
+        by_four!(w.len() / bb, |i| q4_group::<K, N>(
+            w.as_ptr(),
+            i,
+            a,
+            &mut acc,
+            &mut macc
+        ))
     };
-    let nb = w.len() / bb;
-    let wp = w.as_ptr();
-    let idx = [pair_idx(0), pair_idx(1)];
+    let mut out = [0f32; N];
+    for ((o, acc), macc) in out.iter_mut().zip(acc).zip(macc) {
+        let m = _mm_add_ps(macc, _mm_movehl_ps(macc, macc));
+        *o = _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+    }
+    out
+}
+
+/// Bytes per block of Q4_0 (`K = 0`), Q4_1 (`K = 1`), Q5_0 (`K = 2`).
+const fn q4_block_bytes(k: u8) -> usize {
+    match k {
+        0 => 18,
+        1 => 20,
+        _ => 22,
+    }
+}
+
+/// Blocks `i..i+CNT` of a Q4_0/Q4_1/Q5_0 row into `acc` (scaled `Σ q·qₐ`) and `macc` (`m`
+/// terms).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_group<const K: u8, const N: usize, const CNT: usize>(
+    wp: *const u8,
+    i: usize,
+    a: &[ActRow<'_>; N],
+    acc: &mut [__m512; N],
+    macc: &mut [__m128; N],
+) {
+    let bb = q4_block_bytes(K);
+    let qoff = bb - 16;
     let zero = _mm512_setzero_si512();
+    let idx = [pair_idx(0), pair_idx(1)];
     let m4 = _mm512_set1_epi8(0x0f);
     let x10 = _mm512_set1_epi8(0x10);
     // Shift counts per 16-bit lane: 0 in the low 128 bits of each 256-bit half, 4 in the high,
     // so a block's 16 bytes broadcast to both give its low nibbles, then its high nibbles.
     let four = 0x0004_0004_0004_0004;
     let shift = _mm512_setr_epi64(0, 0, four, four, 0, 0, four, four);
-    let off = _mm_set1_ps(if K == 0 { -8.0 } else { -16.0 });
-    let mut acc = [_mm512_setzero_ps(); N];
-    let mut macc = [_mm_setzero_ps(); N];
-    // SAFETY (for callers): block j spans w[bb·j..bb·(j+1)], qs[32j..32j+32], d[j], s[j].
-    let mut group = |i: usize, cnt: usize| unsafe {
+    let pairs = CNT.div_ceil(2);
+    // SAFETY: the caller guarantees blocks i..i+CNT exist in `w` and in every `a[k]`.
+    unsafe {
         let b = wp.add(bb * i);
-        let dw = f16x4(b, bb, cnt);
+        let dw = f16x4::<CNT>(b, bb);
         let mw = if K == 1 {
-            f16x4(b.add(2), bb, cnt)
+            f16x4::<CNT>(b.add(2), bb)
         } else {
-            _mm_mul_ps(dw, off)
+            _mm_mul_ps(dw, _mm_set1_ps(if K == 0 { -8.0 } else { -16.0 }))
         };
         let mut wq = [zero; 2];
-        for (h, wq) in wq.iter_mut().enumerate().take(cnt.div_ceil(2)) {
+        for (h, wq) in wq.iter_mut().enumerate().take(pairs) {
             let b0 = b.add(2 * bb * h);
-            let two = cnt >= 2 * h + 2;
+            let two = CNT >= 2 * h + 2;
             let lo = _mm256_broadcastsi128_si256(_mm_loadu_si128(b0.add(qoff).cast()));
             let hi = if two {
                 _mm256_broadcastsi128_si256(_mm_loadu_si128(b0.add(bb + qoff).cast()))
@@ -188,30 +258,17 @@ unsafe fn q4_family<const K: u8, const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) 
             *wq = q;
         }
         for ((acc, macc), a) in acc.iter_mut().zip(macc.iter_mut()).zip(a) {
-            let ds = _mm512_castps128_ps512(_mm_mul_ps(dw, f32x4(a.d.as_ptr().add(i), cnt)));
-            *macc = _mm_fmadd_ps(mw, f32x4(a.s.as_ptr().add(i), cnt), *macc);
+            let ds = _mm_mul_ps(dw, f32x4::<CNT>(a.d.as_ptr().add(i)));
+            let ds = _mm512_castps128_ps512(ds);
+            *macc = _mm_fmadd_ps(mw, f32x4::<CNT>(a.s.as_ptr().add(i)), *macc);
             let x0 = a.qs.as_ptr().add(32 * i);
-            for (h, &q) in wq.iter().enumerate().take(cnt.div_ceil(2)) {
-                let p = _mm512_dpbusd_epi32(zero, q, act_pair(x0, h, cnt));
+            for (h, &q) in wq.iter().enumerate().take(pairs) {
+                let p = _mm512_dpbusd_epi32(zero, q, act_pair::<CNT>(x0, h));
                 let s = _mm512_permutexvar_ps(idx[h], ds);
                 *acc = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), *acc);
             }
         }
-    };
-    let mut i = 0;
-    while i + 4 <= nb {
-        group(i, 4);
-        i += 4;
     }
-    if i < nb {
-        group(i, nb - i);
-    }
-    let mut out = [0f32; N];
-    for ((o, acc), macc) in out.iter_mut().zip(acc).zip(macc) {
-        let m = _mm_add_ps(macc, _mm_movehl_ps(macc, macc));
-        *o = _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
-    }
-    out
 }
 
 /// i16 lane indices repeating 16-bit element `first + L/width` for lane `L` of 32.
@@ -260,7 +317,7 @@ unsafe fn q4_k<const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
                 _mm512_and_si512(_mm512_srlv_epi16(t, shift), m4)
             });
             let (d, dmin) = {
-                let v = f16x4(b, 2, 2);
+                let v = f16x4::<2>(b, 2);
                 (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
             };
             for (o, a) in out.iter_mut().zip(a) {
@@ -324,7 +381,7 @@ unsafe fn q6_k<const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
                     _mm512_slli_epi16(h23, 4),
                 );
             }
-            let d = _mm_cvtss_f32(f16x4(b.add(208), 0, 1));
+            let d = _mm_cvtss_f32(f16x4::<1>(b.add(208), 0));
             for (o, a) in out.iter_mut().zip(a) {
                 let x = a.qs.as_ptr().add(256 * i);
                 let mut sumi = _mm512_setzero_si512();
