@@ -280,12 +280,32 @@ fn round_f16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
 
+/// `max |x[i]|` (0 for an empty slice; NaNs are skipped), in 8 independent lanes so it
+/// vectorizes (a running `f32::max` does not: its NaN rule makes the order matter to LLVM).
+#[inline(always)]
+fn abs_max(x: &[f32]) -> f32 {
+    let mut m = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in m.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    for (m, &v) in m.iter_mut().zip(rest) {
+        let a = v.abs();
+        *m = if a > *m { a } else { *m };
+    }
+    m.into_iter().fold(0f32, |a, b| if b > a { b } else { a })
+}
+
 /// Quantizes a block of 32 to `i8` with `d = amax/127` as llama.cpp's SIMD quantizers do it
 /// (`127/amax` as the inverse, ties to even); returns `(d, Σq)`. Inlined into the
 /// instruction-set copies of the callers (ties-to-even rounding is one instruction with SSE4.1).
 #[inline(always)]
 fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let amax = abs_max(x);
     let d = amax / 127.0;
     let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
@@ -301,17 +321,12 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 /// maps to -127 (`iscale = -127/max`, ties to even, capped at 127); returns `d = 1/iscale`.
 #[inline(always)]
 fn quantize_block_k(x: &[f32], q: &mut [i8]) -> f32 {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax == 0.0 {
+    let amax = abs_max(x);
+    // The first element of that magnitude, with its sign.
+    let Some(&max) = x.iter().find(|v| amax > 0.0 && v.abs() == amax) else {
         q.fill(0);
         return 0.0;
-    }
+    };
     let iscale = -127.0 / max;
     for (q, &v) in q.iter_mut().zip(x) {
         *q = (iscale * v).round_ties_even().min(127.0) as i8;
