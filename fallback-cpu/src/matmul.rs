@@ -2,9 +2,11 @@
 //!
 //! Both parallelize over output features (weight rows) with the [`ThreadPool`]. The batched
 //! forms walk activation rows in tiles of [`ACT_TILE`] inside each weight row, so a weight row is
-//! read from memory once per tile and then served from L1.
+//! read from memory once per tile and then served from L1; where the instruction set has a
+//! multi-row dot product (AVX-512 VNNI) each weight block is also unpacked once for 4 activation
+//! rows and used from registers.
 
-use crate::quant::{ActBuffer, QType, dot_row};
+use crate::quant::{ActBuffer, ActRow, QType, dot_row, dot_rows};
 use crate::simd::dot_isa;
 use crate::{CpuError, Isa, ThreadPool, check_len};
 
@@ -145,16 +147,19 @@ impl<'a> QMatrix<'a> {
         let out = OutPtr(y.as_mut_ptr());
         let n = self.rows;
         pool.for_range(n, MIN_ROWS, &|range| {
+            let mut acts = [ActRow::EMPTY; ACT_TILE];
+            let mut vals = [0f32; ACT_TILE];
             for t0 in (0..m).step_by(ACT_TILE) {
                 let t1 = (t0 + ACT_TILE).min(m);
+                for (a, i) in acts.iter_mut().zip(t0..t1) {
+                    *a = x_q.row(i).expect("i < m = x_q.rows()");
+                }
+                let (acts, vals) = (&acts[..t1 - t0], &mut vals[..t1 - t0]);
                 for r in range.clone() {
-                    let w = self.row_unchecked(r);
-                    for i in t0..t1 {
-                        if let Some(a) = x_q.row(i) {
-                            let v = dot_row(isa, self.qtype, w, &a);
-                            // SAFETY: i < m, r < n, so i*n + r < y.len(); rows r are disjoint.
-                            unsafe { out.write(i * n + r, v) };
-                        }
+                    dot_rows(isa, self.qtype, self.row_unchecked(r), acts, vals);
+                    for (i, &v) in (t0..t1).zip(vals.iter()) {
+                        // SAFETY: i < m, r < n, so i*n + r < y.len(); rows r are disjoint.
+                        unsafe { out.write(i * n + r, v) };
                     }
                 }
             }

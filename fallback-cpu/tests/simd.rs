@@ -25,6 +25,7 @@ fn detect_and_override_names() {
         let name = match isa {
             Isa::Scalar => "scalar",
             Isa::Avx2Fma => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::Simd128 => "simd128",
         };
@@ -34,6 +35,14 @@ fn detect_and_override_names() {
     assert_eq!(
         avail.contains(&Isa::Avx2Fma),
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    );
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        avail.contains(&Isa::Avx512Vnni),
+        avail.contains(&Isa::Avx2Fma)
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
     );
     #[cfg(target_arch = "aarch64")]
     assert!(avail.contains(&Isa::Neon));

@@ -1,6 +1,7 @@
 //! Reusable quantized-activation buffer.
 
-use crate::{CpuError, QType};
+use crate::ops::multiversion;
+use crate::{CpuError, Isa, QType};
 
 /// The activation formats weight dot products consume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +57,17 @@ pub struct ActRow<'a> {
     pub s: &'a [f32],
     pub bsums: &'a [i16],
     pub f: &'a [f32],
+}
+
+impl ActRow<'_> {
+    /// A row of no elements (a placeholder in fixed-size tiles).
+    pub const EMPTY: ActRow<'static> = ActRow {
+        qs: &[],
+        d: &[],
+        s: &[],
+        bsums: &[],
+        f: &[],
+    };
 }
 
 impl Default for ActBuffer {
@@ -144,37 +156,61 @@ impl ActBuffer {
                 self.qs.resize(n, 0);
                 self.d.resize(n / 32, 0.0);
                 self.s.resize(n / 32, 0.0);
-                for (b, (xb, qb)) in x
-                    .chunks_exact(32)
-                    .zip(self.qs.chunks_exact_mut(32))
-                    .enumerate()
-                {
-                    let (d, sum) = quantize_block(xb, qb);
-                    // llama.cpp stores the scale (and Q8_1's scaled sum) as f16: round them the
-                    // same way so both runtimes form the same products.
-                    let d16 = round_f16(d);
-                    self.d[b] = d16;
-                    self.s[b] = if kind == ActKind::Q8_1 {
-                        round_f16(d * sum as f32)
-                    } else {
-                        d16 * sum as f32
-                    };
-                }
+                let q8_1 = kind == ActKind::Q8_1;
+                multiversion!(
+                    Isa::active(),
+                    |x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], q8_1: bool| {
+                        for (((xb, qb), d), s) in x
+                            .chunks_exact(32)
+                            .zip(qs.chunks_exact_mut(32))
+                            .zip(d.iter_mut())
+                            .zip(s.iter_mut())
+                        {
+                            let (bd, sum) = quantize_block(xb, qb);
+                            // llama.cpp stores the scale (and Q8_1's scaled sum) as f16: round them
+                            // the same way so both runtimes form the same products.
+                            let d16 = round_f16(bd);
+                            *d = d16;
+                            *s = if q8_1 {
+                                round_f16(bd * sum as f32)
+                            } else {
+                                d16 * sum as f32
+                            };
+                        }
+                    }(
+                        x,
+                        &mut self.qs,
+                        &mut self.d,
+                        &mut self.s,
+                        q8_1
+                    )
+                );
             }
             ActKind::Q8K => {
                 self.qs.resize(n, 0);
                 self.d.resize(n / 256, 0.0);
                 self.bsums.resize(n / 16, 0);
-                for (b, (xb, qb)) in x
-                    .chunks_exact(256)
-                    .zip(self.qs.chunks_exact_mut(256))
-                    .enumerate()
-                {
-                    self.d[b] = quantize_block_k(xb, qb);
-                    for (g, q) in qb.chunks_exact(16).enumerate() {
-                        self.bsums[16 * b + g] = q.iter().map(|&v| v as i16).sum();
-                    }
-                }
+                multiversion!(
+                    Isa::active(),
+                    |x: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]| {
+                        for (((xb, qb), d), bs) in x
+                            .chunks_exact(256)
+                            .zip(qs.chunks_exact_mut(256))
+                            .zip(d.iter_mut())
+                            .zip(bsums.chunks_exact_mut(16))
+                        {
+                            *d = quantize_block_k(xb, qb);
+                            for (b, q) in bs.iter_mut().zip(qb.chunks_exact(16)) {
+                                *b = q.iter().map(|&v| v as i16).sum();
+                            }
+                        }
+                    }(
+                        x,
+                        &mut self.qs,
+                        &mut self.d,
+                        &mut self.bsums
+                    )
+                );
             }
         }
         Ok(())
@@ -239,14 +275,37 @@ impl ActBuffer {
     }
 }
 
+#[inline(always)]
 fn round_f16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
 
+/// `max |x[i]|` (0 for an empty slice; NaNs are skipped), in 8 independent lanes so it
+/// vectorizes (a running `f32::max` does not: its NaN rule makes the order matter to LLVM).
+#[inline(always)]
+fn abs_max(x: &[f32]) -> f32 {
+    let mut m = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in m.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    for (m, &v) in m.iter_mut().zip(rest) {
+        let a = v.abs();
+        *m = if a > *m { a } else { *m };
+    }
+    m.into_iter().fold(0f32, |a, b| if b > a { b } else { a })
+}
+
 /// Quantizes a block of 32 to `i8` with `d = amax/127` as llama.cpp's SIMD quantizers do it
-/// (`127/amax` as the inverse, ties to even); returns `(d, Σq)`.
+/// (`127/amax` as the inverse, ties to even); returns `(d, Σq)`. Inlined into the
+/// instruction-set copies of the callers (ties-to-even rounding is one instruction with SSE4.1).
+#[inline(always)]
 fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let amax = abs_max(x);
     let d = amax / 127.0;
     let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
@@ -260,18 +319,14 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 
 /// Quantizes a Q8_K block of 256 as ggml does: the element of largest magnitude, with its sign,
 /// maps to -127 (`iscale = -127/max`, ties to even, capped at 127); returns `d = 1/iscale`.
+#[inline(always)]
 fn quantize_block_k(x: &[f32], q: &mut [i8]) -> f32 {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax == 0.0 {
+    let amax = abs_max(x);
+    // The first element of that magnitude, with its sign.
+    let Some(&max) = x.iter().find(|v| amax > 0.0 && v.abs() == amax) else {
         q.fill(0);
         return 0.0;
-    }
+    };
     let iscale = -127.0 / max;
     for (q, &v) in q.iter_mut().zip(x) {
         *q = (iscale * v).round_ties_even().min(127.0) as i8;

@@ -21,6 +21,8 @@ mod act;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
 #[cfg(target_arch = "x86_64")]
@@ -305,6 +307,9 @@ pub(crate) fn dot_row(isa: Isa, wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
 fn dispatch_q(isa: Isa, wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
     match isa {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Isa was checked available (AVX-512 F/BW/VL/VNNI, AVX2+FMA+F16C).
+        Isa::Avx512Vnni => unsafe { vnni::vec_dot_n::<1>(wtype, w, &[*a])[0] },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: the Isa was checked available (AVX2+FMA+F16C).
         Isa::Avx2Fma => unsafe { x86::vec_dot(wtype, w, a) },
         #[cfg(target_arch = "aarch64")]
@@ -313,5 +318,35 @@ fn dispatch_q(isa: Isa, wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         Isa::Simd128 => wasm::vec_dot(wtype, w, a),
         _ => scalar::vec_dot(wtype, w, a),
+    }
+}
+
+/// Activation rows one call of [`dot_rows`]'s widest kernel takes (the matmul's token tile).
+pub(crate) const DOT_ROWS: usize = 4;
+
+/// `out[k] = w·a[k]` for every activation row in `a` (unchecked as [`dot_row`]; `out` is as long
+/// as `a`). Where the instruction set has a multi-row kernel the weight blocks are unpacked once
+/// per [`DOT_ROWS`] activation rows; elsewhere this is one [`dot_row`] per row.
+pub(crate) fn dot_rows(isa: Isa, wtype: QType, w: &[u8], a: &[ActRow<'_>], out: &mut [f32]) {
+    debug_assert_eq!(a.len(), out.len());
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && !matches!(wtype, QType::F32 | QType::F16) {
+        for (a, out) in a.chunks(DOT_ROWS).zip(out.chunks_mut(DOT_ROWS)) {
+            // SAFETY: the Isa was checked available; the caller guarantees the row formats.
+            unsafe {
+                match *a {
+                    [a0, a1, a2, a3] => {
+                        out.copy_from_slice(&vnni::vec_dot_n(wtype, w, &[a0, a1, a2, a3]))
+                    }
+                    [a0, a1, a2] => out.copy_from_slice(&vnni::vec_dot_n(wtype, w, &[a0, a1, a2])),
+                    [a0, a1] => out.copy_from_slice(&vnni::vec_dot_n(wtype, w, &[a0, a1])),
+                    _ => out[0] = vnni::vec_dot_n(wtype, w, &[a[0]])[0],
+                }
+            }
+        }
+        return;
+    }
+    for (a, o) in a.iter().zip(out) {
+        *o = dot_row(isa, wtype, w, a);
     }
 }

@@ -1,7 +1,7 @@
 //! Instruction-set selection and the f32/f16 vector primitives every kernel is built from.
 //!
-//! The active [`Isa`] is chosen once per process: `KILN_CPU_ISA` (`scalar`, `avx2`, `neon`,
-//! `simd128`) if set, else the best the CPU offers ([`Isa::detect`]). Every primitive has a
+//! The active [`Isa`] is chosen once per process: `KILN_CPU_ISA` (`scalar`, `avx2`,
+//! `avx512vnni`, `neon`, `simd128`) if set, else the best the CPU offers ([`Isa::detect`]). Every primitive has a
 //! scalar twin in [`scalar`]; the `*_with` forms take an explicit `Isa` so tests can run each
 //! path against its twin.
 
@@ -26,6 +26,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C (detected at run time).
     Avx2Fma,
+    /// x86-64 with AVX-512 F/BW/VL/VNNI on top of [`Isa::Avx2Fma`] (detected at run time): the
+    /// quantized dot products use 512-bit `vpdpbusd`; the f32 kernels are the AVX2 ones.
+    Avx512Vnni,
     /// AArch64 Advanced SIMD (always present on AArch64).
     Neon,
     /// WebAssembly 128-bit SIMD (chosen at compile time with `-C target-feature=+simd128`).
@@ -36,7 +39,13 @@ static ACTIVE: OnceLock<Isa> = OnceLock::new();
 
 impl Isa {
     /// Every instruction set, best first.
-    pub const ALL: [Isa; 4] = [Isa::Avx2Fma, Isa::Neon, Isa::Simd128, Isa::Scalar];
+    pub const ALL: [Isa; 5] = [
+        Isa::Avx512Vnni,
+        Isa::Avx2Fma,
+        Isa::Neon,
+        Isa::Simd128,
+        Isa::Scalar,
+    ];
 
     /// Whether this CPU (and build) can run kernels for `self`.
     pub fn is_available(self) -> bool {
@@ -47,6 +56,14 @@ impl Isa {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                     && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                Isa::Avx2Fma.is_available()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
@@ -73,11 +90,12 @@ impl Isa {
             .unwrap_or(Isa::Scalar)
     }
 
-    /// Parses an override name: `scalar`, `avx2`, `neon` or `simd128`.
+    /// Parses an override name: `scalar`, `avx2`, `avx512vnni`, `neon` or `simd128`.
     pub fn from_name(name: &str) -> Result<Isa, CpuError> {
         let isa = match name.trim().to_ascii_lowercase().as_str() {
             "scalar" => Isa::Scalar,
             "avx2" | "avx2fma" => Isa::Avx2Fma,
+            "avx512vnni" | "avx512" => Isa::Avx512Vnni,
             "neon" => Isa::Neon,
             "simd128" => Isa::Simd128,
             _ => return Err(CpuError::UnknownIsa(name.to_string())),
@@ -137,8 +155,9 @@ macro_rules! dispatch {
     ($isa:expr, $name:ident ( $($arg:expr),* )) => {
         match $isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the Isa was checked available (AVX2+FMA+F16C) before reaching here.
-            Isa::Avx2Fma => unsafe { x86::$name($($arg),*) },
+            // SAFETY: the Isa was checked available (AVX2+FMA+F16C, which Avx512Vnni includes)
+            // before reaching here.
+            Isa::Avx2Fma | Isa::Avx512Vnni => unsafe { x86::$name($($arg),*) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON was checked available.
             Isa::Neon => unsafe { neon::$name($($arg),*) },

@@ -255,10 +255,32 @@ impl CpuModel {
         n: usize,
         y: &mut [f32],
     ) -> Result<()> {
-        let m = w.view(file);
-        act.quantize_rows(&x[..n * w.cols], n, w.qtype)
-            .map_err(cpu_err)?;
-        m.matmul(act, &mut y[..n * w.rows], pool).map_err(cpu_err)
+        Self::matmuls(file, pool, act, x, n, &mut [(w, y)])
+    }
+
+    /// `y_i = x · W_iᵀ` for matrices that share the input `x` (q/k/v, gate/up): `x` is quantized
+    /// once per activation format, not once per matrix.
+    fn matmuls(
+        file: &GgufFile,
+        pool: &ThreadPool,
+        act: &mut ActBuffer,
+        x: &[f32],
+        n: usize,
+        outs: &mut [(&Mat, &mut [f32])],
+    ) -> Result<()> {
+        let mut held = None;
+        for (w, y) in outs.iter_mut() {
+            let kind = w.qtype.act_kind();
+            if held != Some((kind, w.cols)) {
+                act.quantize_rows(&x[..n * w.cols], n, w.qtype)
+                    .map_err(cpu_err)?;
+                held = Some((kind, w.cols));
+            }
+            w.view(file)
+                .matmul(act, &mut y[..n * w.rows], pool)
+                .map_err(cpu_err)?;
+        }
+        Ok(())
     }
 
     fn chunk(&mut self, tokens: &[u32], pos0: usize) -> Result<()> {
@@ -290,9 +312,14 @@ impl CpuModel {
         for (il, l) in self.layers.iter_mut().enumerate() {
             let local = cfg.is_local(il as u32);
             norm_rows(&s.x, &l.w.attn_norm, eps, &mut s.xn, n, d)?;
-            Self::matmul(file, pool, &mut s.act, &l.w.q, &s.xn, n, &mut s.q)?;
-            Self::matmul(file, pool, &mut s.act, &l.w.k, &s.xn, n, &mut s.k)?;
-            Self::matmul(file, pool, &mut s.act, &l.w.v, &s.xn, n, &mut s.v)?;
+            Self::matmuls(
+                file,
+                pool,
+                &mut s.act,
+                &s.xn,
+                n,
+                &mut [(&l.w.q, &mut s.q), (&l.w.k, &mut s.k), (&l.w.v, &mut s.v)],
+            )?;
             if let Some([bq, bk, bv]) = &l.w.bias {
                 for t in 0..n {
                     add_row(&mut s.q[t * qd..(t + 1) * qd], bq);
@@ -363,8 +390,14 @@ impl CpuModel {
                 eps,
             )?;
             norm_rows(&s.x, &l.w.ffn_norm, eps, &mut s.xn, n, d)?;
-            Self::matmul(file, pool, &mut s.act, &l.w.gate, &s.xn, n, &mut s.gate)?;
-            Self::matmul(file, pool, &mut s.act, &l.w.up, &s.xn, n, &mut s.up)?;
+            Self::matmuls(
+                file,
+                pool,
+                &mut s.act,
+                &s.xn,
+                n,
+                &mut [(&l.w.gate, &mut s.gate), (&l.w.up, &mut s.up)],
+            )?;
             let (g, u, h) = (&s.gate[..n * ff], &s.up[..n * ff], &mut s.hidden[..n * ff]);
             if cfg.arch == Arch::Gemma3 {
                 kiln_cpu::ops::geglu(g, u, h).map_err(cpu_err)?;
