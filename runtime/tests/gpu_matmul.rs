@@ -3,11 +3,15 @@
 
 mod common;
 
-use common::{Rng, gpu, guarded_output, read_guarded};
+use common::{Rng, assert_close, gpu, guarded_output, read_guarded};
 use half::f16;
-use kiln::Error;
 use kiln::gpu::{DType, View};
+use kiln::ops::activation::{Act, gated};
+use kiln::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv, gemv_q8, quantize};
+use kiln::ops::gemv_gated::{GatedInput, GatedShape, gemv_gated};
 use kiln::ops::matmul::{BatchStrides, MatmulShape, matmul_tiled, matmul_tiled_key};
+use kiln::ops::reduce::Combine;
+use kiln::{Error, Gpu};
 
 fn as_f32(words: &[u32]) -> Vec<f32> {
     words.iter().map(|&w| f32::from_bits(w)).collect()
@@ -253,6 +257,240 @@ fn tiled_matmul_refuses_bad_shapes() {
     for (shape, st, expect) in cases {
         let err = matmul_tiled(&mut rec, DType::F32, v, v, v, shape, st)
             .expect_err("a bad shape is refused");
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+    assert!(rec.is_empty(), "nothing was recorded");
+}
+
+fn put_f16(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// `rows` rows of `k` weights as random but valid GGUF blocks (random quant bits, finite f16
+/// scales of sane size), as in gpu_kernels.rs.
+fn random_weights(rng: &mut Rng, w: WType, rows: usize, k: usize) -> Vec<u8> {
+    let bb = w.block_bytes() as usize;
+    let mut out = vec![0u8; rows * k / w.block_elems() as usize * bb];
+    let scale = |rng: &mut Rng, lo: f32, hi: f32| lo + (hi - lo) * (rng.f32() * 0.5 + 0.5);
+    for b in out.chunks_exact_mut(bb) {
+        match w {
+            WType::F32 => b
+                .chunks_exact_mut(4)
+                .for_each(|v| v.copy_from_slice(&rng.f32().to_le_bytes())),
+            WType::F16 => (0..bb / 2).for_each(|i| put_f16(b, 2 * i, rng.f32())),
+            _ => {
+                b.iter_mut().for_each(|byte| *byte = rng.next_u64() as u8);
+                match w {
+                    WType::Q4_1 => {
+                        put_f16(b, 0, scale(rng, 0.01, 0.1));
+                        put_f16(b, 2, rng.f32() * 0.1);
+                    }
+                    WType::Q4K => {
+                        put_f16(b, 0, scale(rng, 0.001, 0.01));
+                        put_f16(b, 2, scale(rng, 0.001, 0.01));
+                    }
+                    WType::Q6K => put_f16(b, 208, scale(rng, 0.001, 0.01)),
+                    _ => put_f16(b, 0, scale(rng, 0.01, 0.1)),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Row length for tests of `w`: whole blocks, not a multiple of the 64-invocation workgroup's
+/// share of 32-weight units.
+fn test_k(w: WType) -> usize {
+    if w.block_elems() == 256 { 768 } else { 224 }
+}
+
+/// Every way the adapter can split a gemv.
+fn splits(gpu: &Gpu) -> Vec<Split> {
+    let mut s = vec![Split::Thread, Split::Group(Combine::SharedMemory)];
+    if gpu.capabilities().subgroup {
+        s.push(Split::Group(Combine::Subgroup));
+    } else {
+        eprintln!("adapter has no subgroups: only the shared-memory variants are tested");
+    }
+    s
+}
+
+/// Activation scratch for `m` rows of `k`, in the format `w`'s unfused GEMV reads.
+struct ActBufs {
+    x: wgpu::Buffer,
+    q: Option<(ActQuant, [wgpu::Buffer; 3])>,
+}
+
+impl ActBufs {
+    fn new(gpu: &Gpu, w: WType, x: &[f32], m: u32, k: u32) -> ActBufs {
+        let x = gpu.upload("x", bytemuck::cast_slice(x)).unwrap();
+        let q = ActQuant::for_weights(w).map(|quant| {
+            let (bq, bd, bs) = QAct::sizes(m, k);
+            let usage = wgpu::BufferUsages::STORAGE;
+            let mk = |label, n| gpu.create_buffer(label, n, usage).unwrap();
+            (quant, [mk("xq", bq), mk("xd", bd), mk("xs", bs)])
+        });
+        ActBufs { x, q }
+    }
+
+    fn qact(&self) -> Option<QAct<'_>> {
+        self.q.as_ref().map(|(quant, [xq, xd, xs])| QAct {
+            quant: *quant,
+            xq: xq.into(),
+            xd: xd.into(),
+            xs: xs.into(),
+        })
+    }
+}
+
+/// The fused gated GEMV equals the composition it replaces (quantize, gate GEMV, up GEMV,
+/// gated) run on the same adapter with the same split, for every weight type, both
+/// activations and every split, writing only its columns of a wider output.
+#[test]
+fn gemv_gated_equals_the_unfused_composition() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(13);
+    let align = gpu.limits().min_storage_buffer_offset_alignment as usize;
+    let (rows, y_stride, y_offset) = (37u32, 45u32, 5u32);
+    for w in WType::ALL {
+        let k = test_k(w) as u32;
+        let rb = w.row_bytes(k).unwrap() as usize;
+        let half = rows as usize * rb;
+        let up_offset = half.div_ceil(align) * align;
+        let mut both = random_weights(&mut rng, w, rows as usize, k as usize);
+        both.resize(up_offset, 0);
+        both.extend(random_weights(&mut rng, w, rows as usize, k as usize));
+        let wb = gpu.upload("gate and up", &both).unwrap();
+        // Bindings are whole words: the last row's bytes are padded to one.
+        let bound = half.next_multiple_of(4) as u64;
+        let gate_w = View::new(&wb, 0, bound);
+        let up_w = View::new(&wb, up_offset as u64, bound);
+        for m in [1u32, 3] {
+            let x = rng.vec((m * k) as usize);
+            let acts = ActBufs::new(&gpu, w, &x, m, k);
+            let n = (m * rows) as usize;
+            let tmp = |label| {
+                gpu.create_buffer(label, n as u64 * 4, wgpu::BufferUsages::STORAGE)
+                    .unwrap()
+            };
+            let (g, u) = (tmp("gate"), tmp("up"));
+            for act in [Act::Silu, Act::Gelu] {
+                for split in splits(&gpu) {
+                    let (want_buf, want_off) = guarded_output(&gpu, n);
+                    let out_words = (m * y_stride) as usize;
+                    let (out, out_off) = guarded_output(&gpu, out_words);
+                    let mut rec = gpu.recorder();
+                    if let Some(qa) = acts.qact() {
+                        quantize(&mut rec, (&acts.x).into(), qa, m, k).unwrap();
+                    }
+                    let shape = GemvShape {
+                        wtype: w,
+                        k,
+                        rows,
+                        m,
+                        y_stride: rows,
+                        y_offset: 0,
+                        accumulate: false,
+                    };
+                    for (wv, y) in [(gate_w, &g), (up_w, &u)] {
+                        match acts.qact() {
+                            Some(qa) => gemv_q8(&mut rec, split, wv, qa, y.into(), shape),
+                            None => gemv(&mut rec, split, wv, (&acts.x).into(), y.into(), shape),
+                        }
+                        .unwrap();
+                    }
+                    let want_view = View::new(&want_buf, want_off, n as u64 * 4);
+                    gated(&mut rec, act, (&g).into(), (&u).into(), want_view, n as u32).unwrap();
+                    let input = match acts.qact() {
+                        Some(qa) => GatedInput::Q8(qa),
+                        None => GatedInput::F32((&acts.x).into()),
+                    };
+                    let s = GatedShape {
+                        wtype: w,
+                        act,
+                        k,
+                        rows,
+                        m,
+                        up_offset: up_offset as u32,
+                        y_stride,
+                        y_offset,
+                    };
+                    let out_view = View::new(&out, out_off, out_words as u64 * 4);
+                    gemv_gated(&mut rec, split, (&wb).into(), input, out_view, s).unwrap();
+                    rec.submit().unwrap();
+                    let want = as_f32(&read_guarded(&gpu, &want_buf, n));
+                    let all = as_f32(&read_guarded(&gpu, &out, out_words));
+                    let mut got = Vec::with_capacity(n);
+                    for j in 0..m as usize {
+                        let row = &all[j * y_stride as usize..(j + 1) * y_stride as usize];
+                        let (lo, hi) = (y_offset as usize, (y_offset + rows) as usize);
+                        got.extend_from_slice(&row[lo..hi]);
+                        assert!(
+                            row[..lo].iter().chain(&row[hi..]).all(|&v| v == 0.0),
+                            "gemv_gated {w:?} wrote outside its columns"
+                        );
+                    }
+                    assert!(want.iter().any(|&v| v != 0.0), "a non-trivial reference");
+                    // The same dot products in the same order and the same activation code:
+                    // equal up to the last bits a compiler may contract differently.
+                    let what = format!("gemv_gated {w:?} {act:?} {split:?} m={m}");
+                    assert_close(&what, &got, &want, 1e-6, 1e-5);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemv_gated_refuses_mismatched_inputs() {
+    let Some(gpu) = gpu() else { return };
+    let buf = gpu.upload("x", &[0u8; 4096]).unwrap();
+    let v: View<'_> = (&buf).into();
+    let s = GatedShape {
+        wtype: WType::Q8_0,
+        act: Act::Silu,
+        k: 32,
+        rows: 4,
+        m: 1,
+        up_offset: 4 * 34,
+        y_stride: 4,
+        y_offset: 0,
+    };
+    let q8_1 = QAct {
+        quant: ActQuant::Q8_1,
+        xq: v,
+        xd: v,
+        xs: v,
+    };
+    let mut rec = gpu.recorder();
+    let cases = [
+        (s, GatedInput::F32(v), "cannot read"),
+        (s, GatedInput::Q8(q8_1), "cannot read"),
+        (
+            GatedShape { up_offset: 34, ..s },
+            GatedInput::F32(v),
+            "overlap",
+        ),
+        (
+            GatedShape { y_offset: 1, ..s },
+            GatedInput::F32(v),
+            "bad shape",
+        ),
+        (
+            GatedShape {
+                rows: 100,
+                up_offset: 100 * 34,
+                y_stride: 100,
+                ..s
+            },
+            GatedInput::F32(v),
+            "holds",
+        ),
+    ];
+    for (shape, input, expect) in cases {
+        let err = gemv_gated(&mut rec, Split::Thread, v, input, v, shape)
+            .expect_err("a bad request is refused");
         assert!(matches!(err, Error::Shape { .. }), "{err}");
         assert!(err.to_string().contains(expect), "{err}");
     }

@@ -6,6 +6,7 @@ pub mod activation;
 pub mod attention;
 pub mod elementwise;
 pub mod gemv;
+pub mod gemv_gated;
 pub mod matmul;
 pub mod norm;
 pub mod reduce;
