@@ -96,7 +96,7 @@ pub fn gemv_gated(
     if s.rows == 0 || s.m == 0 || s.y_offset + s.rows > s.y_stride {
         return Err(shape_err(format!("bad shape {s:?}")));
     }
-    if u64::from(s.up_offset) < half || s.up_offset % 4 != 0 {
+    if u64::from(s.up_offset) < half || !s.up_offset.is_multiple_of(4) {
         return Err(shape_err(format!(
             "up rows at byte {} overlap the {half} bytes of gate rows or are not 4-byte aligned",
             s.up_offset
