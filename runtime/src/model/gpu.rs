@@ -40,14 +40,20 @@ pub struct GpuMatrix {
     parts: Vec<Part>,
 }
 
+/// A weight tensor's bytes in the file, checked against its shape.
+struct TensorBytes<'f> {
+    wtype: WType,
+    rows: u32,
+    k: u32,
+    data: &'f [u8],
+    row_bytes: u64,
+    /// The most bytes one binding may hold on this device.
+    max_bytes: u64,
+}
+
 impl GpuMatrix {
-    /// The tensor `name`: its type, rows, length and bytes, checked against each other, and
-    /// the most bytes one binding may hold.
-    fn tensor<'f>(
-        gpu: &Gpu,
-        file: &'f GgufFile,
-        name: &str,
-    ) -> Result<(WType, u32, u32, &'f [u8], u64, u64)> {
+    /// The tensor `name`: its type, rows, length and bytes, checked against each other.
+    fn tensor<'f>(gpu: &Gpu, file: &'f GgufFile, name: &str) -> Result<TensorBytes<'f>> {
         let (t, wtype, rows, k) = matrix(file, name)?;
         let row_bytes = u64::from(wtype.row_bytes(k)?);
         let data = file.tensor_data(t);
@@ -62,7 +68,14 @@ impl GpuMatrix {
         let max_bytes = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
-        Ok((wtype, rows, k, data, row_bytes, max_bytes))
+        Ok(TensorBytes {
+            wtype,
+            rows,
+            k,
+            data,
+            row_bytes,
+            max_bytes,
+        })
     }
 
     /// Rows per part when each part holds `copies` matrices' rows (and `extra` bytes).
@@ -88,7 +101,14 @@ impl GpuMatrix {
     }
 
     pub fn load(gpu: &Gpu, file: &GgufFile, name: &str) -> Result<GpuMatrix> {
-        let (wtype, rows, k, data, row_bytes, max_bytes) = Self::tensor(gpu, file, name)?;
+        let TensorBytes {
+            wtype,
+            rows,
+            k,
+            data,
+            row_bytes,
+            max_bytes,
+        } = Self::tensor(gpu, file, name)?;
         let rows_per_part = Self::rows_per_part(rows, row_bytes, max_bytes, 1, 0)?;
         let mut parts = Vec::new();
         let mut row0 = 0;
@@ -125,11 +145,18 @@ impl GpuMatrix {
     ) -> Result<Option<(GpuMatrix, GpuMatrix)>> {
         let g = Self::tensor(gpu, file, gate)?;
         let u = Self::tensor(gpu, file, up)?;
-        let (wtype, rows, k, gate_data, row_bytes, max_bytes) = g;
-        if (u.0, u.1, u.2) != (wtype, rows, k) {
+        if (u.wtype, u.rows, u.k) != (g.wtype, g.rows, g.k) {
             return Ok(None);
         }
-        let up_data = u.3;
+        let TensorBytes {
+            wtype,
+            rows,
+            k,
+            data: gate_data,
+            row_bytes,
+            max_bytes,
+        } = g;
+        let up_data = u.data;
         let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment);
         let rows_per_part = Self::rows_per_part(rows, row_bytes, max_bytes, 2, align)?;
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
