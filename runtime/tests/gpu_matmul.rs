@@ -7,9 +7,10 @@ use common::{Rng, assert_close, gpu, guarded_output, read_guarded};
 use half::f16;
 use kiln::gpu::{DType, View};
 use kiln::ops::activation::{Act, gated};
-use kiln::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv, gemv_q8, quantize};
-use kiln::ops::gemv_gated::{GatedInput, GatedShape, gemv_gated};
+use kiln::ops::gemv::{ActInput, ActQuant, GemvShape, QAct, Split, WType, gemv, gemv_q8, quantize};
+use kiln::ops::gemv_gated::{GatedShape, gemv_gated};
 use kiln::ops::matmul::{BatchStrides, MatmulShape, matmul_tiled, matmul_tiled_key};
+use kiln::ops::matmul_q::matmul_q;
 use kiln::ops::reduce::Combine;
 use kiln::{Error, Gpu};
 
@@ -403,8 +404,8 @@ fn gemv_gated_equals_the_unfused_composition() {
                     let want_view = View::new(&want_buf, want_off, n as u64 * 4);
                     gated(&mut rec, act, (&g).into(), (&u).into(), want_view, n as u32).unwrap();
                     let input = match acts.qact() {
-                        Some(qa) => GatedInput::Q8(qa),
-                        None => GatedInput::F32((&acts.x).into()),
+                        Some(qa) => ActInput::Q8(qa),
+                        None => ActInput::F32((&acts.x).into()),
                     };
                     let s = GatedShape {
                         wtype: w,
@@ -465,16 +466,16 @@ fn gemv_gated_refuses_mismatched_inputs() {
     };
     let mut rec = gpu.recorder();
     let cases = [
-        (s, GatedInput::F32(v), "cannot read"),
-        (s, GatedInput::Q8(q8_1), "cannot read"),
+        (s, ActInput::F32(v), "cannot read"),
+        (s, ActInput::Q8(q8_1), "cannot read"),
         (
             GatedShape { up_offset: 34, ..s },
-            GatedInput::F32(v),
+            ActInput::F32(v),
             "overlap",
         ),
         (
             GatedShape { y_offset: 1, ..s },
-            GatedInput::F32(v),
+            ActInput::F32(v),
             "bad shape",
         ),
         (
@@ -484,13 +485,186 @@ fn gemv_gated_refuses_mismatched_inputs() {
                 y_stride: 100,
                 ..s
             },
-            GatedInput::F32(v),
+            ActInput::F32(v),
             "holds",
         ),
     ];
     for (shape, input, expect) in cases {
         let err = gemv_gated(&mut rec, Split::Thread, v, input, v, shape)
             .expect_err("a bad request is refused");
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+    assert!(rec.is_empty(), "nothing was recorded");
+}
+
+fn qtype(w: WType) -> kiln_cpu::QType {
+    use kiln_cpu::QType;
+    match w {
+        WType::Q4_0 => QType::Q4_0,
+        WType::Q4_1 => QType::Q4_1,
+        WType::Q5_0 => QType::Q5_0,
+        WType::Q8_0 => QType::Q8_0,
+        WType::Q4K => QType::Q4_K,
+        WType::Q6K => QType::Q6_K,
+        WType::F16 => QType::F16,
+        WType::F32 => QType::F32,
+    }
+}
+
+/// Runs `record` on an output of rows `shape.y_stride` wide that start as `init`; returns its
+/// columns `y_offset..y_offset + rows` (m, rows), having checked the others kept `init`.
+fn run_into(
+    gpu: &Gpu,
+    shape: GemvShape,
+    init: &[f32],
+    record: &dyn Fn(&mut kiln::gpu::Recorder, View<'_>),
+) -> Vec<f32> {
+    let words = init.len();
+    let (out, off) = guarded_output(gpu, words);
+    gpu.write(&out, off, bytemuck::cast_slice(init));
+    let mut rec = gpu.recorder();
+    record(&mut rec, View::new(&out, off, words as u64 * 4));
+    rec.submit().unwrap();
+    let all = as_f32(&read_guarded(gpu, &out, words));
+    let (lo, hi) = (
+        shape.y_offset as usize,
+        (shape.y_offset + shape.rows) as usize,
+    );
+    let mut got = Vec::new();
+    for (row, before) in all
+        .chunks(shape.y_stride as usize)
+        .zip(init.chunks(shape.y_stride as usize))
+    {
+        assert_eq!(&row[..lo], &before[..lo], "a write left of the columns");
+        assert_eq!(&row[hi..], &before[hi..], "a write right of the columns");
+        got.extend_from_slice(&row[lo..hi]);
+    }
+    got
+}
+
+/// On int8 activations, matmul_q computes gemv_q8's sums (per unit, in unit order, thread
+/// split) for every quantized type; on f32 activations every format matches an f64 dot of the
+/// dequantized weights (kiln-cpu's `dequantize_row`) within 2e-5 of Σ|w·x|. Row and activation
+/// counts are not multiples of the 32 x 32 tile; the output is a column range of wider rows,
+/// overwritten or accumulated into.
+#[test]
+fn matmul_q_matches_gemv_q8_and_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(14);
+    let (rows, y_stride, y_offset) = (45u32, 51u32, 4u32);
+    for w in WType::ALL {
+        let k = test_k(w) as u32;
+        let weights = random_weights(&mut rng, w, rows as usize, k as usize);
+        let wb = gpu.upload("w", &weights).unwrap();
+        let wv: View<'_> = (&wb).into();
+        let rb = w.row_bytes(k).unwrap() as usize;
+        let mut wf = vec![0f32; (rows * k) as usize];
+        for (r, out) in wf.chunks_mut(k as usize).enumerate() {
+            kiln_cpu::quant::dequantize_row(qtype(w), &weights[r * rb..(r + 1) * rb], out).unwrap();
+        }
+        for m in [3u32, 37] {
+            let x = rng.vec((m * k) as usize);
+            let acts = ActBufs::new(&gpu, w, &x, m, k);
+            if let Some(qa) = acts.qact() {
+                let mut rec = gpu.recorder();
+                quantize(&mut rec, (&acts.x).into(), qa, m, k).unwrap();
+                rec.submit().unwrap();
+            }
+            let init = rng.vec((m * y_stride) as usize);
+            for accumulate in [false, true] {
+                let shape = GemvShape {
+                    wtype: w,
+                    k,
+                    rows,
+                    m,
+                    y_stride,
+                    y_offset,
+                    accumulate,
+                };
+                let what = format!("matmul_q {w:?} m={m} acc={accumulate}");
+                let base = |j: usize, r: usize| {
+                    if accumulate {
+                        f64::from(init[j * y_stride as usize + y_offset as usize + r])
+                    } else {
+                        0.0
+                    }
+                };
+                // f32 activations: against the f64 reference.
+                let got = run_into(&gpu, shape, &init, &|rec, y| {
+                    matmul_q(rec, wv, ActInput::F32((&acts.x).into()), y, shape).unwrap()
+                });
+                let (mut want, mut mag) = (Vec::new(), Vec::new());
+                for j in 0..m as usize {
+                    for r in 0..rows as usize {
+                        let (mut acc, mut abs) = (base(j, r), base(j, r).abs());
+                        for i in 0..k as usize {
+                            let t = f64::from(wf[r * k as usize + i])
+                                * f64::from(x[j * k as usize + i]);
+                            acc += t;
+                            abs += t.abs();
+                        }
+                        want.push(acc);
+                        mag.push(abs);
+                    }
+                }
+                check(&format!("{what} f32"), &got, &want, &mag, 2e-5);
+                // int8 activations: against gemv_q8 on the same quantized activations.
+                if let Some(qa) = acts.qact() {
+                    let got = run_into(&gpu, shape, &init, &|rec, y| {
+                        matmul_q(rec, wv, ActInput::Q8(qa), y, shape).unwrap()
+                    });
+                    let want = run_into(&gpu, shape, &init, &|rec, y| {
+                        gemv_q8(rec, Split::Thread, wv, qa, y, shape).unwrap()
+                    });
+                    assert_close(&format!("{what} q8"), &got, &want, 1e-6, 1e-5);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_q_refuses_bad_requests() {
+    let Some(gpu) = gpu() else { return };
+    let buf = gpu.upload("x", &[0u8; 4096]).unwrap();
+    let v: View<'_> = (&buf).into();
+    let s = GemvShape {
+        wtype: WType::Q8_0,
+        k: 32,
+        rows: 4,
+        m: 2,
+        y_stride: 4,
+        y_offset: 0,
+        accumulate: false,
+    };
+    let q8_1 = QAct {
+        quant: ActQuant::Q8_1,
+        xq: v,
+        xd: v,
+        xs: v,
+    };
+    let mut rec = gpu.recorder();
+    let cases = [
+        (s, ActInput::Q8(q8_1), "cannot read"),
+        (GemvShape { k: 48, ..s }, ActInput::F32(v), "whole number"),
+        (
+            GemvShape { y_offset: 1, ..s },
+            ActInput::F32(v),
+            "bad shape",
+        ),
+        (
+            GemvShape {
+                rows: 200,
+                y_stride: 200,
+                ..s
+            },
+            ActInput::F32(v),
+            "holds",
+        ),
+    ];
+    for (shape, input, expect) in cases {
+        let err = matmul_q(&mut rec, v, input, v, shape).expect_err("a bad request is refused");
         assert!(matches!(err, Error::Shape { .. }), "{err}");
         assert!(err.to_string().contains(expect), "{err}");
     }

@@ -9,9 +9,9 @@ use crate::model::config::{Arch, Config, LayerWeights, matrix, vector};
 use crate::ops::activation::{Act, add_inplace, gated};
 use crate::ops::attention::{Attention, attention, kv_store, scratch_bytes};
 use crate::ops::gemv::{
-    ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
+    ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
 };
-use crate::ops::gemv_gated::{GatedInput, GatedShape, gemv_gated};
+use crate::ops::gemv_gated::{GatedShape, gemv_gated};
 use crate::ops::norm::rms_norm;
 use crate::ops::reduce::Combine;
 use crate::ops::rope::{Rope, rope};
@@ -226,8 +226,8 @@ impl GpuMatrix {
             return Ok(false);
         }
         let input = match ActQuant::for_weights(self.wtype) {
-            Some(quant) => GatedInput::Q8(acts.get(quant)),
-            None => GatedInput::F32(x),
+            Some(quant) => ActInput::Q8(acts.get(quant)),
+            None => ActInput::F32(x),
         };
         for (g, u) in self.parts.iter().zip(&up.parts) {
             let shape = GatedShape {

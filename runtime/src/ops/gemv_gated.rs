@@ -6,19 +6,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::{KernelKey, Recorder, View};
 use crate::ops::activation::Act;
-use crate::ops::gemv::{ActQuant, QAct, Split, WType};
+use crate::ops::gemv::{ActInput, ActQuant, QAct, Split, WType};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
-
-/// The activations a fused gated GEMV reads: the format the unfused GEMV of the same weights
-/// reads.
-#[derive(Clone, Copy, Debug)]
-pub enum GatedInput<'a> {
-    /// f32 activations (m, k), for F16 and F32 weights.
-    F32(View<'a>),
-    /// Activations quantized by [`crate::ops::gemv::quantize`] for the weights' type.
-    Q8(QAct<'a>),
-}
 
 /// Shape of one fused gated GEMV over one part of the weights: `m` activation rows of length
 /// `k`, `rows` rows of each of Wg and Wu (Wu's first row `up_offset` bytes into the weight
@@ -83,7 +73,7 @@ pub fn gemv_gated(
     rec: &mut Recorder,
     split: Split,
     w: View<'_>,
-    x: GatedInput<'_>,
+    x: ActInput<'_>,
     out: View<'_>,
     s: GatedShape,
 ) -> Result<()> {
@@ -127,11 +117,11 @@ pub fn gemv_gated(
         up_offset: s.up_offset,
     };
     match (x, ActQuant::for_weights(s.wtype)) {
-        (GatedInput::F32(x), None) => {
+        (ActInput::F32(x), None) => {
             need("gemv_gated", "x", &x, u64::from(s.m) * u64::from(s.k) * 4)?;
             rec.dispatch(&kernel, groups, &params, &[w, x, out])
         }
-        (GatedInput::Q8(x), Some(quant)) if x.quant == quant => {
+        (ActInput::Q8(x), Some(quant)) if x.quant == quant => {
             let (bq, bd, bs) = QAct::sizes(s.m, s.k);
             need("gemv_gated", "xq", &x.xq, bq)?;
             need("gemv_gated", "xd", &x.xd, bd)?;

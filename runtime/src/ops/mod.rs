@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod gemv;
 pub mod gemv_gated;
 pub mod matmul;
+pub mod matmul_q;
 pub mod norm;
 pub mod reduce;
 pub mod rope;
