@@ -10,13 +10,21 @@
 //! the activations read and the outputs written; the roofline fraction is printed where the
 //! adapter's memory bandwidth is known (a small table below, or `KILN_PEAK_GBPS`).
 //!
+//! Prefill cases time a 32-row chunk through `gemv_q8` and through the tiled `matmul_q`; the
+//! fused `gemv_gated` is timed at SmolLM2's FFN; `matmul_reg` and `matmul_tiled` at 512^3.
+//!
 //! `cargo run --release -p kiln --example kernel_bench [-- FILTER]` runs the cases whose name
 //! contains FILTER.
 
 use std::time::Instant;
 
+use kiln::gpu::DType;
+use kiln::ops::activation::Act;
 use kiln::ops::attention::{Attention, attention, scratch_bytes};
-use kiln::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv_q8, quantize};
+use kiln::ops::gemv::{ActInput, ActQuant, GemvShape, QAct, Split, WType, gemv_q8, quantize};
+use kiln::ops::gemv_gated::{GatedShape, gemv_gated};
+use kiln::ops::matmul::{MatmulShape, matmul, matmul_tiled};
+use kiln::ops::matmul_q::matmul_q;
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
 use kiln::ops::sample::{SampleParams, sample};
@@ -32,9 +40,23 @@ const KNOWN_GBPS: &[(&str, f64)] = &[
 /// Bytes of rotating weight copies per case: larger than the last-level cache of any GPU here.
 const ROTATE_BYTES: u64 = 192 << 20;
 
+/// How a quantized product over `m` activation rows is run.
+#[derive(Clone, Copy, PartialEq)]
+enum QKernel {
+    /// `gemv_q8`, which reads the weights once per activation row.
+    Gemv,
+    /// `matmul_q` (prefill), which reads each weight unit once per 32 activation rows.
+    MatmulQ,
+    /// `gemv_gated`: gate and up (two matrices of this shape) and the activation in one.
+    Gated,
+}
+
 /// A case to build: kernel and shape.
 enum Spec {
-    Gemv(WType, u32, u32, &'static str),
+    /// Kernel, weights, rows, k, activation rows, label.
+    Quant(QKernel, WType, u32, u32, u32, &'static str),
+    /// f32 matmul m x n x k, B transposed: `matmul_reg` (None) or `matmul_tiled` (its dtype).
+    Matmul(Option<DType>, u32, u32, u32),
     Quantize(ActQuant, u32),
     Norm(u32),
     Attention(&'static str, (u32, u32, u32), u32),
@@ -45,7 +67,18 @@ enum Spec {
 impl Spec {
     fn name(&self) -> String {
         match self {
-            Spec::Gemv(w, rows, k, label) => format!("gemv_q8 {} {label} {rows}x{k}", w.word()),
+            Spec::Quant(kernel, w, rows, k, m, label) => {
+                let name = match kernel {
+                    QKernel::Gemv => "gemv_q8",
+                    QKernel::MatmulQ => "matmul_q",
+                    QKernel::Gated => "gemv_gated",
+                };
+                format!("{name} {} {label} {rows}x{k} m={m}", w.word())
+            }
+            Spec::Matmul(dtype, m, n, k) => match dtype {
+                None => format!("matmul_reg f32 {m}x{n}x{k}"),
+                Some(d) => format!("matmul_tiled {} {m}x{n}x{k}", d.wgsl()),
+            },
             Spec::Quantize(q, k) => format!("quantize {q:?} k={k}"),
             Spec::Norm(n) => format!("rms_norm n={n}"),
             Spec::Attention(label, _, ctx) => format!("attention {label} ctx={ctx}"),
@@ -88,35 +121,44 @@ fn storage(gpu: &Gpu, bytes: u64) -> Result<wgpu::Buffer> {
     )
 }
 
-fn gemv_case(gpu: &Gpu, w: WType, rows: u32, k: u32) -> Result<Case> {
+fn quant_case(gpu: &Gpu, kernel: QKernel, w: WType, rows: u32, k: u32, m: u32) -> Result<Case> {
     let quant = ActQuant::for_weights(w).expect("quantized type");
     let row_bytes = u64::from(w.row_bytes(k)?);
-    let wbytes = u64::from(rows) * row_bytes;
+    let half = u64::from(rows) * row_bytes;
+    // The fused kernel reads gate rows, then up rows from the next aligned offset.
+    let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment);
+    let up_offset = half.next_multiple_of(align);
+    let wbytes = if kernel == QKernel::Gated {
+        up_offset + half
+    } else {
+        half
+    };
     let copies = ROTATE_BYTES.div_ceil(wbytes).clamp(2, 256);
     let mut buffers = Vec::new();
     for c in 0..copies {
         buffers.push(gpu.upload("bench weights", &filler(wbytes as usize, c as u32))?);
     }
-    let (bq, bd, bs) = QAct::sizes(1, k);
+    let (bq, bd, bs) = QAct::sizes(m, k);
     buffers.push(storage(gpu, bq)?);
     buffers.push(storage(gpu, bd)?);
     buffers.push(storage(gpu, bs)?);
-    buffers.push(storage(gpu, u64::from(rows) * 4)?);
+    buffers.push(storage(gpu, u64::from(m * rows) * 4)?);
     let split = Split::best(gpu);
     let copies = copies as usize;
     let shape = GemvShape {
         wtype: w,
         k,
         rows,
-        m: 1,
+        m,
         y_stride: rows,
         y_offset: 0,
         accumulate: false,
     };
+    let mats = if kernel == QKernel::Gated { 2.0 } else { 1.0 };
+    let acts = bq + bd + if quant.has_sums() { bs } else { 0 };
     Ok(Case {
-        flops: 2.0 * f64::from(rows) * f64::from(k),
-        bytes: (wbytes + bq + bd + if quant.has_sums() { bs } else { 0 } + u64::from(rows) * 4)
-            as f64,
+        flops: mats * 2.0 * f64::from(rows) * f64::from(k) * f64::from(m),
+        bytes: (mats * half as f64) + (acts + u64::from(m * rows) * 4) as f64,
         buffers,
         record: Box::new(move |rec, b, i| {
             let act = QAct {
@@ -125,14 +167,53 @@ fn gemv_case(gpu: &Gpu, w: WType, rows: u32, k: u32) -> Result<Case> {
                 xd: (&b[copies + 1]).into(),
                 xs: (&b[copies + 2]).into(),
             };
-            gemv_q8(
-                rec,
-                split,
-                (&b[i % copies]).into(),
-                act,
-                (&b[copies + 3]).into(),
-                shape,
-            )
+            let (wv, y) = ((&b[i % copies]).into(), (&b[copies + 3]).into());
+            match kernel {
+                QKernel::Gemv => gemv_q8(rec, split, wv, act, y, shape),
+                QKernel::MatmulQ => matmul_q(rec, wv, ActInput::Q8(act), y, shape),
+                QKernel::Gated => {
+                    let s = GatedShape {
+                        wtype: w,
+                        act: Act::Silu,
+                        k,
+                        rows,
+                        m,
+                        up_offset: up_offset as u32,
+                        y_stride: rows,
+                        y_offset: 0,
+                    };
+                    gemv_gated(rec, split, wv, ActInput::Q8(act), y, s)
+                }
+            }
+        }),
+    })
+}
+
+/// `c = a bᵀ`; counts every operand read once (what tiling aims at).
+fn matmul_case(gpu: &Gpu, dtype: Option<DType>, m: u32, n: u32, k: u32) -> Result<Case> {
+    let size = dtype.map_or(4, DType::size);
+    let s = MatmulShape {
+        m,
+        n,
+        k,
+        batch: 1,
+        trans_b: true,
+    };
+    let buffers = vec![
+        gpu.upload("a", &vec![0u8; (u64::from(m * k) * size) as usize])?,
+        gpu.upload("b", &vec![0u8; (u64::from(n * k) * size) as usize])?,
+        storage(gpu, u64::from(m * n) * 4)?,
+    ];
+    Ok(Case {
+        flops: 2.0 * f64::from(m) * f64::from(n) * f64::from(k),
+        bytes: (u64::from(m * k + n * k) * size + u64::from(m * n) * 4) as f64,
+        buffers,
+        record: Box::new(move |rec, b, _| {
+            let (a, bb, c) = ((&b[0]).into(), (&b[1]).into(), (&b[2]).into());
+            match dtype {
+                None => matmul(rec, a, bb, c, s),
+                Some(d) => matmul_tiled(rec, d, a, bb, c, s, s.contiguous()),
+            }
         }),
     })
 }
@@ -353,8 +434,42 @@ fn main() -> Result<()> {
             // K-quant rows need whole 256-blocks (576 is not; the real models store such
             // matrices as Q5_0 or Q8_0).
             if k.is_multiple_of(w.block_elems()) {
-                specs.push(Spec::Gemv(w, rows, k, label));
+                specs.push(Spec::Quant(QKernel::Gemv, w, rows, k, 1, label));
             }
+        }
+    }
+    // Prefill of one 32-token chunk: a GEMV over 32 rows against the tiled matmul.
+    let prefill: [(&str, u32, u32); 2] =
+        [("smollm2 ffn_up", 1536, 576), ("qwen2 ffn_down", 896, 4864)];
+    for (label, rows, k) in prefill {
+        for w in [
+            WType::Q4_0,
+            WType::Q4_1,
+            WType::Q8_0,
+            WType::Q4K,
+            WType::Q6K,
+        ] {
+            if k.is_multiple_of(w.block_elems()) {
+                for kernel in [QKernel::Gemv, QKernel::MatmulQ] {
+                    specs.push(Spec::Quant(kernel, w, rows, k, 32, label));
+                }
+            }
+        }
+    }
+    // Decode FFN: gate and up in one fused dispatch (compare with two gemv_q8 ffn_up above).
+    for w in [WType::Q4_0, WType::Q4_1, WType::Q8_0] {
+        specs.push(Spec::Quant(
+            QKernel::Gated,
+            w,
+            1536,
+            576,
+            1,
+            "smollm2 ffn_gate+up",
+        ));
+    }
+    for dtype in [None, Some(DType::F32), Some(DType::F16)] {
+        if dtype != Some(DType::F16) || gpu.capabilities().f16 {
+            specs.push(Spec::Matmul(dtype, 512, 512, 512));
         }
     }
     for quant in [ActQuant::Q8_0, ActQuant::Q8_1, ActQuant::Q8K] {
@@ -387,7 +502,8 @@ fn main() -> Result<()> {
         }
         // Built one at a time, so only one case's rotating copies exist at once.
         let case = match spec {
-            Spec::Gemv(w, rows, k, _) => gemv_case(&gpu, w, rows, k)?,
+            Spec::Quant(kernel, w, rows, k, m, _) => quant_case(&gpu, kernel, w, rows, k, m)?,
+            Spec::Matmul(dtype, m, n, k) => matmul_case(&gpu, dtype, m, n, k)?,
             Spec::Quantize(q, k) => quantize_case(&gpu, q, k)?,
             Spec::Norm(n) => rms_norm_case(&gpu, n)?,
             Spec::Attention(_, heads, ctx) => attention_case(&gpu, heads, ctx)?,

@@ -12,6 +12,7 @@ use crate::ops::gemv::{
     ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
 };
 use crate::ops::gemv_gated::{GatedShape, gemv_gated};
+use crate::ops::matmul_q::matmul_q;
 use crate::ops::norm::rms_norm;
 use crate::ops::reduce::Combine;
 use crate::ops::rope::{Rope, rope};
@@ -272,9 +273,16 @@ impl GpuMatrix {
                 accumulate,
             };
             let w = self.view(p);
-            match ActQuant::for_weights(self.wtype) {
-                Some(quant) => gemv_q8(rec, split, w, acts.get(quant), y, shape)?,
-                None => gemv(rec, split, w, x, y, shape)?,
+            let input = match ActQuant::for_weights(self.wtype) {
+                Some(quant) => ActInput::Q8(acts.get(quant)),
+                None => ActInput::F32(x),
+            };
+            // Several rows (prefill): the tiled matmul reads each weight unit once per tile of
+            // rows; one row (decode): the GEMV.
+            match input {
+                _ if m > 1 => matmul_q(rec, w, input, y, shape)?,
+                ActInput::Q8(q) => gemv_q8(rec, split, w, q, y, shape)?,
+                ActInput::F32(x) => gemv(rec, split, w, x, y, shape)?,
             }
         }
         Ok(())
@@ -555,7 +563,7 @@ impl GpuModel {
             tokens: f("tokens", u64::from(capacity) + 1)?,
             recent: f("recent", u64::from(capacity) + 1)?,
         };
-        Ok(GpuModel {
+        let model = GpuModel {
             gpu: gpu.clone(),
             cfg: cfg.clone(),
             combine: Combine::best(gpu),
@@ -568,7 +576,17 @@ impl GpuModel {
             s,
             capacity,
             cached_pipelines: 0,
-        })
+        };
+        model.prewarm_decode()?;
+        Ok(model)
+    }
+
+    /// Creates the pipelines of a one-token chunk (the GEMVs; a prompt's chunks use the tiled
+    /// matmul instead) by recording one and dropping it unsubmitted, so that no decode step
+    /// compiles a pipeline, even after a prefill that never ran a one-token chunk.
+    fn prewarm_decode(&self) -> Result<()> {
+        let mut rec = self.gpu.recorder();
+        self.record_chunk(&mut rec, 0, 1)
     }
 
     pub fn config(&self) -> &Config {
