@@ -12,7 +12,7 @@ use crate::ops::gemv::{
     ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
 };
 use crate::ops::gemv_gated::{GatedShape, gemv_gated};
-use crate::ops::matmul_q::matmul_q;
+use crate::ops::matmul_q::{Prefill, matmul_q};
 use crate::ops::norm::rms_norm;
 use crate::ops::reduce::Combine;
 use crate::ops::rope::{Rope, rope};
@@ -255,7 +255,7 @@ impl GpuMatrix {
     fn gemv(
         &self,
         rec: &mut crate::gpu::Recorder,
-        split: Split,
+        (split, prefill): (Split, Prefill),
         acts: &Acts,
         x: View<'_>,
         y: View<'_>,
@@ -277,10 +277,10 @@ impl GpuMatrix {
                 Some(quant) => ActInput::Q8(acts.get(quant)),
                 None => ActInput::F32(x),
             };
-            // Several rows (prefill): the tiled matmul reads each weight unit once per tile of
-            // rows; one row (decode): the GEMV.
+            // Several rows (prefill) where the device prefers it: the tiled matmul reads each
+            // weight unit once per tile of rows; else the GEMV.
             match input {
-                _ if m > 1 => matmul_q(rec, w, input, y, shape)?,
+                _ if m > 1 && prefill == Prefill::Tiled => matmul_q(rec, w, input, y, shape)?,
                 ActInput::Q8(q) => gemv_q8(rec, split, w, q, y, shape)?,
                 ActInput::F32(x) => gemv(rec, split, w, x, y, shape)?,
             }
@@ -443,6 +443,7 @@ pub struct GpuModel {
     cfg: Config,
     combine: Combine,
     split: Split,
+    prefill: Prefill,
     acts: Acts,
     embd: GpuMatrix,
     output: Option<GpuMatrix>,
@@ -568,6 +569,7 @@ impl GpuModel {
             cfg: cfg.clone(),
             combine: Combine::best(gpu),
             split: Split::best(gpu),
+            prefill: Prefill::best(gpu),
             acts: Acts::new(gpu, cfg.d_model.max(cfg.d_ff).max(cfg.q_dim()))?,
             embd,
             output,
@@ -599,6 +601,11 @@ impl GpuModel {
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// How chunks of several tokens multiply their weights (default: [`Prefill::best`]).
+    pub fn set_prefill(&mut self, prefill: Prefill) {
+        self.prefill = prefill;
     }
 
     /// Runs `tokens` at positions `pos0..`, in chunks of [`CHUNK`], all in one submit, and
@@ -673,7 +680,7 @@ impl GpuModel {
             .prepare(&mut rec, (&s.last_norm).into(), 1, &[output])?;
         output.gemv(
             &mut rec,
-            self.split,
+            (self.split, self.prefill),
             &self.acts,
             (&s.last_norm).into(),
             (&s.logits).into(),
@@ -786,7 +793,7 @@ impl GpuModel {
             Some(w) => {
                 mat.gemv(
                     rec,
-                    self.split,
+                    (self.split, self.prefill),
                     &self.acts,
                     input.into(),
                     (&s.tmp).into(),
@@ -798,7 +805,7 @@ impl GpuModel {
             }
             None => mat.gemv(
                 rec,
-                self.split,
+                (self.split, self.prefill),
                 &self.acts,
                 input.into(),
                 (&s.x).into(),
@@ -812,7 +819,7 @@ impl GpuModel {
         let cfg = &self.cfg;
         let s = &self.s;
         let cb = self.combine;
-        let sp = self.split;
+        let sp = (self.split, self.prefill);
         let d = cfg.d_model;
         self.embd.embed(
             rec,
@@ -912,16 +919,19 @@ impl GpuModel {
             } else {
                 Act::Silu
             };
-            let fused = l.w.gate.gated(
-                rec,
-                &l.w.up,
-                sp,
-                act,
-                acts,
-                (&s.xn).into(),
-                (&s.hidden).into(),
-                n,
-            )?;
+            // One token, or several through GEMVs: the fused gated GEMV. Several through the
+            // tiled matmul: gate and up each tiled (each half of the pair binds alone).
+            let fused = (n == 1 || self.prefill == Prefill::Gemv)
+                && l.w.gate.gated(
+                    rec,
+                    &l.w.up,
+                    self.split,
+                    act,
+                    acts,
+                    (&s.xn).into(),
+                    (&s.hidden).into(),
+                    n,
+                )?;
             if !fused {
                 l.w.gate
                     .gemv(rec, sp, acts, (&s.xn).into(), (&s.gate).into(), n, false)?;

@@ -9,6 +9,33 @@ use crate::gpu::{KernelKey, Recorder, View};
 use crate::ops::gemv::{ActInput, ActQuant, GemvShape, QAct, WType};
 use crate::ops::need;
 
+/// How a chunk of several tokens multiplies its weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Prefill {
+    /// [`matmul_q`]: each weight unit dequantized once per 32 tokens (GPUs).
+    Tiled,
+    /// The GEMVs over the chunk's rows (CPU-like adapters such as lavapipe, where the
+    /// per-row thread split measured 1.0-2.2x faster than the tiled kernel's barriers).
+    Gemv,
+}
+
+impl Prefill {
+    /// What suits the device: GEMVs on CPU adapters, the tiled matmul on GPUs.
+    /// `KILN_PREFILL=tiled|gemv` overrides the choice (for measuring both).
+    pub fn best(gpu: &crate::gpu::Gpu) -> Prefill {
+        match std::env::var("KILN_PREFILL").as_deref() {
+            Ok("tiled") => return Prefill::Tiled,
+            Ok("gemv") => return Prefill::Gemv,
+            _ => {}
+        }
+        if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+            Prefill::Gemv
+        } else {
+            Prefill::Tiled
+        }
+    }
+}
+
 /// The variant for `wtype` on int8 activations (`q8`, the formats [`ActQuant::for_weights`]
 /// pairs with one) or f32 activations (every format).
 pub fn matmul_q_key(wtype: WType, q8: bool, accumulate: bool) -> KernelKey {
