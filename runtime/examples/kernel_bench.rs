@@ -13,18 +13,27 @@
 //!
 //! The int8 GEMVs (`gemv_q8`, `gemv_w8a8`) run once with `dot4I8Packed` (`dot4`) where the
 //! adapter has it and once unpacked, so the two can be compared on the same device.
+//! Prefill cases time a 32-row chunk through `gemv_q8` and through the tiled `matmul_q`; the
+//! fused `gemv_gated` is timed at SmolLM2's FFN; `matmul_reg` and `matmul_tiled` at 512^3.
 //!
 //! `cargo run --release -p kiln --example kernel_bench [-- FILTER]` runs the cases whose name
 //! contains FILTER.
 
 use std::time::Instant;
 
+use kiln::gpu::DType;
+use kiln::ops::activation::Act;
 use kiln::ops::attention::{
     Attention, KvType, SPLIT_MIN_LEN, Splits, attention, attention_split, attention_tiled,
     partials_bytes, scratch_bytes,
 };
-use kiln::ops::gemv::{ActQuant, GemvShape, IntDot, QAct, Split, WType, gemv_q8_with, quantize};
+use kiln::ops::gemv::{
+    ActInput, ActQuant, GemvShape, IntDot, QAct, Split, WType, gemv_q8_with, quantize,
+};
+use kiln::ops::gemv_gated::{GatedShape, gemv_gated};
 use kiln::ops::int8::{I8Rows, W8A8Shape, gemv_w8a8};
+use kiln::ops::matmul::{MatmulShape, matmul, matmul_tiled};
+use kiln::ops::matmul_q::matmul_q;
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
 use kiln::ops::rwkv::{Wkv6Io, Wkv7Io, WkvShape, wkv6, wkv7};
@@ -42,6 +51,17 @@ const KNOWN_GBPS: &[(&str, f64)] = &[
 /// Bytes of rotating weight copies per case: larger than the last-level cache of any GPU here.
 const ROTATE_BYTES: u64 = 192 << 20;
 
+/// How a quantized product over `m` activation rows is run.
+#[derive(Clone, Copy, PartialEq)]
+enum QKernel {
+    /// `gemv_q8` with this int8 dot, which reads the weights once per activation row.
+    Gemv(IntDot),
+    /// `matmul_q` (prefill), which reads each weight unit once per 32 activation rows.
+    MatmulQ,
+    /// `gemv_gated`: gate and up (two matrices of this shape) and the activation in one.
+    Gated,
+}
+
 /// A case to build: kernel and shape.
 /// Which attention kernel a case times.
 #[derive(Clone, Copy, Debug)]
@@ -55,9 +75,12 @@ enum AttnPath {
 }
 
 enum Spec {
-    Gemv(WType, u32, u32, &'static str, IntDot),
+    /// Kernel, weights, rows, k, activation rows, label.
+    Quant(QKernel, WType, u32, u32, u32, &'static str),
     /// Int8 weights with per-row scales against per-row int8 activations.
     W8A8(u32, u32, &'static str, IntDot),
+    /// f32 matmul m x n x k, B transposed: `matmul_reg` (None) or `matmul_tiled` (its dtype).
+    Matmul(Option<DType>, u32, u32, u32),
     Quantize(ActQuant, u32),
     Norm(u32),
     /// (label, (n_head, n_kv_head, head_dim), context, new tokens, kernel)
@@ -73,12 +96,21 @@ enum Spec {
 impl Spec {
     fn name(&self) -> String {
         match self {
-            Spec::Gemv(w, rows, k, label, dot) => {
-                format!("gemv_q8 {} {label} {rows}x{k} {}", w.word(), dot_word(*dot))
+            Spec::Quant(kernel, w, rows, k, m, label) => {
+                let name = match kernel {
+                    QKernel::Gemv(dot) => format!("gemv_q8 {}", dot_word(*dot)),
+                    QKernel::MatmulQ => "matmul_q".to_string(),
+                    QKernel::Gated => "gemv_gated".to_string(),
+                };
+                format!("{name} {} {label} {rows}x{k} m={m}", w.word())
             }
             Spec::W8A8(rows, k, label, dot) => {
                 format!("gemv_w8a8 {label} {rows}x{k} {}", dot_word(*dot))
             }
+            Spec::Matmul(dtype, m, n, k) => match dtype {
+                None => format!("matmul_reg f32 {m}x{n}x{k}"),
+                Some(d) => format!("matmul_tiled {} {m}x{n}x{k}", d.wgsl()),
+            },
             Spec::Quantize(q, k) => format!("quantize {q:?} k={k}"),
             Spec::Norm(n) => format!("rms_norm n={n}"),
             Spec::Attention(label, _, ctx, n_tok, path) => {
@@ -132,35 +164,44 @@ fn storage(gpu: &Gpu, bytes: u64) -> Result<wgpu::Buffer> {
     )
 }
 
-fn gemv_case(gpu: &Gpu, w: WType, rows: u32, k: u32, dot: IntDot) -> Result<Case> {
+fn quant_case(gpu: &Gpu, kernel: QKernel, w: WType, rows: u32, k: u32, m: u32) -> Result<Case> {
     let quant = ActQuant::for_weights(w).expect("quantized type");
     let row_bytes = u64::from(w.row_bytes(k)?);
-    let wbytes = u64::from(rows) * row_bytes;
+    let half = u64::from(rows) * row_bytes;
+    // The fused kernel reads gate rows, then up rows from the next aligned offset.
+    let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment);
+    let up_offset = half.next_multiple_of(align);
+    let wbytes = if kernel == QKernel::Gated {
+        up_offset + half
+    } else {
+        half
+    };
     let copies = ROTATE_BYTES.div_ceil(wbytes).clamp(2, 256);
     let mut buffers = Vec::new();
     for c in 0..copies {
         buffers.push(gpu.upload("bench weights", &filler(wbytes as usize, c as u32))?);
     }
-    let (bq, bd, bs) = QAct::sizes(1, k);
+    let (bq, bd, bs) = QAct::sizes(m, k);
     buffers.push(storage(gpu, bq)?);
     buffers.push(storage(gpu, bd)?);
     buffers.push(storage(gpu, bs)?);
-    buffers.push(storage(gpu, u64::from(rows) * 4)?);
+    buffers.push(storage(gpu, u64::from(m * rows) * 4)?);
     let split = Split::best(gpu);
     let copies = copies as usize;
     let shape = GemvShape {
         wtype: w,
         k,
         rows,
-        m: 1,
+        m,
         y_stride: rows,
         y_offset: 0,
         accumulate: false,
     };
+    let mats = if kernel == QKernel::Gated { 2.0 } else { 1.0 };
+    let acts = bq + bd + if quant.has_sums() { bs } else { 0 };
     Ok(Case {
-        flops: 2.0 * f64::from(rows) * f64::from(k),
-        bytes: (wbytes + bq + bd + if quant.has_sums() { bs } else { 0 } + u64::from(rows) * 4)
-            as f64,
+        flops: mats * 2.0 * f64::from(rows) * f64::from(k) * f64::from(m),
+        bytes: (mats * half as f64) + (acts + u64::from(m * rows) * 4) as f64,
         buffers,
         record: Box::new(move |rec, b, i| {
             let act = QAct {
@@ -169,15 +210,53 @@ fn gemv_case(gpu: &Gpu, w: WType, rows: u32, k: u32, dot: IntDot) -> Result<Case
                 xd: (&b[copies + 1]).into(),
                 xs: (&b[copies + 2]).into(),
             };
-            gemv_q8_with(
-                rec,
-                split,
-                dot,
-                (&b[i % copies]).into(),
-                act,
-                (&b[copies + 3]).into(),
-                shape,
-            )
+            let (wv, y) = ((&b[i % copies]).into(), (&b[copies + 3]).into());
+            match kernel {
+                QKernel::Gemv(dot) => gemv_q8_with(rec, split, dot, wv, act, y, shape),
+                QKernel::MatmulQ => matmul_q(rec, wv, ActInput::Q8(act), y, shape),
+                QKernel::Gated => {
+                    let s = GatedShape {
+                        wtype: w,
+                        act: Act::Silu,
+                        k,
+                        rows,
+                        m,
+                        up_offset: up_offset as u32,
+                        y_stride: rows,
+                        y_offset: 0,
+                    };
+                    gemv_gated(rec, split, wv, ActInput::Q8(act), y, s)
+                }
+            }
+        }),
+    })
+}
+
+/// `c = a bᵀ`; counts every operand read once (what tiling aims at).
+fn matmul_case(gpu: &Gpu, dtype: Option<DType>, m: u32, n: u32, k: u32) -> Result<Case> {
+    let size = dtype.map_or(4, DType::size);
+    let s = MatmulShape {
+        m,
+        n,
+        k,
+        batch: 1,
+        trans_b: true,
+    };
+    let buffers = vec![
+        gpu.upload("a", &vec![0u8; (u64::from(m * k) * size) as usize])?,
+        gpu.upload("b", &vec![0u8; (u64::from(n * k) * size) as usize])?,
+        storage(gpu, u64::from(m * n) * 4)?,
+    ];
+    Ok(Case {
+        flops: 2.0 * f64::from(m) * f64::from(n) * f64::from(k),
+        bytes: (u64::from(m * k + n * k) * size + u64::from(m * n) * 4) as f64,
+        buffers,
+        record: Box::new(move |rec, b, _| {
+            let (a, bb, c) = ((&b[0]).into(), (&b[1]).into(), (&b[2]).into());
+            match dtype {
+                None => matmul(rec, a, bb, c, s),
+                Some(d) => matmul_tiled(rec, d, a, bb, c, s, s.contiguous()),
+            }
         }),
     })
 }
@@ -565,12 +644,46 @@ fn main() -> Result<()> {
             // matrices as Q5_0 or Q8_0).
             if k.is_multiple_of(w.block_elems()) {
                 for &dot in dots {
-                    specs.push(Spec::Gemv(w, rows, k, label, dot));
+                    specs.push(Spec::Quant(QKernel::Gemv(dot), w, rows, k, 1, label));
                 }
             }
         }
         for &dot in dots {
             specs.push(Spec::W8A8(rows, k, label, dot));
+        }
+    }
+    // Prefill of one 32-token chunk: a GEMV over 32 rows against the tiled matmul.
+    let prefill: [(&str, u32, u32); 2] =
+        [("smollm2 ffn_up", 1536, 576), ("qwen2 ffn_down", 896, 4864)];
+    for (label, rows, k) in prefill {
+        for w in [
+            WType::Q4_0,
+            WType::Q4_1,
+            WType::Q8_0,
+            WType::Q4K,
+            WType::Q6K,
+        ] {
+            if k.is_multiple_of(w.block_elems()) {
+                for kernel in [QKernel::Gemv(IntDot::best(&gpu)), QKernel::MatmulQ] {
+                    specs.push(Spec::Quant(kernel, w, rows, k, 32, label));
+                }
+            }
+        }
+    }
+    // Decode FFN: gate and up in one fused dispatch (compare with two gemv_q8 ffn_up above).
+    for w in [WType::Q4_0, WType::Q4_1, WType::Q8_0] {
+        specs.push(Spec::Quant(
+            QKernel::Gated,
+            w,
+            1536,
+            576,
+            1,
+            "smollm2 ffn_gate+up",
+        ));
+    }
+    for dtype in [None, Some(DType::F32), Some(DType::F16)] {
+        if dtype != Some(DType::F16) || gpu.capabilities().f16 {
+            specs.push(Spec::Matmul(dtype, 512, 512, 512));
         }
     }
     for quant in [ActQuant::Q8_0, ActQuant::Q8_1, ActQuant::Q8K] {
@@ -621,8 +734,9 @@ fn main() -> Result<()> {
         }
         // Built one at a time, so only one case's rotating copies exist at once.
         let case = match spec {
-            Spec::Gemv(w, rows, k, _, dot) => gemv_case(&gpu, w, rows, k, dot)?,
+            Spec::Quant(kernel, w, rows, k, m, _) => quant_case(&gpu, kernel, w, rows, k, m)?,
             Spec::W8A8(rows, k, _, dot) => w8a8_case(&gpu, rows, k, dot)?,
+            Spec::Matmul(dtype, m, n, k) => matmul_case(&gpu, dtype, m, n, k)?,
             Spec::Quantize(q, k) => quantize_case(&gpu, q, k)?,
             Spec::Norm(n) => rms_norm_case(&gpu, n)?,
             Spec::Attention(_, heads, ctx, n_tok, path) => {

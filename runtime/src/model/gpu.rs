@@ -13,8 +13,10 @@ use crate::ops::attention::{
     scratch_bytes,
 };
 use crate::ops::gemv::{
-    ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
+    ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
 };
+use crate::ops::gemv_gated::{GatedShape, gemv_gated};
+use crate::ops::matmul_q::{Prefill, matmul_q};
 use crate::ops::norm::rms_norm;
 use crate::ops::reduce::Combine;
 use crate::ops::rope::{Rope, rope};
@@ -57,18 +59,40 @@ impl AttnOptions {
     }
 }
 
+/// One part of a [`GpuMatrix`]: rows `row0..row0 + rows`, starting `offset` bytes into `buffer`.
+#[derive(Debug)]
+struct Part {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    row0: u32,
+    rows: u32,
+}
+
 /// A weight matrix `(rows, k)` on the GPU, split by rows into parts that each fit one binding.
+/// The gate and up matrices of an FFN share their parts' buffers (see
+/// [`GpuMatrix::load_pair`]).
 #[derive(Debug)]
 pub struct GpuMatrix {
     pub wtype: WType,
     pub rows: u32,
     pub k: u32,
-    /// (buffer, first row, rows)
-    parts: Vec<(wgpu::Buffer, u32, u32)>,
+    parts: Vec<Part>,
+}
+
+/// A weight tensor's bytes in the file, checked against its shape.
+struct TensorBytes<'f> {
+    wtype: WType,
+    rows: u32,
+    k: u32,
+    data: &'f [u8],
+    row_bytes: u64,
+    /// The most bytes one binding may hold on this device.
+    max_bytes: u64,
 }
 
 impl GpuMatrix {
-    pub fn load(gpu: &Gpu, file: &GgufFile, name: &str) -> Result<GpuMatrix> {
+    /// The tensor `name`: its type, rows, length and bytes, checked against each other.
+    fn tensor<'f>(gpu: &Gpu, file: &'f GgufFile, name: &str) -> Result<TensorBytes<'f>> {
         let (t, wtype, rows, k) = matrix(file, name)?;
         let row_bytes = u64::from(wtype.row_bytes(k)?);
         let data = file.tensor_data(t);
@@ -83,16 +107,48 @@ impl GpuMatrix {
         let max_bytes = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
-        let rows_per_part = u32::try_from((max_bytes / row_bytes).min(u64::from(rows)))
-            .unwrap_or(rows)
-            .max(1);
-        if row_bytes > max_bytes {
+        Ok(TensorBytes {
+            wtype,
+            rows,
+            k,
+            data,
+            row_bytes,
+            max_bytes,
+        })
+    }
+
+    /// Rows per part when each part holds `copies` matrices' rows (and `extra` bytes).
+    fn rows_per_part(
+        rows: u32,
+        row_bytes: u64,
+        max_bytes: u64,
+        copies: u64,
+        extra: u64,
+    ) -> Result<u32> {
+        if copies * row_bytes + extra > max_bytes {
             return Err(Error::BufferTooLarge {
                 what: "weight row",
-                size: row_bytes,
+                size: copies * row_bytes + extra,
                 limit: max_bytes,
             });
         }
+        Ok(
+            u32::try_from(((max_bytes - extra) / (copies * row_bytes)).min(u64::from(rows)))
+                .unwrap_or(rows)
+                .max(1),
+        )
+    }
+
+    pub fn load(gpu: &Gpu, file: &GgufFile, name: &str) -> Result<GpuMatrix> {
+        let TensorBytes {
+            wtype,
+            rows,
+            k,
+            data,
+            row_bytes,
+            max_bytes,
+        } = Self::tensor(gpu, file, name)?;
+        let rows_per_part = Self::rows_per_part(rows, row_bytes, max_bytes, 1, 0)?;
         let mut parts = Vec::new();
         let mut row0 = 0;
         while row0 < rows {
@@ -100,7 +156,12 @@ impl GpuMatrix {
             let start = (u64::from(row0) * row_bytes) as usize;
             let end = start + (u64::from(n) * row_bytes) as usize;
             let buffer = gpu.upload(name, &data[start..end])?;
-            parts.push((buffer, row0, n));
+            parts.push(Part {
+                buffer,
+                offset: 0,
+                row0,
+                rows: n,
+            });
             row0 += n;
         }
         Ok(GpuMatrix {
@@ -109,6 +170,118 @@ impl GpuMatrix {
             k,
             parts,
         })
+    }
+
+    /// Loads an FFN's gate and up matrices into shared buffers for [`gemv_gated`]: each part
+    /// holds the gate rows `row0..row0 + n`, then, from the next offset a binding may start
+    /// at, the same rows of up, so each half is also a binding of its own. None when the two
+    /// differ in type or shape (they are then loaded apart).
+    fn load_pair(
+        gpu: &Gpu,
+        file: &GgufFile,
+        gate: &str,
+        up: &str,
+    ) -> Result<Option<(GpuMatrix, GpuMatrix)>> {
+        let g = Self::tensor(gpu, file, gate)?;
+        let u = Self::tensor(gpu, file, up)?;
+        if (u.wtype, u.rows, u.k) != (g.wtype, g.rows, g.k) {
+            return Ok(None);
+        }
+        let TensorBytes {
+            wtype,
+            rows,
+            k,
+            data: gate_data,
+            row_bytes,
+            max_bytes,
+        } = g;
+        let up_data = u.data;
+        let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment);
+        let rows_per_part = Self::rows_per_part(rows, row_bytes, max_bytes, 2, align)?;
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let (mut gate_parts, mut up_parts) = (Vec::new(), Vec::new());
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = rows_per_part.min(rows - row0);
+            let start = (u64::from(row0) * row_bytes) as usize;
+            let half = u64::from(n) * row_bytes;
+            let end = start + half as usize;
+            let up_offset = half.next_multiple_of(align);
+            let buffer = gpu.create_buffer("ffn gate and up", up_offset + half, usage)?;
+            gpu.write(&buffer, 0, &gate_data[start..end]);
+            gpu.write(&buffer, up_offset, &up_data[start..end]);
+            for (parts, offset) in [(&mut gate_parts, 0), (&mut up_parts, up_offset)] {
+                parts.push(Part {
+                    buffer: buffer.clone(),
+                    offset,
+                    row0,
+                    rows: n,
+                });
+            }
+            row0 += n;
+        }
+        let mat = |parts| GpuMatrix {
+            wtype,
+            rows,
+            k,
+            parts,
+        };
+        Ok(Some((mat(gate_parts), mat(up_parts))))
+    }
+
+    /// Part `p` as a binding (whole words: the last row's bytes are padded to one).
+    fn view<'a>(&self, p: &'a Part) -> View<'a> {
+        let bytes = u64::from(p.rows)
+            * u64::from(self.k / self.wtype.block_elems())
+            * u64::from(self.wtype.block_bytes());
+        View::new(&p.buffer, p.offset, bytes.next_multiple_of(4))
+    }
+
+    /// Records `out[j, :] = act(Wg x[j, :]) * (Wu x[j, :])` with `self` as Wg, in one
+    /// dispatch per part, when `up` shares its buffers (see [`GpuMatrix::load_pair`]);
+    /// returns false, recording nothing, when it does not.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per binding and shape"
+    )]
+    fn gated(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        up: &GpuMatrix,
+        split: Split,
+        act: Act,
+        acts: &Acts,
+        x: View<'_>,
+        out: View<'_>,
+        m: u32,
+    ) -> Result<bool> {
+        let paired = self.parts.len() == up.parts.len()
+            && self
+                .parts
+                .iter()
+                .zip(&up.parts)
+                .all(|(g, u)| g.buffer == u.buffer && g.rows == u.rows);
+        if !paired {
+            return Ok(false);
+        }
+        let input = match ActQuant::for_weights(self.wtype) {
+            Some(quant) => ActInput::Q8(acts.get(quant)),
+            None => ActInput::F32(x),
+        };
+        for (g, u) in self.parts.iter().zip(&up.parts) {
+            let shape = GatedShape {
+                wtype: self.wtype,
+                act,
+                k: self.k,
+                rows: g.rows,
+                m,
+                up_offset: (u.offset - g.offset) as u32,
+                y_stride: self.rows,
+                y_offset: g.row0,
+            };
+            gemv_gated(rec, split, (&g.buffer).into(), input, out, shape)?;
+        }
+        Ok(true)
     }
 
     /// Records `y[j, :] (+)= W x[j, :]` for `m` activation rows; `x` must have been prepared
@@ -120,26 +293,34 @@ impl GpuMatrix {
     fn gemv(
         &self,
         rec: &mut crate::gpu::Recorder,
-        split: Split,
+        (split, prefill): (Split, Prefill),
         acts: &Acts,
         x: View<'_>,
         y: View<'_>,
         m: u32,
         accumulate: bool,
     ) -> Result<()> {
-        for (buffer, row0, rows) in &self.parts {
+        for p in &self.parts {
             let shape = GemvShape {
                 wtype: self.wtype,
                 k: self.k,
-                rows: *rows,
+                rows: p.rows,
                 m,
                 y_stride: self.rows,
-                y_offset: *row0,
+                y_offset: p.row0,
                 accumulate,
             };
-            match ActQuant::for_weights(self.wtype) {
-                Some(quant) => gemv_q8(rec, split, buffer.into(), acts.get(quant), y, shape)?,
-                None => gemv(rec, split, buffer.into(), x, y, shape)?,
+            let w = self.view(p);
+            let input = match ActQuant::for_weights(self.wtype) {
+                Some(quant) => ActInput::Q8(acts.get(quant)),
+                None => ActInput::F32(x),
+            };
+            // Several rows (prefill) where the device prefers it: the tiled matmul reads each
+            // weight unit once per tile of rows; else the GEMV.
+            match input {
+                _ if m > 1 && prefill == Prefill::Tiled => matmul_q(rec, w, input, y, shape)?,
+                ActInput::Q8(q) => gemv_q8(rec, split, w, q, y, shape)?,
+                ActInput::F32(x) => gemv(rec, split, w, x, y, shape)?,
             }
         }
         Ok(())
@@ -155,17 +336,17 @@ impl GpuMatrix {
         t0: u32,
         scale: f32,
     ) -> Result<()> {
-        for (buffer, row0, rows) in &self.parts {
+        for p in &self.parts {
             let shape = EmbedShape {
                 wtype: self.wtype,
                 k: self.k,
-                row0: *row0,
-                rows: *rows,
+                row0: p.row0,
+                rows: p.rows,
                 n_tok,
                 t0,
                 scale,
             };
-            embed(rec, buffer.into(), tokens, out, shape)?;
+            embed(rec, self.view(p), tokens, out, shape)?;
         }
         Ok(())
     }
@@ -303,6 +484,7 @@ pub struct GpuModel {
     cfg: Config,
     combine: Combine,
     split: Split,
+    prefill: Prefill,
     acts: Acts,
     embd: GpuMatrix,
     output: Option<GpuMatrix>,
@@ -384,13 +566,26 @@ impl GpuModel {
             | wgpu::BufferUsages::COPY_SRC;
         let mut layers = Vec::with_capacity(cfg.n_layer as usize);
         for il in 0..cfg.n_layer {
+            // The FFN's gate and up matrices go into shared buffers for the fused gated GEMV;
+            // the up half waits here until the loader asks for it (right after the gate).
+            let mut up_half = None;
+            let mut load_matrix = |name: &str| {
+                if let Some(stem) = name.strip_suffix("ffn_gate.weight") {
+                    let up = format!("{stem}ffn_up.weight");
+                    if let Some((gate, up)) = GpuMatrix::load_pair(gpu, file, name, &up)? {
+                        up_half = Some(up);
+                        return Ok(gate);
+                    }
+                }
+                if name.ends_with("ffn_up.weight")
+                    && let Some(up) = up_half.take()
+                {
+                    return Ok(up);
+                }
+                GpuMatrix::load(gpu, file, name)
+            };
             let layer = Layer {
-                w: LayerWeights::load(
-                    cfg,
-                    il,
-                    |name| GpuMatrix::load(gpu, file, name),
-                    |name, len| up_vec(name, len),
-                )?,
+                w: LayerWeights::load(cfg, il, &mut load_matrix, |name, len| up_vec(name, len))?,
                 k_cache: gpu.create_buffer("k cache", a.cache_bytes(), storage)?,
                 v_cache: gpu.create_buffer("v cache", a.cache_bytes(), storage)?,
             };
@@ -450,11 +645,12 @@ impl GpuModel {
             decode_kernels.push(attention_combine_key());
         }
         pollster::block_on(gpu.prewarm(&decode_kernels))?;
-        Ok(GpuModel {
+        let model = GpuModel {
             gpu: gpu.clone(),
             cfg: cfg.clone(),
             combine,
             split: Split::best(gpu),
+            prefill: Prefill::best(gpu),
             acts: Acts::new(gpu, cfg.d_model.max(cfg.d_ff).max(cfg.q_dim()))?,
             embd,
             output,
@@ -464,7 +660,17 @@ impl GpuModel {
             capacity,
             attn,
             cached_pipelines: 0,
-        })
+        };
+        model.prewarm_decode()?;
+        Ok(model)
+    }
+
+    /// Creates the pipelines of a one-token chunk (the GEMVs; a prompt's chunks use the tiled
+    /// matmul instead) by recording one and dropping it unsubmitted, so that no decode step
+    /// compiles a pipeline, even after a prefill that never ran a one-token chunk.
+    fn prewarm_decode(&self) -> Result<()> {
+        let mut rec = self.gpu.recorder();
+        self.record_chunk(&mut rec, 0, 1)
     }
 
     pub fn config(&self) -> &Config {
@@ -477,6 +683,11 @@ impl GpuModel {
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// How chunks of several tokens multiply their weights (default: [`Prefill::best`]).
+    pub fn set_prefill(&mut self, prefill: Prefill) {
+        self.prefill = prefill;
     }
 
     /// Runs `tokens` at positions `pos0..`, in chunks of [`CHUNK`], all in one submit, and
@@ -551,7 +762,7 @@ impl GpuModel {
             .prepare(&mut rec, (&s.last_norm).into(), 1, &[output])?;
         output.gemv(
             &mut rec,
-            self.split,
+            (self.split, self.prefill),
             &self.acts,
             (&s.last_norm).into(),
             (&s.logits).into(),
@@ -664,7 +875,7 @@ impl GpuModel {
             Some(w) => {
                 mat.gemv(
                     rec,
-                    self.split,
+                    (self.split, self.prefill),
                     &self.acts,
                     input.into(),
                     (&s.tmp).into(),
@@ -676,7 +887,7 @@ impl GpuModel {
             }
             None => mat.gemv(
                 rec,
-                self.split,
+                (self.split, self.prefill),
                 &self.acts,
                 input.into(),
                 (&s.x).into(),
@@ -725,7 +936,7 @@ impl GpuModel {
         let cfg = &self.cfg;
         let s = &self.s;
         let cb = self.combine;
-        let sp = self.split;
+        let sp = (self.split, self.prefill);
         let d = cfg.d_model;
         self.embd.embed(
             rec,
@@ -812,23 +1023,38 @@ impl GpuModel {
             self.residual(rec, &l.w.o, &s.att, l.w.post_attn_norm.as_ref(), n)?;
             self.norm(rec, &s.x, &l.w.ffn_norm, &s.xn, n, d)?;
             acts.prepare(rec, (&s.xn).into(), n, &[&l.w.gate, &l.w.up])?;
-            l.w.gate
-                .gemv(rec, sp, acts, (&s.xn).into(), (&s.gate).into(), n, false)?;
-            l.w.up
-                .gemv(rec, sp, acts, (&s.xn).into(), (&s.up).into(), n, false)?;
             let act = if cfg.arch == Arch::Gemma3 {
                 Act::Gelu
             } else {
                 Act::Silu
             };
-            gated(
-                rec,
-                act,
-                (&s.gate).into(),
-                (&s.up).into(),
-                (&s.hidden).into(),
-                n * cfg.d_ff,
-            )?;
+            // One token, or several through GEMVs: the fused gated GEMV. Several through the
+            // tiled matmul: gate and up each tiled (each half of the pair binds alone).
+            let fused = (n == 1 || self.prefill == Prefill::Gemv)
+                && l.w.gate.gated(
+                    rec,
+                    &l.w.up,
+                    self.split,
+                    act,
+                    acts,
+                    (&s.xn).into(),
+                    (&s.hidden).into(),
+                    n,
+                )?;
+            if !fused {
+                l.w.gate
+                    .gemv(rec, sp, acts, (&s.xn).into(), (&s.gate).into(), n, false)?;
+                l.w.up
+                    .gemv(rec, sp, acts, (&s.xn).into(), (&s.up).into(), n, false)?;
+                gated(
+                    rec,
+                    act,
+                    (&s.gate).into(),
+                    (&s.up).into(),
+                    (&s.hidden).into(),
+                    n * cfg.d_ff,
+                )?;
+            }
             self.residual(rec, &l.w.down, &s.hidden, l.w.post_ffn_norm.as_ref(), n)?;
         }
         Ok(())

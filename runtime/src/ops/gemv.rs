@@ -325,6 +325,16 @@ pub struct QAct<'a> {
     pub xs: View<'a>,
 }
 
+/// The activations a quantized product reads: f32 rows, or rows quantized by [`quantize`] for
+/// the weights' type (the format [`gemv`] or [`gemv_q8`] of the same weights reads).
+#[derive(Clone, Copy, Debug)]
+pub enum ActInput<'a> {
+    /// f32 activations (m, k).
+    F32(View<'a>),
+    /// Activations quantized for the weights' type.
+    Q8(QAct<'a>),
+}
+
 impl QAct<'_> {
     /// Bytes of (xq, xd, xs) for `m` rows of `k`.
     pub fn sizes(m: u32, k: u32) -> (u64, u64, u64) {
