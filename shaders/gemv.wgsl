@@ -1,6 +1,7 @@
 // Quantized matrix-vector product, dequantization fused: y[j, row] (+)= W[row, :] . x[j, :]
 // for each of `m` activation rows j. W is stored as GGUF blocks (WTYPE), one output feature per
-// row. Two ways to split the work:
+// row. Activations x are ADTYPE (f32, or f16 where the device has SHADER_F16). Two ways to split
+// the work:
 // - SPLIT=group: one workgroup per weight row; its invocations split the row's 32-weight units
 //   and combine with a subgroup or shared-memory reduction (GPUs: neighbouring invocations read
 //   neighbouring blocks);
@@ -25,8 +26,14 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<u32>;           // (rows, row_bytes / 4) blocks
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;     // (m, k / 4)
+@group(0) @binding(2) var<storage, read> x: array<vec4<ADTYPE>>;  // (m, k / 4)
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;     // (m, y_stride)
+
+// Activations are f32, or f16 (ADTYPE=f16: W4A16 and friends, half the activation traffic);
+// the dot products accumulate in f32 either way.
+fn xv4(i: u32) -> vec4<f32> {
+    return vec4<f32>(x[i]);
+}
 
 fn store(o: u32, s: f32) {
 #ifdef ACC

@@ -44,6 +44,10 @@ struct Params {
 #else
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;     // (m, k / 4)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // (m, y_stride)
+
+fn xv4(i: u32) -> vec4<f32> {
+    return x[i];
+}
 #endif
 
 // Unit `u` of the gate row and of the up row at byte `base` (from each matrix's start) against

@@ -8,12 +8,12 @@ mod common;
 use common::{Rng, assert_close, gpu, guarded_output, read_guarded};
 use half::f16;
 use kiln::Gpu;
-use kiln::gpu::View;
+use kiln::gpu::{DType, View};
 use kiln::ops::activation::{Act, add_inplace, gated};
 use kiln::ops::attention::{Attention, KvType, attention, kv_store, scratch_bytes};
 use kiln::ops::gemv::{
-    ActQuant, EmbedShape, GemvShape, IntDot, QAct, Split, WType, embed, gemv, gemv_q8,
-    gemv_q8_with, quantize,
+    ActQuant, EmbedShape, GemvShape, IntDot, QAct, Split, WType, embed, gemv_q8, gemv_q8_with,
+    gemv_with, quantize,
 };
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
@@ -262,50 +262,71 @@ impl GemvCase {
 }
 
 #[test]
-fn gemv_f32_activations_every_type_and_split() {
+fn gemv_f32_and_f16_activations_every_type_and_split() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(10);
-    for w in WType::ALL {
-        let k = test_k(w);
-        for m in [1usize, 3] {
-            let case = GemvCase {
-                w,
-                k,
-                rows: 37,
-                m,
-                part0: 20,
-            };
-            let weights = random_weights(&mut rng, w, case.rows, k);
-            let wf = dequant_rows(w, &weights, case.rows, k);
-            let x = rng.vec(m * k);
-            let mut want = vec![0f64; m * case.rows];
-            let mut scale = vec![0f64; m * case.rows];
-            for j in 0..m {
-                for r in 0..case.rows {
-                    for i in 0..k {
-                        let t = f64::from(wf[r * k + i]) * f64::from(x[j * k + i]);
-                        want[j * case.rows + r] += t;
-                        scale[j * case.rows + r] += t.abs();
+    let mut acts = vec![DType::F32];
+    if gpu.capabilities().f16 {
+        acts.push(DType::F16);
+    } else {
+        eprintln!("\n!!!!! this adapter has no SHADER_F16: f16-activation gemv not tested !!!!!\n");
+    }
+    for act in acts {
+        for w in WType::ALL {
+            let k = test_k(w);
+            for m in [1usize, 3] {
+                let case = GemvCase {
+                    w,
+                    k,
+                    rows: 37,
+                    m,
+                    part0: 20,
+                };
+                let weights = random_weights(&mut rng, w, case.rows, k);
+                let wf = dequant_rows(w, &weights, case.rows, k);
+                let mut x = rng.vec(m * k);
+                // f16 activations: the reference multiplies the values the kernel reads.
+                let xb = match act {
+                    DType::F32 => upload_f32(&gpu, &x),
+                    DType::F16 => {
+                        let h: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+                        for (v, h) in x.iter_mut().zip(&h) {
+                            *v = h.to_f32();
+                        }
+                        upload(&gpu, bytemuck::cast_slice(&h))
+                    }
+                };
+                let mut want = vec![0f64; m * case.rows];
+                let mut scale = vec![0f64; m * case.rows];
+                for j in 0..m {
+                    for r in 0..case.rows {
+                        for i in 0..k {
+                            let t = f64::from(wf[r * k + i]) * f64::from(x[j * k + i]);
+                            want[j * case.rows + r] += t;
+                            scale[j * case.rows + r] += t.abs();
+                        }
                     }
                 }
-            }
-            let xb = upload_f32(&gpu, &x);
-            let init = rng.vec(m * case.y_stride());
-            for split in splits(&gpu) {
-                for acc in [false, true] {
-                    // f32 products summed in f32 in another order than the f64 reference: the
-                    // error stays far below 2e-5 of the sum of |terms| for k <= 768 (~300 ulp).
-                    case.check(
-                        &gpu,
-                        &format!("gemv {w:?} {split:?} m={m} acc={acc}"),
-                        &weights,
-                        acc,
-                        &init,
-                        &want,
-                        &scale,
-                        2e-5,
-                        &|rec, wv, yv, s| gemv(rec, split, wv, (&xb).into(), yv, s).unwrap(),
-                    );
+                let init = rng.vec(m * case.y_stride());
+                for split in splits(&gpu) {
+                    for acc in [false, true] {
+                        // f32 products summed in f32 in another order than the f64 reference:
+                        // the error stays far below 2e-5 of the sum of |terms| for k <= 768
+                        // (~300 ulp).
+                        case.check(
+                            &gpu,
+                            &format!("gemv {act:?} acts {w:?} {split:?} m={m} acc={acc}"),
+                            &weights,
+                            acc,
+                            &init,
+                            &want,
+                            &scale,
+                            2e-5,
+                            &|rec, wv, yv, s| {
+                                gemv_with(rec, split, act, wv, (&xb).into(), yv, s).unwrap()
+                            },
+                        );
+                    }
                 }
             }
         }

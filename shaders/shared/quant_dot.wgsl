@@ -1,7 +1,8 @@
-// Fused dequantize-and-dot of one 32-weight unit; needs `x: array<vec4<f32>>` besides `w`.
+// Fused dequantize-and-dot of one 32-weight unit; needs `fn xv4(i: u32) -> vec4<f32>` (the i-th
+// four activations, as f32) besides `w`.
 #import quant
 
-// Dot product of weight unit `u` (32 weights) of the row at byte `row` with x[xv..xv + 8]
+// Dot product of weight unit `u` (32 weights) of the row at byte `row` with xv4(xv..xv + 8)
 // (8 vec4s).
 fn unit_dot(row: u32, u: u32, xv: u32) -> f32 {
 #ifdef WTYPE_Q4_0
@@ -9,7 +10,7 @@ fn unit_dot(row: u32, u: u32, xv: u32) -> f32 {
     var acc = 0.0;
     for (var i = 0u; i < 4u; i++) {
         let q = w_u32(o + 2u + 4u * i);
-        acc += dot(nib4(q) - 8.0, x[xv + i]) + dot(nib4(q >> 4u) - 8.0, x[xv + 4u + i]);
+        acc += dot(nib4(q) - 8.0, xv4(xv + i)) + dot(nib4(q >> 4u) - 8.0, xv4(xv + 4u + i));
     }
     return w_f16(o) * acc;
 #endif
@@ -19,8 +20,8 @@ fn unit_dot(row: u32, u: u32, xv: u32) -> f32 {
     var xs = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         let q = w_u32(o + 4u + 4u * i);
-        acc += dot(nib4(q), x[xv + i]) + dot(nib4(q >> 4u), x[xv + 4u + i]);
-        xs += x[xv + i] + x[xv + 4u + i];
+        acc += dot(nib4(q), xv4(xv + i)) + dot(nib4(q >> 4u), xv4(xv + 4u + i));
+        xs += xv4(xv + i) + xv4(xv + 4u + i);
     }
     return w_f16(o) * acc + w_f16(o + 2u) * dot(xs, vec4<f32>(1.0));
 #endif
@@ -32,7 +33,7 @@ fn unit_dot(row: u32, u: u32, xv: u32) -> f32 {
         let q = w_u32(o + 6u + 4u * i);
         let lo = nib4(q) + 16.0 * bits4(qh >> (4u * i)) - 16.0;
         let hi = nib4(q >> 4u) + 16.0 * bits4(qh >> (16u + 4u * i)) - 16.0;
-        acc += dot(lo, x[xv + i]) + dot(hi, x[xv + 4u + i]);
+        acc += dot(lo, xv4(xv + i)) + dot(hi, xv4(xv + 4u + i));
     }
     return w_f16(o) * acc;
 #endif
@@ -40,7 +41,7 @@ fn unit_dot(row: u32, u: u32, xv: u32) -> f32 {
     let o = row + u * 34u;
     var acc = 0.0;
     for (var i = 0u; i < 8u; i++) {
-        acc += dot(i8x4(w_u32(o + 2u + 4u * i)), x[xv + i]);
+        acc += dot(i8x4(w_u32(o + 2u + 4u * i)), xv4(xv + i));
     }
     return w_f16(o) * acc;
 #endif
@@ -53,8 +54,8 @@ fn unit_dot(row: u32, u: u32, xv: u32) -> f32 {
     var acc = 0.0;
     var xs = vec4<f32>(0.0);
     for (var i = 0u; i < 8u; i++) {
-        acc += dot(nib4(w_u32(qo + 4u * i) >> shift), x[xv + i]);
-        xs += x[xv + i];
+        acc += dot(nib4(w_u32(qo + 4u * i) >> shift), xv4(xv + i));
+        xs += xv4(xv + i);
     }
     return w_f16(o) * sm.x * acc - w_f16(o + 2u) * sm.y * dot(xs, vec4<f32>(1.0));
 #endif
@@ -71,7 +72,7 @@ fn unit_dot(row: u32, u: u32, xv: u32) -> f32 {
         let ql = w_u32(qlo + 4u * i) >> qls;
         let qh = w_u32(qho + 4u * i) >> qhs;
         let q = nib4(ql) + 16.0 * vec4<f32>(f32(qh & 3u), f32((qh >> 8u) & 3u), f32((qh >> 16u) & 3u), f32((qh >> 24u) & 3u)) - 32.0;
-        acc[i / 4u] += dot(q, x[xv + i]);
+        acc[i / 4u] += dot(q, xv4(xv + i));
     }
     let so = o + 192u + n * 8u + g * 2u;
     return w_f16(o + 208u) * (sext8(w_u8(so)) * acc.x + sext8(w_u8(so + 1u)) * acc.y);
@@ -82,7 +83,7 @@ fn unit_dot(row: u32, u: u32, xv: u32) -> f32 {
     for (var i = 0u; i < 8u; i++) {
         let a = w[(o >> 2u) + 2u * i];
         let b = w[(o >> 2u) + 2u * i + 1u];
-        acc += dot(vec4<f32>(unpack2x16float(a), unpack2x16float(b)), x[xv + i]);
+        acc += dot(vec4<f32>(unpack2x16float(a), unpack2x16float(b)), xv4(xv + i));
     }
     return acc;
 #endif
@@ -91,7 +92,7 @@ fn unit_dot(row: u32, u: u32, xv: u32) -> f32 {
     var acc = 0.0;
     for (var i = 0u; i < 8u; i++) {
         let v = vec4<f32>(bitcast<f32>(w[o + 4u * i]), bitcast<f32>(w[o + 4u * i + 1u]), bitcast<f32>(w[o + 4u * i + 2u]), bitcast<f32>(w[o + 4u * i + 3u]));
-        acc += dot(v, x[xv + i]);
+        acc += dot(v, xv4(xv + i));
     }
     return acc;
 #endif

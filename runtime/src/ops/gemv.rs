@@ -2,7 +2,7 @@
 //! weights stay in their GGUF block format on the GPU and are read in place.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{DType, KernelKey, Recorder, View};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
 
@@ -110,9 +110,10 @@ impl Split {
     }
 }
 
-pub fn gemv_key(wtype: WType, split: Split, accumulate: bool) -> KernelKey {
+pub fn gemv_key(wtype: WType, act: DType, split: Split, accumulate: bool) -> KernelKey {
     let key = KernelKey::new("gemv")
         .word("WTYPE", wtype.word())
+        .word("ADTYPE", act.wgsl())
         .uint("WG_SIZE", 64)
         .flag("ACC", accumulate);
     match split {
@@ -192,6 +193,20 @@ pub fn gemv(
     y: View<'_>,
     s: GemvShape,
 ) -> Result<()> {
+    gemv_with(rec, split, DType::F32, w, x, y, s)
+}
+
+/// [`gemv`] on activations of type `act`: f32, or f16 (W4A16, W8A16: half the activation
+/// bytes; needs SHADER_F16). Products accumulate in f32 either way.
+pub fn gemv_with(
+    rec: &mut Recorder,
+    split: Split,
+    act: DType,
+    w: View<'_>,
+    x: View<'_>,
+    y: View<'_>,
+    s: GemvShape,
+) -> Result<()> {
     let row_bytes = s.wtype.row_bytes(s.k)?;
     if s.rows == 0 || s.m == 0 || s.y_offset + s.rows > s.y_stride {
         return Err(Error::Shape {
@@ -200,9 +215,16 @@ pub fn gemv(
         });
     }
     need("gemv", "w", &w, u64::from(s.rows) * u64::from(row_bytes))?;
-    need("gemv", "x", &x, u64::from(s.m) * u64::from(s.k) * 4)?;
+    need(
+        "gemv",
+        "x",
+        &x,
+        u64::from(s.m) * u64::from(s.k) * act.size(),
+    )?;
     need("gemv", "y", &y, u64::from(s.m) * u64::from(s.y_stride) * 4)?;
-    let kernel = rec.gpu().kernel(&gemv_key(s.wtype, split, s.accumulate))?;
+    let kernel = rec
+        .gpu()
+        .kernel(&gemv_key(s.wtype, act, split, s.accumulate))?;
     let (groups, params) = gemv_launch(rec, &kernel, split, &s, row_bytes);
     rec.dispatch(&kernel, groups, &params, &[w, x, y])
 }
