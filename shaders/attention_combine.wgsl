@@ -26,7 +26,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     let row = id / p.head_dim;
     let d = id % p.head_dim;
     let stride = p.head_dim + 2u;
-    var m = -3.40282347e38;
+    var m = -0x1.fffffep+127f;
     for (var s = 0u; s < p.n_split; s++) {
         m = max(m, part[(s * p.n_rows + row) * stride + p.head_dim]);
     }

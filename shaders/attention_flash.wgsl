@@ -51,7 +51,7 @@ const STRIDE: u32 = MAX_PAIRS + 1u;
 const ACC_N: u32 = BR * MAX_PAIRS / WG_SIZE;
 // A score that is masked out (never a real score: soft-capping or the scale keeps them far
 // from it). Also the running max before any position was seen.
-const MASKED: f32 = -3.40282347e38;
+const MASKED: f32 = -0x1.fffffep+127f;
 
 var<workgroup> q_tile: array<KvPair, BR * STRIDE>;    // (BR, head_dim / 2), padded
 var<workgroup> kv_tile: array<KvPair, BC * STRIDE>;   // (BC, head_dim / 2), K then V

@@ -1,7 +1,7 @@
 // The page: sends the model URL and prompts to the worker (kiln runs there, so the page stays
 // responsive while it generates) and streams the pieces it sends back into the output box.
-// `?autorun=1&prompt=...&maxTokens=N` loads and generates on its own (the headless test uses it);
-// the result is kept in `window.kilnDemo`.
+// `?autorun=1&prompt=...&maxTokens=N&backend=cpu|gpu|auto` loads and generates on its own (the
+// headless test uses it); the result is kept in `window.kilnDemo`.
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
@@ -17,7 +17,8 @@ worker.onmessage = ({ data: m }) => {
   } else if (m.type === "loaded") {
     $("progress").value = 1;
     $("status").textContent =
-      `${m.info.arch}, ${m.info.layers} layers, ${m.info.isa} (${m.info.simd128 ? "SIMD128" : "scalar"} build), ` +
+      `${m.info.arch}, ${m.info.layers} layers, ${m.info.backend}: ${m.info.isa} ` +
+      `(${m.info.simd128 ? "SIMD128" : "scalar"} build), ` +
       `loaded in ${m.ms.toFixed(0)} ms`;
     demo.info = m.info;
     $("go").disabled = false;
@@ -44,7 +45,8 @@ worker.onmessage = ({ data: m }) => {
 function load() {
   $("go").disabled = true;
   $("status").textContent = "loading...";
-  worker.postMessage({ type: "load", url: new URL($("model").value, location.href).href, cancel });
+  const url = new URL($("model").value, location.href).href;
+  worker.postMessage({ type: "load", url, backend: $("backend").value, cancel });
 }
 
 function generate() {
@@ -67,7 +69,7 @@ $("go").onclick = generate;
 $("stop").onclick = () => cancel && Atomics.store(cancel, 0, 1);
 
 const params = new URLSearchParams(location.search);
-for (const key of ["prompt", "maxTokens", "model"]) {
+for (const key of ["prompt", "maxTokens", "model", "backend"]) {
   if (params.has(key)) $(key).value = params.get(key);
 }
 if (params.get("autorun")) load();

@@ -4,7 +4,10 @@
 // case `capital`, up to its first near-tie) and that the SIMD128 build was picked.
 // Chromium is driven over --remote-debugging-pipe (the DevTools protocol on fds 3 and 4).
 //
-//   node examples/browser/test.mjs        (CHROMIUM=path overrides /usr/lib/chromium/chromium)
+//   node examples/browser/test.mjs [cpu|gpu]   (CHROMIUM=path overrides /usr/lib/chromium/chromium)
+//
+// `gpu` runs the demo on WebGPU (Chromium's SwiftShader adapter with --enable-unsafe-webgpu) and
+// checks that the GPU backend was used; `cpu` (the default) runs the CPU path.
 //
 // Needs scripts/build-web.sh, scripts/install-models.sh smollm2 and `apt-get install chromium`.
 
@@ -20,6 +23,8 @@ import { serve } from "./serve.mjs";
 const repo = fileURLToPath(new URL("../../", import.meta.url));
 const NEAR_TIE = 0.25; // as in runtime/tests/model_reference.rs
 const TIMEOUT_MS = 240_000;
+const backend = process.argv[2] ?? "cpu";
+assert.ok(["cpu", "gpu"].includes(backend), `backend ${backend}: cpu or gpu`);
 
 const fixture = JSON.parse(
   readFileSync(`${repo}runtime/tests/fixtures/reference/smollm2.json`, "utf8"),
@@ -56,14 +61,14 @@ function devtools(child) {
 const server = await serve(0);
 const url =
   `http://127.0.0.1:${server.address().port}/examples/browser/` +
-  `?autorun=1&maxTokens=${n}&prompt=${encodeURIComponent(ref.text)}`;
+  `?autorun=1&backend=${backend}&maxTokens=${n}&prompt=${encodeURIComponent(ref.text)}`;
 const profile = mkdtempSync(join(tmpdir(), "kiln-chromium-"));
 const chromium = spawn(
   process.env.CHROMIUM ?? "/usr/lib/chromium/chromium",
   [
     "--headless", "--no-sandbox", "--remote-debugging-pipe", `--user-data-dir=${profile}`,
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--disable-quic", "about:blank",
+    "--no-first-run", "--disable-quic", "--enable-unsafe-webgpu", "about:blank",
   ],
   { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] },
 );
@@ -87,12 +92,13 @@ try {
   }
   assert.equal(demo.error, null, `the page reported an error: ${demo.error}`);
   assert.equal(demo.info.simd128, true, "Chromium runs SIMD128: the SIMD build should be picked");
+  assert.equal(demo.info.backend, backend, "the backend the page asked for");
   assert.deepEqual(demo.tokens, ref.greedy_ids.slice(0, n), "greedy tokens streamed to the page");
   assert.deepEqual(demo.result.tokens, demo.tokens);
   assert.equal(demo.result.text, ref.greedy_text.slice(0, demo.result.text.length));
   const s = demo.result.stats;
   console.log(
-    `browser demo (Chromium, ${demo.info.isa}): ${n} greedy tokens equal llama.cpp's; ` +
+    `browser demo (Chromium, ${demo.info.backend}: ${demo.info.isa}): ${n} greedy tokens equal llama.cpp's; ` +
       `ttft ${s.ttftMs.toFixed(0)} ms, decode ${s.decodeTokS.toFixed(1)} tok/s: ${JSON.stringify(demo.result.text)}`,
   );
 } catch (e) {

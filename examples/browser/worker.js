@@ -1,5 +1,5 @@
-// kiln in a Web Worker: loads the model (streamed from its URL) and generates, posting each
-// token's text back to the page as it arrives.
+// kiln in a Web Worker: loads the model (streamed from its URL) on the backend the page asks for
+// and generates, posting each token's text back to the page as it arrives.
 
 import { loadModel } from "../../web/js/kiln.js";
 
@@ -14,12 +14,14 @@ self.onmessage = async ({ data: m }) => {
       model = null;
       const t0 = performance.now();
       model = await loadModel(m.url, {
+        backend: m.backend,
         onProgress: (received, total) => self.postMessage({ type: "progress", received, total }),
       });
       self.postMessage({ type: "loaded", info: model.info(), ms: performance.now() - t0 });
     } else if (m.type === "generate") {
       const prompt = m.chat ? model.encodeChat([{ role: "user", content: m.prompt }]) : m.prompt;
-      const result = model.generate(prompt, m.options, (piece, id) => {
+      // generateAsync runs both backends (the GPU awaits each step's readback).
+      const result = await model.generateAsync(prompt, m.options, (piece, id) => {
         self.postMessage({ type: "token", piece, id });
         return !(cancel && Atomics.load(cancel, 0));
       });

@@ -2,9 +2,10 @@
 //! prompts or chat messages in, tokens streamed out (an iterator, or a callback), with stop
 //! tokens, a token budget, cancellation, sampling settings and timing statistics.
 //!
-//! On wasm32 only the CPU backend exists (the GPU model blocks on readbacks there): `Auto` picks
-//! the CPU, `Gpu` is an [`Error::Unsupported`], and models come from bytes
-//! ([`Model::from_gguf`] with [`GgufFile::from_bytes`]).
+//! On wasm32 models come from bytes ([`GgufFile::from_bytes`]). There the synchronous
+//! [`Model::from_gguf`] loads the CPU path only (a browser cannot block on a GPU); the GPU model
+//! loads through `Model::from_gguf_async` and generates through [`TokenStream::next_async`],
+//! which awaits each step's readback.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -14,15 +15,12 @@ use kiln_cpu::sample::Sampler;
 use crate::clock::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-#[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::Gpu;
 use crate::gpu::GpuOptions;
 use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
-#[cfg(not(target_arch = "wasm32"))]
 use crate::model::gpu::{AttnOptions, Choice, GpuModel, StepOutput};
 use crate::ops::attention::KvType;
-#[cfg(not(target_arch = "wasm32"))]
 use crate::ops::sample::SampleParams;
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 
@@ -151,7 +149,6 @@ pub struct Generation {
 }
 
 enum Engine {
-    #[cfg(not(target_arch = "wasm32"))]
     Gpu(Box<GpuModel>),
     Cpu(Box<CpuModel>),
 }
@@ -188,7 +185,7 @@ impl Engine {
         })
     }
 
-    /// The CPU path: on wasm32 the GPU model cannot run (it blocks on readbacks).
+    /// The CPU path: on wasm32 the GPU opens asynchronously ([`Engine::load_async`]).
     #[cfg(target_arch = "wasm32")]
     fn load(
         file: GgufFile,
@@ -199,13 +196,53 @@ impl Engine {
     ) -> Result<Engine> {
         if opts.backend == Backend::Gpu {
             return Err(Error::Unsupported(
-                "the GPU backend on wasm32: its model blocks on GPU readbacks, which a browser \
-                 cannot do; use the CPU backend (auto picks it)"
+                "the GPU backend through the synchronous loader on wasm32: a browser opens its \
+                 GPU asynchronously (use Model::from_gguf_async)"
                     .into(),
             ));
         }
         let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
         Ok(Engine::Cpu(Box::new(model)))
+    }
+
+    /// [`Engine::load`] awaiting the GPU adapter and device (WebGPU): the GPU when `opts`
+    /// allow it and the browser gives an adapter, else the CPU path. The weights are uploaded
+    /// from `file`'s bytes.
+    #[cfg(target_arch = "wasm32")]
+    async fn load_async(
+        file: GgufFile,
+        cfg: &Config,
+        context: u32,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Engine> {
+        let gpu = match opts.backend {
+            Backend::Cpu => None,
+            Backend::Gpu => Some(Gpu::new(opts.gpu.clone()).await?),
+            Backend::Auto => match Gpu::new(opts.gpu.clone()).await {
+                Ok(gpu) => Some(gpu),
+                Err(Error::NoAdapter { .. }) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(match gpu {
+            Some(gpu) => {
+                // The f16 cache's attention kernels need SHADER_F16, which browsers without it
+                // (Chromium's SwiftShader) lack: there the cache is f32.
+                let kv = if gpu.capabilities().f16 {
+                    opts.kv_cache
+                } else {
+                    KvType::F32
+                };
+                let attn = AttnOptions::for_gpu(&gpu, kv);
+                let model = GpuModel::load_with(&gpu, &file, cfg, context, attn, progress)?;
+                Engine::Gpu(Box::new(model))
+            }
+            None => {
+                let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
+                Engine::Cpu(Box::new(model))
+            }
+        })
     }
 }
 
@@ -237,6 +274,27 @@ impl Model {
         Model::from_gguf(file, opts, progress)
     }
 
+    /// [`Model::from_gguf`] for browsers: opens the GPU (WebGPU) asynchronously when
+    /// `opts.backend` asks for it (`Auto`: when the browser gives an adapter). Callers in a
+    /// JavaScript engine without `navigator.gpu` (Node) should ask for `Backend::Cpu`: wgpu
+    /// aborts there instead of returning an error.
+    #[cfg(target_arch = "wasm32")]
+    pub async fn from_gguf_async(
+        file: GgufFile,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
+        let cfg = Config::from_gguf(&file)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
+        let engine = Engine::load_async(file, &cfg, context, opts, progress).await?;
+        Ok(Model {
+            engine,
+            tokenizer,
+            cfg,
+        })
+    }
+
     /// Loads a model from an opened GGUF file.
     pub fn from_gguf(
         file: GgufFile,
@@ -265,7 +323,6 @@ impl Model {
     /// `"gpu"` or `"cpu"`.
     pub fn backend_name(&self) -> &'static str {
         match self.engine {
-            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(_) => "gpu",
             Engine::Cpu(_) => "cpu",
         }
@@ -274,7 +331,6 @@ impl Model {
     /// The GPU adapter's name, or the CPU instruction set.
     pub fn adapter(&self) -> String {
         match &self.engine {
-            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(m) => m.gpu().adapter_info().name.clone(),
             Engine::Cpu(m) => m.describe(),
         }
@@ -283,14 +339,12 @@ impl Model {
     /// The CPU path's thread count (the caller included); `None` on the GPU.
     pub fn cpu_threads(&self) -> Option<usize> {
         match &self.engine {
-            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(_) => None,
             Engine::Cpu(m) => Some(m.threads()),
         }
     }
 
     /// The GPU the model runs on, if any (for counters).
-    #[cfg(not(target_arch = "wasm32"))]
     pub fn gpu(&self) -> Option<&Gpu> {
         match &self.engine {
             Engine::Gpu(m) => Some(m.gpu()),
@@ -301,7 +355,6 @@ impl Model {
     /// KV cache positions.
     pub fn capacity(&self) -> u32 {
         match &self.engine {
-            #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(m) => m.capacity(),
             Engine::Cpu(m) => m.capacity(),
         }
@@ -327,6 +380,10 @@ impl Model {
                 StepOutput::Logits(l) => Ok(l),
                 StepOutput::Token(_) => unreachable!("logits were asked for"),
             },
+            #[cfg(target_arch = "wasm32")]
+            Engine::Gpu(_) => Err(Error::Unsupported(
+                "prompt logits from the GPU in a browser (its readbacks are asynchronous)".into(),
+            )),
             Engine::Cpu(m) => Ok(m.step(prompt, 0)?.to_vec()),
         }
     }
@@ -501,65 +558,171 @@ impl TokenStream<'_> {
     }
 
     fn step(&mut self) -> Result<Option<Token>> {
-        if self.generated >= self.opts.max_tokens {
-            self.stop = Some(StopReason::MaxTokens);
+        let Some(n_new) = self.begin_step() else {
             return Ok(None);
-        }
-        // The first step runs the prompt; later steps one token each.
-        let (new, n_new) = if self.pos == 0 {
-            (&self.history[..self.n_prompt as usize], self.n_prompt)
-        } else {
-            (&self.history[self.history.len() - 1..], 1)
         };
-        if self.pos + n_new >= self.capacity {
-            self.stop = Some(StopReason::ContextFull);
-            return Ok(None);
-        }
-        let recent_from = self.history.len().saturating_sub(self.opts.repeat_last_n);
-        let step = self.generated;
         let next = match &mut *self.engine {
             #[cfg(not(target_arch = "wasm32"))]
             Engine::Gpu(m) => {
-                // The GPU chooses (4 bytes back) and keeps the id where the next step's
-                // embedding reads it, so later steps feed nothing.
-                let feed = if self.pos == 0 { new } else { &[] };
-                let choice = if self.greedy {
-                    Choice::Greedy
-                } else {
-                    Choice::Sample {
-                        params: SampleParams {
-                            temperature: self.opts.temperature,
-                            top_k: u32::try_from(self.opts.top_k).unwrap_or(u32::MAX),
-                            top_p: self.opts.top_p,
-                            repetition_penalty: self.opts.repetition_penalty,
-                            seed: self.opts.seed,
-                        },
-                        step,
-                        last_n: u32::try_from(self.opts.repeat_last_n).unwrap_or(u32::MAX),
-                    }
-                };
+                let (feed, choice) = Self::gpu_step(
+                    &self.history,
+                    &self.opts,
+                    self.greedy,
+                    self.pos,
+                    n_new,
+                    self.generated,
+                );
                 match m.step(feed, self.pos, n_new, &choice)? {
                     StepOutput::Token(t) => t,
                     StepOutput::Logits(_) => unreachable!("a token was asked for"),
                 }
             }
-            Engine::Cpu(m) => {
-                m.step(new, self.pos)?;
-                if self.greedy {
-                    kiln_cpu::sample::argmax(m.logits()).unwrap_or(0)
-                } else {
-                    self.sampler
-                        .sample(m.logits_mut(), &self.history[recent_from..], step)?
+            #[cfg(target_arch = "wasm32")]
+            Engine::Gpu(_) => {
+                return Err(Error::Unsupported(
+                    "iterating a GPU generation synchronously in a browser (use next_async)".into(),
+                ));
+            }
+            Engine::Cpu(m) => Self::cpu_step(
+                m,
+                &mut self.sampler,
+                &self.history,
+                &self.opts,
+                self.greedy,
+                self.pos,
+                n_new,
+                self.generated,
+            )?,
+        };
+        Ok(self.finish_step(next, n_new))
+    }
+
+    /// The next token, awaiting the GPU's readback instead of blocking on it (the way a browser
+    /// generates on the GPU; the CPU path runs as in [`Iterator::next`]).
+    pub async fn next_async(&mut self) -> Option<Result<Token>> {
+        if self.stop.is_some() {
+            return None;
+        }
+        let n_new = self.begin_step()?;
+        let next = match &mut *self.engine {
+            Engine::Gpu(m) => {
+                let (feed, choice) = Self::gpu_step(
+                    &self.history,
+                    &self.opts,
+                    self.greedy,
+                    self.pos,
+                    n_new,
+                    self.generated,
+                );
+                match m.step_async(feed, self.pos, n_new, &choice).await {
+                    Ok(StepOutput::Token(t)) => Ok(t),
+                    Ok(StepOutput::Logits(_)) => unreachable!("a token was asked for"),
+                    Err(e) => Err(e),
                 }
             }
+            Engine::Cpu(m) => Self::cpu_step(
+                m,
+                &mut self.sampler,
+                &self.history,
+                &self.opts,
+                self.greedy,
+                self.pos,
+                n_new,
+                self.generated,
+            ),
         };
+        match next {
+            Ok(next) => self.finish_step(next, n_new).map(Ok),
+            Err(e) => {
+                self.stop = Some(StopReason::Cancelled);
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Positions the next step runs (the prompt first, then one token), or `None` with the stop
+    /// reason set when the budget or the context is used up.
+    fn begin_step(&mut self) -> Option<u32> {
+        if self.generated >= self.opts.max_tokens {
+            self.stop = Some(StopReason::MaxTokens);
+            return None;
+        }
+        // The first step runs the prompt; later steps one token each.
+        let n_new = if self.pos == 0 { self.n_prompt } else { 1 };
+        if self.pos + n_new >= self.capacity {
+            self.stop = Some(StopReason::ContextFull);
+            return None;
+        }
+        Some(n_new)
+    }
+
+    /// The ids a GPU step feeds and how it chooses. The GPU chooses (4 bytes back) and keeps
+    /// the id where the next step's embedding reads it, so later steps feed nothing.
+    fn gpu_step<'h>(
+        history: &'h [u32],
+        opts: &GenerateOptions,
+        greedy: bool,
+        pos: u32,
+        n_new: u32,
+        step: u32,
+    ) -> (&'h [u32], Choice) {
+        let feed = if pos == 0 {
+            &history[..n_new as usize]
+        } else {
+            &[]
+        };
+        let choice = if greedy {
+            Choice::Greedy
+        } else {
+            Choice::Sample {
+                params: SampleParams {
+                    temperature: opts.temperature,
+                    top_k: u32::try_from(opts.top_k).unwrap_or(u32::MAX),
+                    top_p: opts.top_p,
+                    repetition_penalty: opts.repetition_penalty,
+                    seed: opts.seed,
+                },
+                step,
+                last_n: u32::try_from(opts.repeat_last_n).unwrap_or(u32::MAX),
+            }
+        };
+        (feed, choice)
+    }
+
+    /// A CPU step: runs the new positions and chooses the next id on the CPU.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the stream's fields, borrowed apart from its engine"
+    )]
+    fn cpu_step(
+        m: &mut CpuModel,
+        sampler: &mut Sampler,
+        history: &[u32],
+        opts: &GenerateOptions,
+        greedy: bool,
+        pos: u32,
+        n_new: u32,
+        step: u32,
+    ) -> Result<u32> {
+        let new = &history[history.len() - n_new as usize..];
+        m.step(new, pos)?;
+        Ok(if greedy {
+            kiln_cpu::sample::argmax(m.logits()).unwrap_or(0)
+        } else {
+            let recent_from = history.len().saturating_sub(opts.repeat_last_n);
+            sampler.sample(m.logits_mut(), &history[recent_from..], step)?
+        })
+    }
+
+    /// Records the chosen id: the end of generation, or the next token and its text.
+    fn finish_step(&mut self, next: u32, n_new: u32) -> Option<Token> {
         self.pos += n_new;
         if self.prefill_done.is_none() {
             self.prefill_done = Some(Instant::now());
         }
         if !self.opts.ignore_eog && self.eog.contains(&next) {
             self.stop = Some(StopReason::EndOfGeneration);
-            return Ok(None);
+            return None;
         }
         self.history.push(next);
         self.generated += 1;
@@ -567,7 +730,7 @@ impl TokenStream<'_> {
             Some(d) => d.push(next),
             None => String::new(),
         };
-        Ok(Some(Token { id: next, text }))
+        Some(Token { id: next, text })
     }
 }
 

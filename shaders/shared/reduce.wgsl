@@ -9,7 +9,8 @@
 var<workgroup> red_scratch: array<f32, WG_SIZE>;
 
 // The identity of max: -FLT_MAX rather than -inf, which WGSL lets implementations assume away.
-const RED_LOWEST: f32 = -3.40282347e38;
+// Written in hex: Tint (Chromium) rejects the decimal -3.40282347e38, which lies just beyond it.
+const RED_LOWEST: f32 = -0x1.fffffep+127f;
 
 #ifdef SUBGROUP
 fn wg_sum(l: Lanes, v: f32) -> f32 {

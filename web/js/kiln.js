@@ -5,6 +5,10 @@
 //   const model = await loadModel("SmolLM2-135M-Instruct.Q4_1.gguf");
 //   model.generate("The capital of France is", { maxTokens: 16 }, (piece) => show(piece));
 //
+// On the GPU (WebGPU), generation returns a Promise:
+//   const model = await loadModel(url, { backend: "auto" }); // or "gpu"
+//   await model.generateAsync("The capital of France is", { maxTokens: 16 }, show);
+//
 // The packages come from scripts/build-web.sh (web/pkg/simd, web/pkg/scalar).
 
 // The smallest module that uses SIMD128: one function `() -> v128` doing `i8x16.splat(0)`.
@@ -88,9 +92,13 @@ async function* iterate(chunks) {
  * Loads a GGUF model from a URL or path, a `Response`, a `ReadableStream`, an (async) iterable of
  * `Uint8Array` chunks, or the whole file as an `ArrayBuffer`/`Uint8Array`. Chunks are copied into
  * wasm memory one at a time; the file is never held twice there.
- * Options: `context` (KV positions), `simd` (force a build), `onProgress(received, total?)`.
+ * Options: `context` (KV positions), `simd` (force a build), `onProgress(received, total?)`,
+ * `backend`: `"cpu"` (default; `model.generate` runs synchronously), `"gpu"` (WebGPU) or
+ * `"auto"` (WebGPU where `navigator.gpu` gives an adapter, else the CPU path). A GPU model
+ * generates with `model.generateAsync` (a Promise); `model.info().backend` says which it got.
+ * The GPU's weights are uploaded from the complete file in wasm memory, which is freed after.
  */
-export async function loadModel(source, { context, simd, onProgress } = {}) {
+export async function loadModel(source, { context, simd, onProgress, backend = "cpu" } = {}) {
   const kiln = await initKiln({ simd });
   const { size, chunks } = await open(source);
   const loader = new kiln.ModelLoader(size);
@@ -103,5 +111,6 @@ export async function loadModel(source, { context, simd, onProgress } = {}) {
     loader.free();
     throw e;
   }
-  return loader.finish({ context }); // consumes the loader
+  // Both consume the loader.
+  return backend === "cpu" ? loader.finish({ context }) : loader.finishAsync({ context, backend });
 }

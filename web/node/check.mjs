@@ -1,7 +1,8 @@
 // Checks kiln-web under Node against llama.cpp: SmolLM2-135M is streamed from its file into the
 // package, a reference prompt is tokenized and decoded greedily, and the tokens must equal
 // llama.cpp's (runtime/tests/fixtures/reference/smollm2.json) up to the first near-tie. Also
-// checks the streamed pieces, stop strings and cancellation, and prints decode tok/s.
+// checks the streamed pieces, stop strings and cancellation, the `auto`/`gpu` backends (Node has
+// no WebGPU: the CPU path, and a refusal), and prints decode tok/s.
 //
 //   node web/node/check.mjs [--flavor simd|scalar|both] [--tokens N] [--case NAME]
 //
@@ -98,6 +99,19 @@ async function check(simd) {
       `prefill ${g.stats.prefillTokS.toFixed(1)} tok/s, decode ${g.stats.decodeTokS.toFixed(1)} tok/s`,
   );
   model.free();
+
+  // Node has no WebGPU: `auto` loads the CPU path, `gpu` is refused; generateAsync (the GPU's
+  // form) runs the CPU path too, with the same tokens.
+  const auto = await loadModel(`${repo}models/${fixture.model}`, { simd, context: 256, backend: "auto" });
+  assert.equal(auto.info().backend, "cpu");
+  const a = await auto.generateAsync(ref.prompt_ids, { maxTokens: n, ignoreEog: true });
+  assert.deepEqual([...a.tokens], ref.greedy_ids.slice(0, n), `${flavor}: generateAsync tokens`);
+  assert.equal(a.stop, "max_tokens");
+  auto.free();
+  await assert.rejects(
+    loadModel(`${repo}models/${fixture.model}`, { simd, backend: "gpu" }),
+    /no WebGPU/,
+  );
 
   // Files that are not GGUF, or cut short, are refused with the reason.
   const bad = new kiln.ModelLoader();

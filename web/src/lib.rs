@@ -1,19 +1,25 @@
 //! kiln for browsers and Node: wasm-bindgen bindings over kiln's generation API on the CPU path
-//! (one thread; SIMD128 kernels when built with `+simd128`, scalar ones otherwise).
+//! (one thread; SIMD128 kernels when built with `+simd128`, scalar ones otherwise) or, where the
+//! browser has WebGPU, on the GPU.
 //!
 //! From JavaScript (see `web/js/kiln.js`, which picks the SIMD128 or the scalar build):
 //! - [`ModelLoader`] takes a GGUF file as a sequence of chunks (a `fetch()` body, a Node file
-//!   stream) and builds a [`Model`] from them without a second copy of the file in wasm memory;
+//!   stream) and builds a [`Model`] from them without a second copy of the file in wasm memory
+//!   (`finish`: the CPU path; `finishAsync`: the GPU when asked for or available);
 //! - [`Model`] tokenizes, applies the chat template and generates with a callback per token.
 //!
-//! Generation runs synchronously on the calling thread: in a browser, run it in a Worker.
+//! CPU generation (`generate`) runs synchronously on the calling thread: in a browser, run it in
+//! a Worker. GPU generation (`generateAsync`, which also runs the CPU path) returns a Promise:
+//! each step awaits its readback.
 
 mod loader;
 mod options;
 
+use std::cell::{Ref, RefCell, RefMut};
 use std::ops::ControlFlow;
+use std::rc::Rc;
 
-use js_sys::{Array, Function, Object, Reflect, Uint32Array};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint32Array};
 use kiln::generate::{Generation, StopReason};
 use kiln::tokenizer::Message;
 use wasm_bindgen::prelude::*;
@@ -44,23 +50,30 @@ pub fn simd128() -> bool {
     cfg!(target_feature = "simd128")
 }
 
-/// A loaded model (CPU path) with its tokenizer and KV cache.
+/// A loaded model (CPU or GPU) with its tokenizer and KV cache.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct Model {
-    inner: kiln::generate::Model,
+    /// Shared with a running `generateAsync`, which holds it across awaits.
+    inner: Rc<RefCell<kiln::generate::Model>>,
 }
 
 #[wasm_bindgen]
 impl Model {
-    /// `{arch, backend, isa, simd128, vocab, layers, context}`.
+    /// `{arch, backend, isa, simd128, vocab, layers, context}`: `backend` is `"cpu"` or `"gpu"`,
+    /// `isa` the CPU's instruction set or the GPU adapter's name.
     pub fn info(&self) -> Result<Object, JsValue> {
-        let m = &self.inner;
+        let m = self.model()?;
         let cfg = m.config();
         let o = Object::new();
         set(&o, "arch", &format!("{:?}", cfg.arch).to_lowercase().into())?;
         set(&o, "backend", &m.backend_name().into())?;
-        set(&o, "isa", &m.adapter().into())?;
+        // wgpu's WebGPU backend leaves the adapter's name empty.
+        let isa = match m.adapter() {
+            name if name.is_empty() => "WebGPU".to_string(),
+            name => name,
+        };
+        set(&o, "isa", &isa.into())?;
         set(&o, "simd128", &simd128().into())?;
         set(&o, "vocab", &cfg.vocab.into())?;
         set(&o, "layers", &cfg.n_layer.into())?;
@@ -70,13 +83,13 @@ impl Model {
 
     /// Token ids of a plain prompt: BOS where the model asks for it, special tokens such as
     /// `<|im_start|>` parsed.
-    pub fn tokenize(&self, text: &str) -> Uint32Array {
-        Uint32Array::from(&self.inner.encode_prompt(text)[..])
+    pub fn tokenize(&self, text: &str) -> Result<Uint32Array, JsValue> {
+        Ok(Uint32Array::from(&self.model()?.encode_prompt(text)[..]))
     }
 
     /// The text of token ids (special tokens included).
-    pub fn detokenize(&self, ids: &[u32]) -> String {
-        self.inner.tokenizer().decode(ids)
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String, JsValue> {
+        Ok(self.model()?.tokenizer().decode(ids))
     }
 
     /// Token ids of chat messages (`[{role, content}, ...]`) through the model's chat template,
@@ -92,7 +105,7 @@ impl Model {
             };
             list.push(Message::new(&field("role")?, &field("content")?));
         }
-        let ids = self.inner.encode_chat(&list).map_err(js_err)?;
+        let ids = self.model()?.encode_chat(&list).map_err(js_err)?;
         Ok(Uint32Array::from(&ids[..]))
     }
 
@@ -104,7 +117,7 @@ impl Model {
     ///
     /// Returns `{text, tokens, stop, stats: {promptTokens, generatedTokens, ttftMs,
     /// prefillTokS, decodeTokS}}`; `stop` is `eog`, `max_tokens`, `stop_string`, `cancelled` or
-    /// `context_full`.
+    /// `context_full`. On the CPU path only (a GPU model generates with `generateAsync`).
     pub fn generate(
         &mut self,
         prompt: &JsValue,
@@ -113,42 +126,138 @@ impl Model {
     ) -> Result<Object, JsValue> {
         let ids = self.prompt_ids(prompt)?;
         let opts = Options::parse(options)?;
-        let mut text = String::new();
-        let mut stopped_at: Option<usize> = None;
-        let mut cancelled = false;
-        let mut thrown: Option<JsValue> = None;
+        let mut watch = Watch::new(&opts, on_token);
         let generation = self
-            .inner
-            .generate(&ids, &opts.generate, |id, piece| {
-                text.push_str(piece);
-                if let Some(f) = &on_token {
-                    match f.call2(&JsValue::NULL, &piece.into(), &id.into()) {
-                        Ok(v) if v == JsValue::FALSE => cancelled = true,
-                        Ok(_) => {}
-                        Err(e) => thrown = Some(e),
-                    }
-                }
-                // A stop string may end in this piece: look from where it could have started.
-                let from = text.len().saturating_sub(piece.len() + opts.longest_stop);
-                stopped_at = opts.find_stop(&text, from);
-                if cancelled || thrown.is_some() || stopped_at.is_some() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })
+            .model_mut()?
+            .generate(&ids, &opts.generate, |id, piece| watch.token(id, piece))
             .map_err(js_err)?;
-        if let Some(e) = thrown {
+        watch.finish(generation)
+    }
+
+    /// [`Model::generate`] as a Promise of its result, on either backend: a GPU step awaits its
+    /// readback (the browser's event loop runs meanwhile). The model is busy until it settles.
+    #[wasm_bindgen(js_name = generateAsync)]
+    #[allow(
+        clippy::await_holding_refcell_ref,
+        reason = "the model stays borrowed while it generates; other calls get a `busy` error"
+    )]
+    pub fn generate_async(
+        &self,
+        prompt: &JsValue,
+        options: &JsValue,
+        on_token: Option<Function>,
+    ) -> Result<Promise, JsValue> {
+        let ids = self.prompt_ids(prompt)?;
+        let opts = Options::parse(options)?;
+        let inner = self.inner.clone();
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut model = inner
+                .try_borrow_mut()
+                .map_err(|_| js_err("the model is busy generating"))?;
+            let mut watch = Watch::new(&opts, on_token);
+            let mut stream = model.stream(&ids, &opts.generate).map_err(js_err)?;
+            let mut tokens = Vec::new();
+            let mut text = String::new();
+            let mut stop = None;
+            while let Some(token) = stream.next_async().await {
+                let token = token.map_err(js_err)?;
+                tokens.push(token.id);
+                text.push_str(&token.text);
+                if watch.token(token.id, &token.text).is_break() {
+                    stop = Some(StopReason::Cancelled);
+                    break;
+                }
+            }
+            text.push_str(&stream.remainder());
+            let generation = Generation {
+                tokens,
+                text,
+                stop: stop
+                    .or(stream.stop_reason())
+                    .unwrap_or(StopReason::MaxTokens),
+                stats: stream.stats(),
+            };
+            watch.finish(generation).map(JsValue::from)
+        }))
+    }
+}
+
+/// The per-token side of a generation: the JS callback, cancellation and stop strings.
+struct Watch<'o> {
+    opts: &'o Options,
+    on_token: Option<Function>,
+    text: String,
+    stopped_at: Option<usize>,
+    cancelled: bool,
+    thrown: Option<JsValue>,
+}
+
+impl<'o> Watch<'o> {
+    fn new(opts: &'o Options, on_token: Option<Function>) -> Self {
+        Watch {
+            opts,
+            on_token,
+            text: String::new(),
+            stopped_at: None,
+            cancelled: false,
+            thrown: None,
+        }
+    }
+
+    /// Calls back with a token; `Break` when the caller cancelled or threw, or a stop string
+    /// appeared.
+    fn token(&mut self, id: u32, piece: &str) -> ControlFlow<()> {
+        self.text.push_str(piece);
+        if let Some(f) = &self.on_token {
+            match f.call2(&JsValue::NULL, &piece.into(), &id.into()) {
+                Ok(v) if v == JsValue::FALSE => self.cancelled = true,
+                Ok(_) => {}
+                Err(e) => self.thrown = Some(e),
+            }
+        }
+        // A stop string may end in this piece: look from where it could have started.
+        let from = self
+            .text
+            .len()
+            .saturating_sub(piece.len() + self.opts.longest_stop);
+        self.stopped_at = self.opts.find_stop(&self.text, from);
+        if self.cancelled || self.thrown.is_some() || self.stopped_at.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn finish(self, generation: Generation) -> Result<Object, JsValue> {
+        if let Some(e) = self.thrown {
             return Err(e);
         }
-        result(generation, stopped_at, cancelled)
+        result(generation, self.stopped_at, self.cancelled)
     }
 }
 
 impl Model {
+    pub(crate) fn new(inner: kiln::generate::Model) -> Model {
+        Model {
+            inner: Rc::new(RefCell::new(inner)),
+        }
+    }
+
+    fn model(&self) -> Result<Ref<'_, kiln::generate::Model>, JsValue> {
+        self.inner
+            .try_borrow()
+            .map_err(|_| js_err("the model is busy generating"))
+    }
+
+    fn model_mut(&self) -> Result<RefMut<'_, kiln::generate::Model>, JsValue> {
+        self.inner
+            .try_borrow_mut()
+            .map_err(|_| js_err("the model is busy generating"))
+    }
+
     fn prompt_ids(&self, prompt: &JsValue) -> Result<Vec<u32>, JsValue> {
         if let Some(text) = prompt.as_string() {
-            return Ok(self.inner.encode_prompt(&text));
+            return Ok(self.model()?.encode_prompt(&text));
         }
         if let Some(ids) = prompt.dyn_ref::<Uint32Array>() {
             return Ok(ids.to_vec());

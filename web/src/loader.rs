@@ -90,26 +90,77 @@ impl ModelLoader {
     /// Parses the whole file and loads the model on the CPU path. `options`: `{context}` (KV
     /// cache positions, default 2048, capped at the model's training context).
     pub fn finish(self, options: &JsValue) -> Result<Model, JsValue> {
-        let mut opts = LoadOptions {
-            backend: Backend::Cpu,
-            context: 2048,
-            threads: 1,
-            gpu: GpuOptions::default(),
-            kv_cache: KvType::default(),
-        };
-        if options.is_object() {
-            let v = Reflect::get(options, &"context".into())?;
-            if !v.is_undefined() {
-                opts.context = v
-                    .as_f64()
-                    .filter(|x| x.fract() == 0.0 && *x >= 1.0 && *x <= f64::from(u32::MAX))
-                    .ok_or_else(|| js_err("option `context` must be a positive integer"))?
-                    as u32;
-            }
-        }
+        let opts = load_options(options, Backend::Cpu)?;
         let file = GgufFile::from_bytes(self.buf).map_err(js_err)?;
         let inner =
             kiln::generate::Model::from_gguf(file, &opts, &mut |_, _| {}).map_err(js_err)?;
-        Ok(Model { inner })
+        Ok(Model::new(inner))
     }
+
+    /// [`ModelLoader::finish`] as a Promise, which can open the GPU: `options`: `{context,
+    /// backend}`, `backend` `"auto"` (default: WebGPU when `navigator.gpu` gives an adapter, else
+    /// the CPU path), `"gpu"` or `"cpu"`. The weights are uploaded to GPU buffers from the loaded
+    /// file's bytes once it is complete (those bytes are freed when the load ends).
+    #[wasm_bindgen(js_name = finishAsync)]
+    pub async fn finish_async(self, options: JsValue) -> Result<Model, JsValue> {
+        let mut opts = load_options(&options, Backend::Auto)?;
+        if opts.backend != Backend::Cpu && !has_webgpu() {
+            if opts.backend == Backend::Gpu {
+                return Err(js_err(
+                    "backend \"gpu\": this JavaScript engine has no WebGPU (navigator.gpu)",
+                ));
+            }
+            // wgpu aborts instead of failing where there is no `navigator.gpu` (Node).
+            opts.backend = Backend::Cpu;
+        }
+        let file = GgufFile::from_bytes(self.buf).map_err(js_err)?;
+        let inner = kiln::generate::Model::from_gguf_async(file, &opts, &mut |_, _| {})
+            .await
+            .map_err(js_err)?;
+        Ok(Model::new(inner))
+    }
+}
+
+/// Load options from `{context, backend}` (`backend` only where `default` is not the CPU).
+fn load_options(options: &JsValue, default: Backend) -> Result<LoadOptions, JsValue> {
+    let mut opts = LoadOptions {
+        backend: default,
+        context: 2048,
+        threads: 1,
+        gpu: GpuOptions::default(),
+        kv_cache: KvType::default(),
+    };
+    if options.is_object() {
+        let v = Reflect::get(options, &"context".into())?;
+        if !v.is_undefined() {
+            opts.context = v
+                .as_f64()
+                .filter(|x| x.fract() == 0.0 && *x >= 1.0 && *x <= f64::from(u32::MAX))
+                .ok_or_else(|| js_err("option `context` must be a positive integer"))?
+                as u32;
+        }
+        let v = Reflect::get(options, &"backend".into())?;
+        if !v.is_undefined() {
+            if default == Backend::Cpu {
+                return Err(js_err(
+                    "option `backend`: finish() loads the CPU path; use finishAsync()",
+                ));
+            }
+            opts.backend = v
+                .as_string()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| js_err("option `backend` must be \"auto\", \"gpu\" or \"cpu\""))?;
+        }
+    }
+    Ok(opts)
+}
+
+/// Whether the global object has `navigator.gpu` (browsers with WebGPU, in a page or a worker).
+fn has_webgpu() -> bool {
+    let global = js_sys::global();
+    Reflect::get(&global, &"navigator".into())
+        .ok()
+        .filter(|n| n.is_object())
+        .and_then(|n| Reflect::get(&n, &"gpu".into()).ok())
+        .is_some_and(|g| g.is_object())
 }

@@ -644,7 +644,14 @@ impl GpuModel {
             decode_kernels.push(attention_flash_key(attn.kv, cfg.head_dim, true));
             decode_kernels.push(attention_combine_key());
         }
+        #[cfg(not(target_arch = "wasm32"))]
         pollster::block_on(gpu.prewarm(&decode_kernels))?;
+        // A browser cannot block on the validation scope: build the pipelines without it (their
+        // errors reach the device's error handler, which the first readback checks).
+        #[cfg(target_arch = "wasm32")]
+        for key in &decode_kernels {
+            gpu.kernel(key)?;
+        }
         let model = GpuModel {
             gpu: gpu.clone(),
             cfg: cfg.clone(),
@@ -693,7 +700,8 @@ impl GpuModel {
     /// Runs `tokens` at positions `pos0..`, in chunks of [`CHUNK`], all in one submit, and
     /// chooses the next token on the GPU (or returns the last position's logits), as `choice`
     /// says. Passing no tokens continues from the token the previous step chose, already on the
-    /// GPU.
+    /// GPU. Blocks on the readback (native only; see [`GpuModel::step_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn step(
         &mut self,
         tokens: &[u32],
@@ -701,6 +709,33 @@ impl GpuModel {
         n_new: u32,
         choice: &Choice,
     ) -> Result<StepOutput> {
+        let (back, want_logits) = self.submit_step(tokens, pos0, n_new, choice)?;
+        let bytes = pollster::block_on(back.bytes())?;
+        self.finish_step(&bytes, want_logits)
+    }
+
+    /// [`GpuModel::step`] awaiting the readback instead of blocking on it: the form a browser
+    /// runs (its readbacks resolve in the event loop).
+    pub async fn step_async(
+        &mut self,
+        tokens: &[u32],
+        pos0: u32,
+        n_new: u32,
+        choice: &Choice,
+    ) -> Result<StepOutput> {
+        let (back, want_logits) = self.submit_step(tokens, pos0, n_new, choice)?;
+        let bytes = back.bytes().await?;
+        self.finish_step(&bytes, want_logits)
+    }
+
+    /// Records and submits a step; returns its readback and whether it carries the logits.
+    fn submit_step(
+        &mut self,
+        tokens: &[u32],
+        pos0: u32,
+        n_new: u32,
+        choice: &Choice,
+    ) -> Result<(crate::gpu::Readback, bool)> {
         if n_new == 0 || pos0 + n_new > self.capacity {
             return Err(Error::ContextFull {
                 capacity: self.capacity,
@@ -816,7 +851,11 @@ impl GpuModel {
             rec.read(View::new(&s.tokens, u64::from(next_slot) * 4, 4))?
         };
         rec.submit()?;
-        let bytes = pollster::block_on(back.bytes())?;
+        Ok((back, want_logits))
+    }
+
+    /// The output of a step from its read-back bytes.
+    fn finish_step(&mut self, bytes: &[u8], want_logits: bool) -> Result<StepOutput> {
         // A step that compiled new pipelines (the first prefill, the first sampled token)
         // persists the pipeline cache, so the next run of the program skips compilation.
         let created = self.gpu.counters().pipelines_created;
@@ -825,7 +864,7 @@ impl GpuModel {
             self.gpu.save_pipeline_cache()?;
         }
         Ok(if want_logits {
-            StepOutput::Logits(bytemuck::pod_collect_to_vec(&bytes))
+            StepOutput::Logits(bytemuck::pod_collect_to_vec(bytes))
         } else {
             StepOutput::Token(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
         })

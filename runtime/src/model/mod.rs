@@ -5,7 +5,6 @@
 
 pub mod config;
 pub mod cpu;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod gpu;
 
 pub use config::{Arch, Config};
