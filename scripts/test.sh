@@ -29,14 +29,17 @@ RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR=target/wasm-simd \
 CARGO_TARGET_DIR=target/wasm-check cargo check -p kiln --lib --target wasm32-unknown-unknown
 
 # kiln-web, SIMD128 and scalar (release, as shipped): SmolLM2 streamed in under Node, tokens and
-# 14 greedy tokens against llama.cpp's fixture, stop strings, cancellation, bad files.
+# 14 greedy tokens against llama.cpp's fixture, stop strings, cancellation, bad files, the
+# `auto`/`gpu` backends without WebGPU.
 scripts/build-web.sh
 node web/node/check.mjs --flavor both
 
-# The demo page (examples/browser) in headless Chromium: SmolLM2 in a Web Worker, greedy tokens
-# against llama.cpp's. `.ci/run` installs Chromium; elsewhere a missing one is a loud skip.
+# The demo page (examples/browser) in headless Chromium: SmolLM2 in a Web Worker on the CPU path
+# and on WebGPU (SwiftShader), greedy tokens against llama.cpp's. `.ci/run` installs Chromium;
+# elsewhere a missing one is a loud skip.
 if [ -x "${CHROMIUM:-/usr/lib/chromium/chromium}" ]; then
-  node examples/browser/test.mjs 2> >(grep -v -e dbus -e '^\[' >&2)
+  node examples/browser/test.mjs cpu 2> >(grep -v -e dbus -e '^\[' >&2)
+  node examples/browser/test.mjs gpu 2> >(grep -v -e dbus -e '^\[' >&2)
 elif [ "${CI:-}" = true ]; then
   echo "test.sh: Chromium is missing (apt-get install chromium)" >&2
   exit 1

@@ -117,7 +117,8 @@ impl Model {
     ///
     /// Returns `{text, tokens, stop, stats: {promptTokens, generatedTokens, ttftMs,
     /// prefillTokS, decodeTokS}}`; `stop` is `eog`, `max_tokens`, `stop_string`, `cancelled` or
-    /// `context_full`. On the CPU path only (a GPU model generates with `generateAsync`).
+    /// `context_full`. Synchronous, so the CPU path only (a GPU model generates with
+    /// `generateAsync`).
     pub fn generate(
         &mut self,
         prompt: &JsValue,
