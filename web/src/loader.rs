@@ -100,7 +100,9 @@ impl ModelLoader {
     /// [`ModelLoader::finish`] as a Promise, which can open the GPU: `options`: `{context,
     /// backend}`, `backend` `"auto"` (default: WebGPU when `navigator.gpu` gives an adapter, else
     /// the CPU path), `"gpu"` or `"cpu"`. The weights are uploaded to GPU buffers from the loaded
-    /// file's bytes once it is complete (those bytes are freed when the load ends).
+    /// file's bytes once it is complete (those bytes are freed when the load ends). wasm32 only
+    /// (native builds of this crate are for its tests and lints).
+    #[cfg(target_arch = "wasm32")]
     #[wasm_bindgen(js_name = finishAsync)]
     pub async fn finish_async(self, options: JsValue) -> Result<Model, JsValue> {
         let mut opts = load_options(&options, Backend::Auto)?;
@@ -156,6 +158,7 @@ fn load_options(options: &JsValue, default: Backend) -> Result<LoadOptions, JsVa
 }
 
 /// Whether the global object has `navigator.gpu` (browsers with WebGPU, in a page or a worker).
+#[cfg(target_arch = "wasm32")]
 fn has_webgpu() -> bool {
     let global = js_sys::global();
     Reflect::get(&global, &"navigator".into())
