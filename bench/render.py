@@ -182,7 +182,8 @@ def svg_chart(result: dict) -> str:
     left, top, plot_h = 60, 50, 260
     series = [s for s in SERIES if any(has(m, s[0], s[1]) for m in models)]
     group_w = len(series) * (bar_w + gap) - gap
-    width = left + len(models) * (group_w + group_gap) + 20
+    # At least as wide as the title (about 7 px a character).
+    width = max(left + len(models) * (group_w + group_gap) + 20, 760)
     # Legend entries left to right, wrapping onto as many rows as the chart's width needs.
     legend, lx, ly = [], left, 0
     for _, _, label, colour in series:
