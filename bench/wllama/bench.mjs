@@ -170,6 +170,8 @@ if (result.choices[0].text !== warm.choices[0].text) {
   console.error("wllama's measured greedy generation differs from its warm-up");
   process.exit(1);
 }
+// Timings are llama.cpp's own counters inside the WebAssembly: the prompt's time (to the first
+// token's logits) and the generation's, per token over the tokens after the first.
 console.log(
   JSON.stringify({
     runtime: `wllama ${JSON.parse(fs.readFileSync(path.join(here, "node_modules/@wllama/wllama/package.json"))).version}`,
