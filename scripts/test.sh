@@ -25,6 +25,9 @@ CARGO_TARGET_DIR=target/wasm-scalar cargo test -p kiln-cpu --target wasm32-unkno
 RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR=target/wasm-simd \
   cargo test -p kiln-cpu --target wasm32-unknown-unknown
 
+# The benchmark tools (bench/compare.py's ratios and parsing, bench/render.py's tables and chart).
+python3 -m unittest discover -s bench -p 'test_*.py'
+
 # The runtime crate builds for browsers (wasm32 + WebGPU).
 CARGO_TARGET_DIR=target/wasm-check cargo check -p kiln --lib --target wasm32-unknown-unknown
 
