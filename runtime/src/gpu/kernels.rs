@@ -57,6 +57,14 @@ impl KernelSpec {
         format!("{}[{}]", self.name, self.key)
     }
 
+    /// A `u32` parameter of the variant's key (`TILE_M=4` -> `Some(4)`), so dispatch math reads
+    /// the value the shader was generated with.
+    pub fn param(&self, name: &str) -> Option<u32> {
+        self.key
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    }
+
     /// Invocations per workgroup.
     pub fn invocations(&self) -> u32 {
         self.workgroup_size.iter().product()

@@ -47,6 +47,12 @@ impl WType {
     }
 
     /// Weights per block.
+    /// Whether its int8 dot products read the activations' per-unit sums (`xs`, an `XS`
+    /// kernel variant): only the formats with a min term.
+    pub fn reads_act_sums(self) -> bool {
+        matches!(self, WType::Q4_1 | WType::Q4K)
+    }
+
     pub fn block_elems(self) -> u32 {
         match self {
             WType::Q4K | WType::Q6K => 256,
@@ -108,6 +114,16 @@ impl Split {
             Split::Group(Combine::best(gpu))
         }
     }
+
+    /// `key` with this split's parameters (`SPLIT`, and `SUBGROUP` for the group split).
+    pub fn key(self, key: KernelKey) -> KernelKey {
+        match self {
+            Split::Group(combine) => key
+                .word("SPLIT", "group")
+                .flag("SUBGROUP", combine == Combine::Subgroup),
+            Split::Thread => key.word("SPLIT", "thread"),
+        }
+    }
 }
 
 pub fn gemv_key(wtype: WType, act: DType, split: Split, accumulate: bool) -> KernelKey {
@@ -116,12 +132,7 @@ pub fn gemv_key(wtype: WType, act: DType, split: Split, accumulate: bool) -> Ker
         .word("ADTYPE", act.wgsl())
         .uint("WG_SIZE", 64)
         .flag("ACC", accumulate);
-    match split {
-        Split::Group(combine) => key
-            .word("SPLIT", "group")
-            .flag("SUBGROUP", combine == Combine::Subgroup),
-        Split::Thread => key.word("SPLIT", "thread"),
-    }
+    split.key(key)
 }
 
 pub fn embed_key(wtype: WType) -> KernelKey {
@@ -398,16 +409,10 @@ pub fn gemv_q8_key(wtype: WType, split: Split, dot: IntDot, accumulate: bool) ->
         .uint("WG_SIZE", 64)
         .flag("ACC", accumulate)
         .flag("DOT4", dot == IntDot::Packed);
-    // Only the formats with a min term read the activation sums (an `XS` variant).
-    if matches!(wtype, WType::Q4_1 | WType::Q4K) {
+    if wtype.reads_act_sums() {
         key = key.uint("XS", 1);
     }
-    match split {
-        Split::Group(combine) => key
-            .word("SPLIT", "group")
-            .flag("SUBGROUP", combine == Combine::Subgroup),
-        Split::Thread => key.word("SPLIT", "thread"),
-    }
+    split.key(key)
 }
 
 #[repr(C)]
@@ -493,7 +498,7 @@ pub fn gemv_q8_with(
         .gpu()
         .kernel(&gemv_q8_key(s.wtype, split, dot, s.accumulate))?;
     let (groups, params) = gemv_launch(rec, &kernel, split, &s, row_bytes);
-    if matches!(s.wtype, WType::Q4_1 | WType::Q4K) {
+    if s.wtype.reads_act_sums() {
         need("gemv_q8", "xs", &x.xs, bs)?;
         rec.dispatch(&kernel, groups, &params, &[w, x.xq, x.xd, x.xs, y])
     } else {

@@ -8,7 +8,6 @@ use crate::gpu::{KernelKey, Recorder, View};
 use crate::ops::activation::Act;
 use crate::ops::gemv::{ActInput, ActQuant, QAct, Split, WType};
 use crate::ops::need;
-use crate::ops::reduce::Combine;
 
 /// Shape of one fused gated GEMV over one part of the weights: `m` activation rows of length
 /// `k`, `rows` rows of each of Wg and Wu (Wu's first row `up_offset` bytes into the weight
@@ -44,15 +43,10 @@ pub fn gemv_gated_key(wtype: WType, act: Act, split: Split) -> KernelKey {
             },
         )
         .uint("WG_SIZE", 64);
-    if matches!(wtype, WType::Q4_1 | WType::Q4K) {
+    if wtype.reads_act_sums() {
         key = key.uint("XS", 1);
     }
-    match split {
-        Split::Group(combine) => key
-            .word("SPLIT", "group")
-            .flag("SUBGROUP", combine == Combine::Subgroup),
-        Split::Thread => key.word("SPLIT", "thread"),
-    }
+    split.key(key)
 }
 
 #[repr(C)]
@@ -125,8 +119,7 @@ pub fn gemv_gated(
             let (bq, bd, bs) = QAct::sizes(s.m, s.k);
             need("gemv_gated", "xq", &x.xq, bq)?;
             need("gemv_gated", "xd", &x.xd, bd)?;
-            // Only the formats with a min term read the activation sums.
-            if matches!(s.wtype, WType::Q4_1 | WType::Q4K) {
+            if s.wtype.reads_act_sums() {
                 need("gemv_gated", "xs", &x.xs, bs)?;
                 rec.dispatch(&kernel, groups, &params, &[w, x.xq, x.xd, x.xs, out])
             } else {

@@ -30,12 +30,7 @@ pub fn gemv_w8a8_key(split: Split, dot: IntDot) -> KernelKey {
     let key = KernelKey::new("gemv_w8a8")
         .uint("WG_SIZE", 64)
         .flag("DOT4", dot == IntDot::Packed);
-    match split {
-        Split::Group(combine) => key
-            .word("SPLIT", "group")
-            .flag("SUBGROUP", combine == Combine::Subgroup),
-        Split::Thread => key.word("SPLIT", "thread"),
-    }
+    split.key(key)
 }
 
 fn check_k(op: &'static str, k: u32) -> Result<()> {

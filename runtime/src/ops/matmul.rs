@@ -40,12 +40,6 @@ struct Params {
     pad: u32,
 }
 
-/// Reads a `u32` parameter of the variant's key back from its spec (`TILE_M=4` -> 4).
-fn key_param(key: &str, name: &str) -> Option<u32> {
-    key.split(',')
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-}
-
 /// Records `c = a * op(b)` for f32 matrices laid out contiguously per batch.
 pub fn matmul(
     rec: &mut Recorder,
@@ -71,8 +65,8 @@ pub fn matmul(
     need("matmul", "c", &c, batch * m * n * 4)?;
     let kernel = rec.gpu().kernel(&matmul_key(s.trans_b))?;
     let spec = kernel.spec;
-    let tile_m = key_param(spec.key, "TILE_M").unwrap_or(1);
-    let tile_n = key_param(spec.key, "TILE_N").unwrap_or(1);
+    let tile_m = spec.param("TILE_M").unwrap_or(1);
+    let tile_n = spec.param("TILE_N").unwrap_or(1);
     let [wg_x, wg_y, _] = spec.workgroup_size;
     let groups = [
         s.n.div_ceil(wg_x * tile_n),
@@ -165,8 +159,8 @@ pub fn matmul_tiled(
     )?;
     let kernel = rec.gpu().kernel(&matmul_tiled_key(dtype, s.trans_b))?;
     let spec = kernel.spec;
-    let tile_m = key_param(spec.key, "TILE_M").unwrap_or(1);
-    let tile_n = key_param(spec.key, "TILE_N").unwrap_or(1);
+    let tile_m = spec.param("TILE_M").unwrap_or(1);
+    let tile_n = spec.param("TILE_N").unwrap_or(1);
     let [wg_x, wg_y, _] = spec.workgroup_size;
     let groups = [
         s.n.div_ceil(wg_x * tile_n),

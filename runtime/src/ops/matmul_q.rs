@@ -47,7 +47,7 @@ pub fn matmul_q_key(wtype: WType, q8: bool, accumulate: bool) -> KernelKey {
         .uint("WG_X", 8)
         .uint("WG_Y", 8)
         .flag("ACC", accumulate);
-    if q8 && matches!(wtype, WType::Q4_1 | WType::Q4K) {
+    if q8 && wtype.reads_act_sums() {
         key = key.uint("XS", 1);
     }
     key
@@ -64,12 +64,6 @@ struct Params {
     y_stride: u32,
     y_offset: u32,
     pad: u32,
-}
-
-/// Reads a `u32` parameter of the variant's key back from its spec (`TILE_R=32` -> 32).
-fn key_param(key: &str, name: &str) -> Option<u32> {
-    key.split(',')
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
 }
 
 /// Records `y[j, y_offset + r] (+)= W[r, :] . x[j, :]` for all `s.m` rows j. With
@@ -105,8 +99,8 @@ pub fn matmul_q(
     let q8 = matches!(x, ActInput::Q8(_));
     let kernel = rec.gpu().kernel(&matmul_q_key(s.wtype, q8, s.accumulate))?;
     let spec = kernel.spec;
-    let tile_r = key_param(spec.key, "TILE_R").unwrap_or(1);
-    let tile_t = key_param(spec.key, "TILE_T").unwrap_or(1);
+    let tile_r = spec.param("TILE_R").unwrap_or(1);
+    let tile_t = spec.param("TILE_T").unwrap_or(1);
     let groups = [s.rows.div_ceil(tile_r), s.m.div_ceil(tile_t), 1];
     let params = Params {
         k: s.k,
@@ -127,7 +121,7 @@ pub fn matmul_q(
             let (bq, bd, bs) = QAct::sizes(s.m, s.k);
             need("matmul_q", "xq", &x.xq, bq)?;
             need("matmul_q", "xd", &x.xd, bd)?;
-            if matches!(s.wtype, WType::Q4_1 | WType::Q4K) {
+            if s.wtype.reads_act_sums() {
                 need("matmul_q", "xs", &x.xs, bs)?;
                 rec.dispatch(&kernel, groups, &params, &[w, x.xq, x.xd, x.xs, y])
             } else {
