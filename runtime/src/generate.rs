@@ -227,14 +227,7 @@ impl Engine {
         };
         Ok(match gpu {
             Some(gpu) => {
-                // The f16 cache's attention kernels need SHADER_F16, which browsers without it
-                // (Chromium's SwiftShader) lack: there the cache is f32.
-                let kv = if gpu.capabilities().f16 {
-                    opts.kv_cache
-                } else {
-                    KvType::F32
-                };
-                let attn = AttnOptions::for_gpu(&gpu, kv);
+                let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
                 let model = GpuModel::load_with(&gpu, &file, cfg, context, attn, progress)?;
                 Engine::Gpu(Box::new(model))
             }

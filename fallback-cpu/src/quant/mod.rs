@@ -322,11 +322,12 @@ fn dispatch_q(isa: Isa, wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
 }
 
 /// Activation rows one call of [`dot_rows`]'s widest kernel takes (the matmul's token tile).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const DOT_ROWS: usize = 4;
 
 /// `out[k] = w·a[k]` for every activation row in `a` (unchecked as [`dot_row`]; `out` is as long
-/// as `a`). Where the instruction set has a multi-row kernel the weight blocks are unpacked once
-/// per [`DOT_ROWS`] activation rows; elsewhere this is one [`dot_row`] per row.
+/// as `a`). Where the instruction set has a multi-row kernel (AVX-512 VNNI) the weight blocks are
+/// unpacked once per 4 activation rows; elsewhere this is one [`dot_row`] per row.
 pub(crate) fn dot_rows(isa: Isa, wtype: QType, w: &[u8], a: &[ActRow<'_>], out: &mut [f32]) {
     debug_assert_eq!(a.len(), out.len());
     #[cfg(target_arch = "x86_64")]
