@@ -550,48 +550,8 @@ impl TokenStream<'_> {
         stats
     }
 
-    fn step(&mut self) -> Result<Option<Token>> {
-        let Some(n_new) = self.begin_step() else {
-            return Ok(None);
-        };
-        let next = match &mut *self.engine {
-            #[cfg(not(target_arch = "wasm32"))]
-            Engine::Gpu(m) => {
-                let (feed, choice) = Self::gpu_step(
-                    &self.history,
-                    &self.opts,
-                    self.greedy,
-                    self.pos,
-                    n_new,
-                    self.generated,
-                );
-                match m.step(feed, self.pos, n_new, &choice)? {
-                    StepOutput::Token(t) => t,
-                    StepOutput::Logits(_) => unreachable!("a token was asked for"),
-                }
-            }
-            #[cfg(target_arch = "wasm32")]
-            Engine::Gpu(_) => {
-                return Err(Error::Unsupported(
-                    "iterating a GPU generation synchronously in a browser (use next_async)".into(),
-                ));
-            }
-            Engine::Cpu(m) => Self::cpu_step(
-                m,
-                &mut self.sampler,
-                &self.history,
-                &self.opts,
-                self.greedy,
-                self.pos,
-                n_new,
-                self.generated,
-            )?,
-        };
-        Ok(self.finish_step(next, n_new))
-    }
-
     /// The next token, awaiting the GPU's readback instead of blocking on it (the way a browser
-    /// generates on the GPU; the CPU path runs as in [`Iterator::next`]).
+    /// generates on the GPU). [`Iterator::next`] runs this same step to completion.
     pub async fn next_async(&mut self) -> Option<Result<Token>> {
         if self.stop.is_some() {
             return None;
@@ -730,17 +690,31 @@ impl TokenStream<'_> {
 impl Iterator for TokenStream<'_> {
     type Item = Result<Token>;
 
+    /// Natively, blocks on [`TokenStream::next_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     fn next(&mut self) -> Option<Result<Token>> {
+        pollster::block_on(self.next_async())
+    }
+
+    /// In a browser only the CPU path can be iterated synchronously: its step never awaits, so
+    /// one poll of [`TokenStream::next_async`] finishes it. A GPU step must await its readback
+    /// in the event loop (`next_async`).
+    #[cfg(target_arch = "wasm32")]
+    fn next(&mut self) -> Option<Result<Token>> {
+        use std::task::{Context, Poll, Waker};
         if self.stop.is_some() {
             return None;
         }
-        match self.step() {
-            Ok(Some(t)) => Some(Ok(t)),
-            Ok(None) => None,
-            Err(e) => {
-                self.stop = Some(StopReason::Cancelled);
-                Some(Err(e))
-            }
+        if matches!(*self.engine, Engine::Gpu(_)) {
+            self.stop = Some(StopReason::Cancelled);
+            return Some(Err(Error::Unsupported(
+                "iterating a GPU generation synchronously in a browser (use next_async)".into(),
+            )));
+        }
+        let step = std::pin::pin!(self.next_async());
+        match step.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(next) => next,
+            Poll::Pending => unreachable!("the CPU path's step does not await"),
         }
     }
 }
