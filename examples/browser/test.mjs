@@ -70,13 +70,14 @@ const chromium = spawn(
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-first-run", "--disable-quic", "--enable-unsafe-webgpu", "about:blank",
   ],
-  { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"] },
+  // Its own process group, so that the renderer, GPU and crashpad processes go down with it.
+  { stdio: ["ignore", "ignore", "pipe", "pipe", "pipe"], detached: true },
 );
 let stderr = "";
 chromium.stdio[2].on("data", (d) => (stderr = (stderr + d).slice(-4000)));
 
+const send = devtools(chromium);
 try {
-  const send = devtools(chromium);
   const { targetId } = await send("Target.createTarget", { url });
   const { sessionId } = await send("Target.attachToTarget", { targetId, flatten: true });
   const started = Date.now();
@@ -105,9 +106,25 @@ try {
   console.error(`chromium stderr (tail):\n${stderr}`);
   throw e;
 } finally {
-  const exited = new Promise((r) => chromium.once("exit", r));
-  chromium.kill();
+  // Browser.close shuts Chromium down in order (its helpers stop writing to the profile); the
+  // group kill is for a browser that does not answer.
+  const gone = chromium.exitCode !== null || chromium.signalCode !== null;
+  const exited = gone ? Promise.resolve() : new Promise((r) => chromium.once("exit", r));
+  chromium.stdio[3].on("error", () => {}); // a browser that already exited closed the pipe
+  const closed = send("Browser.close").catch(() => null);
+  const grace = new Promise((r) => setTimeout(r, 5000));
+  await Promise.race([Promise.all([closed, exited]), grace]);
+  try {
+    process.kill(-chromium.pid, "SIGKILL");
+  } catch {
+    // The group is already gone.
+  }
   await exited;
   server.close();
-  rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
+  try {
+    rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 250 });
+  } catch (e) {
+    // A left-over temporary profile is not a test failure; say where it is.
+    console.warn(`could not remove the Chromium profile ${profile}: ${e.message}`);
+  }
 }
