@@ -26,10 +26,11 @@ with the reason, never with numbers.
 Writes one JSON file (default bench/results/<machine>-<date>.json) and prints a table with each
 kiln/llama.cpp ratio as the median and min..max of the per-pair ratios.
 
-  python3 bench/compare.py [--models smollm2,gemma3,qwen2] [--threads 1,2] [--reps 5]
+  bench/.venv/bin/python bench/compare.py [--models smollm2,gemma3,qwen2] [--threads 1,2] [--reps 5]
                            [--prompt-tokens 64] [--gen-tokens 64] [--out FILE]
 
-`python3 bench/compare.py llama-worker ...` is the per-run llama.cpp process (internal).
+`compare.py llama-worker ...` (run with the same interpreter) is the per-run llama.cpp process
+(internal).
 """
 
 from __future__ import annotations
@@ -470,16 +471,12 @@ def default_out(info: dict) -> Path:
     return REPO / "bench" / "results" / f"{slug.strip('-')}-{info['cores']}c-{date}.json"
 
 
-def ensure_llama_cpp() -> str:
+def llama_cpp_version() -> str:
     try:
         import llama_cpp
     except ImportError:
-        print("compare: installing llama-cpp-python==0.3.36 (compiles llama.cpp, ~10 min)",
-              file=sys.stderr)  # fmt: skip
-        env = dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=ON")
-        subprocess.run([sys.executable, "-m", "pip", "install", "llama-cpp-python==0.3.36"],
-                       check=True, env=env)  # fmt: skip
-        import llama_cpp
+        fail(f"{sys.executable} has no llama_cpp: run bench/compare.sh, whose bench/setup.sh "
+             "installs llama-cpp-python 0.3.36 into bench/.venv")  # fmt: skip
     return llama_cpp.__version__
 
 
@@ -529,7 +526,7 @@ def main() -> None:
     if a.wllama and not WLLAMA_NODE.exists():
         fail(f"{WLLAMA_NODE} is missing; run `npm ci --prefix bench/wllama` (bench/compare.sh "
              "does) or pass --no-wllama")  # fmt: skip
-    version = ensure_llama_cpp()
+    version = llama_cpp_version()
     info = machine_info()
     out = a.out or default_out(info)
     started = time.time()
