@@ -129,3 +129,47 @@ fn mismatched_lengths_are_errors() {
         );
     }
 }
+
+/// Every one of the 65536 f16 bit patterns converts exactly as `half` converts it (zeros,
+/// subnormals, the largest normals, infinities), NaNs to NaNs of the same sign: the SIMD paths
+/// convert 8 or 16 halves at a time, so the patterns are laid out that way, with a scalar tail.
+#[test]
+fn f16_conversion_is_exact_for_every_pattern() {
+    let h: Vec<f16> = (0..=u16::MAX)
+        .map(f16::from_bits)
+        .chain([f16::NAN])
+        .collect();
+    for isa in Isa::available() {
+        let mut y = vec![0f32; h.len()];
+        f16_to_f32_with(isa, &h, &mut y).expect("f16");
+        for (x, got) in h.iter().zip(&y) {
+            let want = x.to_f32();
+            if want.is_nan() {
+                assert!(
+                    got.is_nan() && got.is_sign_negative() == want.is_sign_negative(),
+                    "{isa:?} f16 {:#06x}: {got}",
+                    x.to_bits()
+                );
+            } else {
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{isa:?} f16 {:#06x}: {got} (want {want})",
+                    x.to_bits()
+                );
+            }
+        }
+        // The dot and axpy forms convert through the same path: weights of one non-zero element.
+        let finite: Vec<f16> = h.iter().copied().filter(|v| v.is_finite()).collect();
+        let ones = vec![1.0f32; finite.len()];
+        for (k, win) in finite.chunks(9).enumerate().step_by(97) {
+            let d = dot_f16_with(isa, &ones[..win.len()], win).expect("dot_f16");
+            let want: f32 = win.iter().map(|v| v.to_f32()).sum();
+            let tol = win.iter().map(|v| v.to_f32().abs()).sum::<f32>() * 1e-6;
+            assert!(
+                (d - want).abs() <= tol,
+                "{isa:?} dot_f16 window {k}: {d} vs {want}"
+            );
+        }
+    }
+}

@@ -1,10 +1,10 @@
 //! WebAssembly SIMD128 versions of the primitives (compiled only with `+simd128`, so no run-time
-//! check is needed). f16 conversion goes through `half`.
+//! check is needed). WebAssembly has no f16 conversion instruction: [`f16x8_to_f32`] converts 8
+//! halves exactly with integer shifts and one multiply by 2^112.
 
 use std::arch::wasm32::*;
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 
 #[inline]
 fn hsum(v: v128) -> f32 {
@@ -112,27 +112,75 @@ pub fn max(x: &[f32]) -> f32 {
     r
 }
 
+/// 8 f16 bit patterns (u16 lanes) as two f32x4 (elements 0-3, 4-7), exactly: the magnitude's
+/// bits shifted into an f32's place read as 2^-112 times the value (subnormal halves become f32
+/// subnormals, which WebAssembly keeps), so one multiply by 2^112 rescales it; exponent 31
+/// (infinity, NaN) maps to 255 with the mantissa kept; the sign is copied.
+#[inline]
+fn f16x8_to_f32(h: v128) -> (v128, v128) {
+    let one = |x: v128| {
+        let mag = i32x4_shl(v128_and(x, u32x4_splat(0x7fff)), 13);
+        let scaled = f32x4_mul(mag, f32x4_splat(f32::from_bits(0x7780_0000))); // 2^112
+        let special = u32x4_ge(mag, u32x4_splat(0x0f80_0000)); // exponent 31
+        let inf_nan = v128_or(mag, u32x4_splat(0x7f80_0000));
+        let sign = i32x4_shl(v128_and(x, u32x4_splat(0x8000)), 16);
+        v128_or(sign, v128_bitselect(inf_nan, scaled, special))
+    };
+    (
+        one(u32x4_extend_low_u16x8(h)),
+        one(u32x4_extend_high_u16x8(h)),
+    )
+}
+
+#[inline]
+fn load_f16(s: &[f16], i: usize) -> v128 {
+    debug_assert!(i + 8 <= s.len());
+    // SAFETY: callers keep `i + 8 <= s.len()`; v128_load allows unaligned addresses.
+    unsafe { v128_load(s.as_ptr().add(i).cast()) }
+}
+
 pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     let n = src.len().min(dst.len());
-    src[..n].convert_to_f32_slice(&mut dst[..n]);
+    let mut i = 0;
+    while i + 8 <= n {
+        let (lo, hi) = f16x8_to_f32(load_f16(src, i));
+        store(dst, i, lo);
+        store(dst, i + 4, hi);
+        i += 8;
+    }
+    for j in i..n {
+        dst[j] = src[j].to_f32();
+    }
 }
 
 pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
-    let mut buf = [0f32; 64];
-    let mut s = 0.0;
-    for (ca, cb) in a.chunks(64).zip(b.chunks(64)) {
-        let t = &mut buf[..cb.len()];
-        cb.convert_to_f32_slice(t);
-        s += dot(ca, t);
+    let n = a.len().min(b.len());
+    let mut acc = [f32x4_splat(0.0); 2];
+    let mut i = 0;
+    while i + 8 <= n {
+        let (lo, hi) = f16x8_to_f32(load_f16(b, i));
+        acc[0] = f32x4_add(acc[0], f32x4_mul(load(a, i), lo));
+        acc[1] = f32x4_add(acc[1], f32x4_mul(load(a, i + 4), hi));
+        i += 8;
+    }
+    let mut s = hsum(f32x4_add(acc[0], acc[1]));
+    for j in i..n {
+        s += a[j] * b[j].to_f32();
     }
     s
 }
 
 pub fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
-    let mut buf = [0f32; 64];
-    for (cx, cy) in x.chunks(64).zip(y.chunks_mut(64)) {
-        let t = &mut buf[..cx.len()];
-        cx.convert_to_f32_slice(t);
-        axpy(alpha, t, cy);
+    let n = x.len().min(y.len());
+    let va = f32x4_splat(alpha);
+    let mut i = 0;
+    while i + 8 <= n {
+        let (lo, hi) = f16x8_to_f32(load_f16(x, i));
+        store(y, i, f32x4_add(load(y, i), f32x4_mul(va, lo)));
+        store(y, i + 4, f32x4_add(load(y, i + 4), f32x4_mul(va, hi)));
+        i += 8;
+    }
+    for j in i..n {
+        y[j] += alpha * x[j].to_f32();
     }
 }
