@@ -513,6 +513,16 @@ impl GgufHeader {
         Ok(())
     }
 
+    /// The file's length as its tensors give it: the end of the last tensor's data (the data
+    /// section's start where there are no tensors).
+    pub fn data_end(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| t.offset + t.n_bytes) // checked at parse
+            .max()
+            .unwrap_or(self.data_offset)
+    }
+
     /// GGUF version (2 or 3).
     pub fn version(&self) -> u32 {
         self.version
