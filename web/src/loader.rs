@@ -11,7 +11,7 @@
 
 use js_sys::{Object, Reflect, Uint8Array};
 use kiln::generate::{Backend, LoadOptions};
-use kiln::gguf::{GgufFile, GgufHeader, Parsed};
+use kiln::gguf::{GgufError, GgufFile, GgufHeader, Parsed};
 use kiln::gpu::GpuOptions;
 use kiln::ops::attention::KvType;
 use wasm_bindgen::prelude::*;
@@ -246,10 +246,9 @@ impl ModelLoader {
 
 /// The error for more bytes than the header's `total`.
 fn longer(total: usize) -> JsValue {
-    js_err(format!(
-        "the GGUF file is longer than its header says ({total} bytes): is this the file that \
-         was asked for?"
-    ))
+    js_err(GgufError::LongerThanHeader {
+        file_len: total as u64,
+    })
 }
 
 /// The load options of the web: one thread, 2048 positions, an f16 KV cache.

@@ -127,6 +127,12 @@ pub enum GgufError {
         end: u64,
         file_len: u64,
     },
+    /// More bytes arrived than the header accounts for (a file streamed in chunks).
+    #[error(
+        "the GGUF file is longer than its header says ({file_len} bytes): is this the file that \
+         was asked for?"
+    )]
+    LongerThanHeader { file_len: u64 },
     /// Two tensors share a name.
     #[error("tensor `{name}` appears twice: the file is corrupt; {REINSTALL}")]
     DuplicateTensor { name: String },

@@ -370,10 +370,14 @@ impl GpuLoader {
         dests.sort_by_key(|d| d.start);
         for pair in dests.windows(2) {
             if pair[0].start + pair[0].len > pair[1].start {
-                return Err(Error::Unsupported(format!(
-                    "tensors `{}` and `{}` overlap in the file: it is corrupt",
-                    tensors[pair[0].tensor].name, tensors[pair[1].tensor].name
-                )));
+                return Err(GgufError::BadTensor {
+                    tensor: tensors[pair[1].tensor].name.clone(),
+                    detail: format!(
+                        "its data overlaps that of `{}`: the file is corrupt",
+                        tensors[pair[0].tensor].name
+                    ),
+                }
+                .into());
             }
         }
         Ok(GpuLoader {
@@ -416,11 +420,10 @@ impl GpuLoader {
     /// included); chunks may have any size.
     pub fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
         if bytes.len() as u64 > self.file_len - self.pos {
-            return Err(Error::Unsupported(format!(
-                "the GGUF file is longer than its header says ({} bytes): is this the file \
-                 that was asked for?",
-                self.file_len
-            )));
+            return Err(GgufError::LongerThanHeader {
+                file_len: self.file_len,
+            }
+            .into());
         }
         while !bytes.is_empty() {
             let Some(&Dest {
@@ -510,11 +513,12 @@ impl GpuLoader {
             .into());
         }
         if self.pos < self.file_len {
-            return Err(Error::Unsupported(format!(
-                "the GGUF file ended at byte {} of the {} its header gives: it is truncated; \
-                 re-download it",
-                self.pos, self.file_len
-            )));
+            return Err(GgufError::Truncated {
+                len: self.pos,
+                needed: self.file_len,
+                what: "the tensor data".into(),
+            }
+            .into());
         }
         let gpu = &self.gpu;
         for v in &self.vectors {
