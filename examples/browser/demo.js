@@ -1,7 +1,8 @@
 // The page: sends the model URL and prompts to the worker (kiln runs there, so the page stays
 // responsive while it generates) and streams the pieces it sends back into the output box.
 // `?autorun=1&prompt=...&maxTokens=N&backend=cpu|gpu|auto` loads and generates on its own (the
-// headless test uses it); the result is kept in `window.kilnDemo`.
+// headless test uses it); the result (and the wasm memory size after the load) is kept in
+// `window.kilnDemo`.
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
@@ -19,8 +20,9 @@ worker.onmessage = ({ data: m }) => {
     $("status").textContent =
       `${m.info.arch}, ${m.info.layers} layers, ${m.info.backend}: ${m.info.isa} ` +
       `(${m.info.simd128 ? "SIMD128" : "scalar"} build), ` +
-      `loaded in ${m.ms.toFixed(0)} ms`;
+      `loaded in ${m.ms.toFixed(0)} ms, wasm memory ${(m.memory / 1e6).toFixed(1)} MB`;
     demo.info = m.info;
+    demo.memory = m.memory;
     $("go").disabled = false;
     if (params.get("autorun")) generate();
   } else if (m.type === "token") {

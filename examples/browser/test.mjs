@@ -7,13 +7,15 @@
 //   node examples/browser/test.mjs [cpu|gpu]   (CHROMIUM=path overrides /usr/lib/chromium/chromium)
 //
 // `gpu` runs the demo on WebGPU (Chromium's SwiftShader adapter with --enable-unsafe-webgpu) and
-// checks that the GPU backend was used; `cpu` (the default) runs the CPU path.
+// checks that the GPU backend was used and that the file was streamed to the GPU: kiln's wasm
+// memory after the load stays far below the file's size. `cpu` (the default) runs the CPU path,
+// whose model keeps the file in wasm memory.
 //
 // Needs scripts/build-web.sh, scripts/install-models.sh smollm2 and `apt-get install chromium`.
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -95,12 +97,24 @@ try {
   assert.equal(demo.info.simd128, true, "Chromium runs SIMD128: the SIMD build should be picked");
   assert.equal(demo.info.backend, backend, "the backend the page asked for");
   assert.deepEqual(demo.tokens, ref.greedy_ids.slice(0, n), "greedy tokens streamed to the page");
+  const fileBytes = statSync(`${repo}models/${fixture.model}`).size;
+  const mb = (x) => `${(x / 1e6).toFixed(1)} MB`;
+  if (backend === "gpu") {
+    assert.ok(
+      demo.memory < fileBytes / 4,
+      `wasm memory after a GPU load is ${mb(demo.memory)}, the file ${mb(fileBytes)}: ` +
+        "the weights should stream to the GPU without a copy of the file in wasm memory",
+    );
+  } else {
+    assert.ok(demo.memory >= fileBytes, "the CPU path keeps the file in wasm memory");
+  }
   assert.deepEqual(demo.result.tokens, demo.tokens);
   assert.equal(demo.result.text, ref.greedy_text.slice(0, demo.result.text.length));
   const s = demo.result.stats;
   console.log(
     `browser demo (Chromium, ${demo.info.backend}: ${demo.info.isa}): ${n} greedy tokens equal llama.cpp's; ` +
-      `ttft ${s.ttftMs.toFixed(0)} ms, decode ${s.decodeTokS.toFixed(1)} tok/s: ${JSON.stringify(demo.result.text)}`,
+      `ttft ${s.ttftMs.toFixed(0)} ms, decode ${s.decodeTokS.toFixed(1)} tok/s; wasm memory after the load ` +
+      `${mb(demo.memory)} (file ${mb(fileBytes)}): ${JSON.stringify(demo.result.text)}`,
   );
 } catch (e) {
   console.error(`chromium stderr (tail):\n${stderr}`);

@@ -1,7 +1,8 @@
 // kiln in a Web Worker: loads the model (streamed from its URL) on the backend the page asks for
-// and generates, posting each token's text back to the page as it arrives.
+// and generates, posting each token's text back to the page as it arrives. After a load it also
+// reports the size of kiln's wasm memory (on the GPU the weights never pass through it whole).
 
-import { loadModel } from "../../web/js/kiln.js";
+import { initKiln, loadModel } from "../../web/js/kiln.js";
 
 let model = null;
 let cancel = null;
@@ -17,7 +18,9 @@ self.onmessage = async ({ data: m }) => {
         backend: m.backend,
         onProgress: (received, total) => self.postMessage({ type: "progress", received, total }),
       });
-      self.postMessage({ type: "loaded", info: model.info(), ms: performance.now() - t0 });
+      const ms = performance.now() - t0;
+      const memory = (await initKiln()).wasmMemoryBytes();
+      self.postMessage({ type: "loaded", info: model.info(), ms, memory });
     } else if (m.type === "generate") {
       const prompt = m.chat ? model.encodeChat([{ role: "user", content: m.prompt }]) : m.prompt;
       // generateAsync runs both backends (the GPU awaits each step's readback).

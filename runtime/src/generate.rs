@@ -2,10 +2,10 @@
 //! prompts or chat messages in, tokens streamed out (an iterator, or a callback), with stop
 //! tokens, a token budget, cancellation, sampling settings and timing statistics.
 //!
-//! On wasm32 models come from bytes ([`GgufFile::from_bytes`]). There the synchronous
-//! [`Model::from_gguf`] loads the CPU path only (a browser cannot block on a GPU); the GPU model
-//! loads through `Model::from_gguf_async` and generates through [`TokenStream::next_async`],
-//! which awaits each step's readback.
+//! On wasm32 the CPU path's models come from bytes ([`GgufFile::from_bytes`]) through the
+//! synchronous [`Model::from_gguf`]; the GPU model is opened asynchronously ([`open_gpu`]), its
+//! file streamed into GPU buffers chunk by chunk ([`Model::gpu_stream`]), and it generates
+//! through [`TokenStream::next_async`], which awaits each step's readback.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -14,12 +14,12 @@ use kiln_cpu::sample::Sampler;
 
 use crate::clock::Instant;
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, GgufHeader};
 use crate::gpu::Gpu;
 use crate::gpu::GpuOptions;
 use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
-use crate::model::gpu::{AttnOptions, Choice, GpuModel, StepOutput};
+use crate::model::gpu::{AttnOptions, Choice, GpuLoader, GpuModel, StepOutput};
 use crate::ops::attention::KvType;
 use crate::ops::sample::SampleParams;
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
@@ -153,6 +153,21 @@ enum Engine {
     Cpu(Box<CpuModel>),
 }
 
+/// Opens the GPU `backend` asks for: `Cpu` none, `Gpu` an adapter or an error, `Auto` an
+/// adapter where there is one (else none: the CPU path). Callers in a JavaScript engine without
+/// `navigator.gpu` (Node) should ask for `Backend::Cpu`: wgpu aborts there instead of failing.
+pub async fn open_gpu(backend: Backend, opts: &GpuOptions) -> Result<Option<Gpu>> {
+    match backend {
+        Backend::Cpu => Ok(None),
+        Backend::Gpu => Ok(Some(Gpu::new(opts.clone()).await?)),
+        Backend::Auto => match Gpu::new(opts.clone()).await {
+            Ok(gpu) => Ok(Some(gpu)),
+            Err(Error::NoAdapter { .. }) => Ok(None),
+            Err(e) => Err(e),
+        },
+    }
+}
+
 impl Engine {
     /// The GPU when `opts` allow it and an adapter exists, else the CPU path.
     #[cfg(not(target_arch = "wasm32"))]
@@ -163,29 +178,23 @@ impl Engine {
         opts: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Engine> {
-        let gpu = match opts.backend {
-            Backend::Cpu => None,
-            Backend::Gpu => Some(Gpu::new_blocking(opts.gpu.clone())?),
-            Backend::Auto => match Gpu::new_blocking(opts.gpu.clone()) {
-                Ok(gpu) => Some(gpu),
-                Err(Error::NoAdapter { .. }) => None,
-                Err(e) => return Err(e),
+        Ok(
+            match pollster::block_on(open_gpu(opts.backend, &opts.gpu))? {
+                Some(gpu) => {
+                    let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
+                    let model = GpuModel::load_with(&gpu, &file, cfg, context, attn, progress)?;
+                    Engine::Gpu(Box::new(model))
+                }
+                None => {
+                    let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
+                    Engine::Cpu(Box::new(model))
+                }
             },
-        };
-        Ok(match gpu {
-            Some(gpu) => {
-                let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
-                let model = GpuModel::load_with(&gpu, &file, cfg, context, attn, progress)?;
-                Engine::Gpu(Box::new(model))
-            }
-            None => {
-                let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
-                Engine::Cpu(Box::new(model))
-            }
-        })
+        )
     }
 
-    /// The CPU path: on wasm32 the GPU opens asynchronously ([`Engine::load_async`]).
+    /// The CPU path: a browser opens its GPU asynchronously ([`open_gpu`]) and streams the
+    /// file to it ([`Model::gpu_stream`]).
     #[cfg(target_arch = "wasm32")]
     fn load(
         file: GgufFile,
@@ -196,45 +205,52 @@ impl Engine {
     ) -> Result<Engine> {
         if opts.backend == Backend::Gpu {
             return Err(Error::Unsupported(
-                "the GPU backend through the synchronous loader on wasm32: a browser opens its \
-                 GPU asynchronously (use Model::from_gguf_async)"
+                "the GPU backend from a whole file on wasm32: a browser opens its GPU \
+                 asynchronously and streams the file to it (open_gpu, Model::gpu_stream)"
                     .into(),
             ));
         }
         let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
         Ok(Engine::Cpu(Box::new(model)))
     }
+}
 
-    /// [`Engine::load`] awaiting the GPU adapter and device (WebGPU): the GPU when `opts`
-    /// allow it and the browser gives an adapter, else the CPU path. The weights are uploaded
-    /// from `file`'s bytes.
-    #[cfg(target_arch = "wasm32")]
-    async fn load_async(
-        file: GgufFile,
-        cfg: &Config,
-        context: u32,
-        opts: &LoadOptions,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Engine> {
-        let gpu = match opts.backend {
-            Backend::Cpu => None,
-            Backend::Gpu => Some(Gpu::new(opts.gpu.clone()).await?),
-            Backend::Auto => match Gpu::new(opts.gpu.clone()).await {
-                Ok(gpu) => Some(gpu),
-                Err(Error::NoAdapter { .. }) => None,
-                Err(e) => return Err(e),
-            },
-        };
-        Ok(match gpu {
-            Some(gpu) => {
-                let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
-                let model = GpuModel::load_with(&gpu, &file, cfg, context, attn, progress)?;
-                Engine::Gpu(Box::new(model))
-            }
-            None => {
-                let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
-                Engine::Cpu(Box::new(model))
-            }
+/// A GPU model whose file is arriving in chunks (see [`Model::gpu_stream`]).
+#[derive(Debug)]
+pub struct GpuStream {
+    loader: GpuLoader,
+    tokenizer: Tokenizer,
+    cfg: Config,
+}
+
+impl GpuStream {
+    /// Takes the next bytes of the file (from its first byte; chunks of any size).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.loader.write(bytes)
+    }
+
+    /// The file's length as its header gives it.
+    pub fn file_len(&self) -> u64 {
+        self.loader.file_len()
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.loader.received()
+    }
+
+    /// (tensors complete, tensors the model uses).
+    pub fn progress(&self) -> (usize, usize) {
+        self.loader.progress()
+    }
+
+    /// The model, once the whole file has arrived (an error naming the first tensor that did
+    /// not, otherwise).
+    pub fn finish(self) -> Result<Model> {
+        Ok(Model {
+            engine: Engine::Gpu(Box::new(self.loader.finish()?)),
+            tokenizer: self.tokenizer,
+            cfg: self.cfg,
         })
     }
 }
@@ -267,22 +283,17 @@ impl Model {
         Model::from_gguf(file, opts, progress)
     }
 
-    /// [`Model::from_gguf`] for browsers: opens the GPU (WebGPU) asynchronously when
-    /// `opts.backend` asks for it (`Auto`: when the browser gives an adapter). Callers in a
-    /// JavaScript engine without `navigator.gpu` (Node) should ask for `Backend::Cpu`: wgpu
-    /// aborts there instead of returning an error.
-    #[cfg(target_arch = "wasm32")]
-    pub async fn from_gguf_async(
-        file: GgufFile,
-        opts: &LoadOptions,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Model> {
-        let cfg = Config::from_gguf(&file)?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
+    /// Starts loading a model onto `gpu` from its header alone: the weight buffers are created
+    /// now, and the file's bytes are written into them as they are fed to the returned
+    /// [`GpuStream`] (a browser streams a `fetch()` body this way, never holding the file).
+    pub fn gpu_stream(gpu: &Gpu, header: &GgufHeader, opts: &LoadOptions) -> Result<GpuStream> {
+        let cfg = Config::from_header(header)?;
+        let tokenizer = Tokenizer::from_header(header)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
-        let engine = Engine::load_async(file, &cfg, context, opts, progress).await?;
-        Ok(Model {
-            engine,
+        let attn = AttnOptions::for_gpu(gpu, opts.kv_cache);
+        let loader = GpuLoader::new(gpu, header, &cfg, context, attn)?;
+        Ok(GpuStream {
+            loader,
             tokenizer,
             cfg,
         })

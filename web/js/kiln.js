@@ -90,18 +90,19 @@ async function* iterate(chunks) {
 
 /**
  * Loads a GGUF model from a URL or path, a `Response`, a `ReadableStream`, an (async) iterable of
- * `Uint8Array` chunks, or the whole file as an `ArrayBuffer`/`Uint8Array`. Chunks are copied into
- * wasm memory one at a time; the file is never held twice there.
+ * `Uint8Array` chunks, or the whole file as an `ArrayBuffer`/`Uint8Array`.
  * Options: `context` (KV positions), `simd` (force a build), `onProgress(received, total?)`,
  * `backend`: `"cpu"` (default; `model.generate` runs synchronously), `"gpu"` (WebGPU) or
  * `"auto"` (WebGPU where `navigator.gpu` gives an adapter, else the CPU path). A GPU model
  * generates with `model.generateAsync` (a Promise); `model.info().backend` says which it got.
- * The GPU's weights are uploaded from the complete file in wasm memory, which is freed after.
+ * The backend is chosen before the first chunk arrives: on the GPU each chunk is written into
+ * the GPU's weight buffers as it arrives (wasm memory never holds the file); on the CPU path it
+ * is copied once into the buffer the model keeps (the file is never held twice).
  */
 export async function loadModel(source, { context, simd, onProgress, backend = "cpu" } = {}) {
   const kiln = await initKiln({ simd });
   const { size, chunks } = await open(source);
-  const loader = new kiln.ModelLoader(size);
+  const loader = await kiln.ModelLoader.open({ backend, context, sizeHint: size });
   try {
     for await (const chunk of iterate(chunks)) {
       loader.push(chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk));
@@ -111,6 +112,5 @@ export async function loadModel(source, { context, simd, onProgress, backend = "
     loader.free();
     throw e;
   }
-  // Both consume the loader.
-  return backend === "cpu" ? loader.finish({ context }) : loader.finishAsync({ context, backend });
+  return loader.finish(); // consumes the loader
 }

@@ -113,11 +113,26 @@ async function check(simd) {
     /no WebGPU/,
   );
 
-  // Files that are not GGUF, or cut short, are refused with the reason.
+  // The loader's options are checked; `open` with `auto` gives the CPU path in Node.
+  await assert.rejects(kiln.ModelLoader.open({ backnd: "gpu" }), /unknown ModelLoader.open option `backnd`/);
+  await assert.rejects(kiln.ModelLoader.open({ backend: "tpu" }), /"auto", "gpu" or "cpu"/);
+  await assert.rejects(kiln.ModelLoader.open({ backend: "gpu" }), /no WebGPU/);
+  const file = readFileSync(`${repo}models/${fixture.model}`);
+  const opened = await kiln.ModelLoader.open({ backend: "auto", context: 64, sizeHint: file.length });
+  opened.push(file);
+  assert.equal(opened.received(), file.length);
+  assert.throws(() => opened.finish({ contxt: 3 }), /unknown finish option `contxt`/);
+
+  // Files that are not GGUF, cut short, or longer than their header says are refused with the
+  // reason.
+  const long = new kiln.ModelLoader();
+  long.push(file);
+  assert.throws(() => long.push(new Uint8Array(1)), /longer than its header says/);
+  long.free();
   const bad = new kiln.ModelLoader();
   assert.throws(() => bad.push(new TextEncoder().encode("not a gguf file")), /not a GGUF file/);
   bad.free();
-  const head = readFileSync(`${repo}models/${fixture.model}`).subarray(0, 8 << 20);
+  const head = file.subarray(0, 8 << 20);
   const cut = new kiln.ModelLoader(head.length);
   cut.push(head);
   assert.ok(cut.expected() > head.length, "the header gives the whole file's length");

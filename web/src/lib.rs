@@ -4,8 +4,10 @@
 //!
 //! From JavaScript (see `web/js/kiln.js`, which picks the SIMD128 or the scalar build):
 //! - [`ModelLoader`] takes a GGUF file as a sequence of chunks (a `fetch()` body, a Node file
-//!   stream) and builds a [`Model`] from them without a second copy of the file in wasm memory
-//!   (`finish`: the CPU path; `finishAsync`: the GPU when asked for or available);
+//!   stream) and builds a [`Model`] from them: `ModelLoader.open({backend})` picks the backend
+//!   first (the GPU when asked for or available), so the GPU path streams the weights into GPU
+//!   buffers as they arrive (wasm memory never holds the file) and the CPU path copies them
+//!   once into the buffer its model keeps (`new ModelLoader()` is the CPU path);
 //! - [`Model`] tokenizes, applies the chat template and generates with a callback per token.
 //!
 //! CPU generation (`generate`) runs synchronously on the calling thread: in a browser, run it in
@@ -42,6 +44,14 @@ pub fn start() {
 extern "C" {
     #[wasm_bindgen(js_namespace = console, js_name = error)]
     fn console_error(s: &str);
+}
+
+/// The size of this module's linear memory in bytes (it only grows: after a load, the most the
+/// load needed). wasm32 only.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    (core::arch::wasm32::memory_size::<0>() * 65536) as f64
 }
 
 /// Whether this build's CPU kernels use WebAssembly SIMD128.

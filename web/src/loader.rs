@@ -1,111 +1,108 @@
-//! A GGUF file fed in chunks: each chunk is copied once, straight from the JS `Uint8Array` into
-//! the buffer the model will keep, and the buffer is sized to the whole file as soon as the
-//! header says how long it is (or up front from a size hint such as `Content-Length`), so the
-//! file never exists twice in wasm memory (no concatenation, no doubling of a growing `Vec`).
+//! A GGUF file fed in chunks. Where the model runs is known before the first chunk
+//! ([`ModelLoader::open`]), so each chunk goes straight where the model keeps it:
+//!
+//! - the CPU path keeps the file in wasm memory (its kernels read the weights there): each chunk
+//!   is copied once into a buffer sized to the whole file as soon as the header says how long it
+//!   is (or up front from a size hint such as `Content-Length`), so the file never exists twice
+//!   (no concatenation, no doubling of a growing `Vec`);
+//! - the GPU path keeps only the header's bytes until the header is complete; then every chunk
+//!   passes through a bounded scratch buffer into the weight buffers on the GPU
+//!   ([`kiln::generate::GpuStream`]), so wasm memory never holds the file.
 
-use js_sys::{Reflect, Uint8Array};
+use js_sys::{Object, Reflect, Uint8Array};
 use kiln::generate::{Backend, LoadOptions};
-use kiln::gguf::{GgufFile, GgufHeader, Parsed};
+use kiln::gguf::{GgufError, GgufFile, GgufHeader, Parsed};
 use kiln::gpu::GpuOptions;
 use kiln::ops::attention::KvType;
 use wasm_bindgen::prelude::*;
 
 use crate::{Model, js_err};
 
+/// Where the file's bytes go.
+#[derive(Debug)]
+enum Sink {
+    /// The CPU path: `buf` receives the whole file.
+    Cpu,
+    /// The GPU, before the header is complete: `buf` receives the header's bytes.
+    #[cfg(target_arch = "wasm32")]
+    GpuHeader(kiln::gpu::Gpu),
+    /// The GPU, once the header is complete: chunks go to the weight buffers.
+    #[cfg(target_arch = "wasm32")]
+    Gpu(Box<kiln::generate::GpuStream>),
+}
+
 /// Receives a GGUF file in chunks, then builds a [`Model`] from it.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct ModelLoader {
+    sink: Sink,
+    opts: LoadOptions,
+    /// The bytes kept in wasm memory (see [`Sink`]).
     buf: Vec<u8>,
+    /// Bytes received so far.
+    received: usize,
     /// Bytes the header needs before it is worth parsing again (0 once parsed).
     header_needs: usize,
     /// The file's length as its header gives it (the end of the last tensor).
     expected: Option<usize>,
 }
 
+/// The most bytes of a chunk taken at a time (a bigger chunk is taken in slices).
+const SLICE_BYTES: u32 = 1 << 20;
+
 #[wasm_bindgen]
 impl ModelLoader {
-    /// `size_hint`: the file's length if known (e.g. from `Content-Length`), to allocate once.
+    /// A loader for the CPU path. `size_hint`: the file's length if known (e.g. from
+    /// `Content-Length`), to allocate once.
     #[wasm_bindgen(constructor)]
     pub fn new(size_hint: Option<f64>) -> ModelLoader {
+        Self::cpu(size_hint, default_options(Backend::Cpu))
+    }
+
+    fn cpu(size_hint: Option<f64>, opts: LoadOptions) -> ModelLoader {
         let mut buf = Vec::new();
         if let Some(n) = size_hint.filter(|n| n.is_finite() && *n > 0.0) {
             buf.reserve_exact(n as usize);
         }
         ModelLoader {
+            sink: Sink::Cpu,
+            opts,
             buf,
+            received: 0,
             header_needs: 1,
             expected: None,
         }
     }
 
-    /// Appends the next chunk of the file.
-    pub fn push(&mut self, chunk: &Uint8Array) -> Result<(), JsValue> {
-        let at = self.buf.len();
-        let n = chunk.length() as usize;
-        if let Some(total) = self.expected
-            && at + n > total
-        {
-            return Err(js_err(format!(
-                "the GGUF file is longer than its header says ({total} bytes): is this the file \
-                 that was asked for?"
-            )));
-        }
-        self.buf.resize(at + n, 0);
-        chunk.copy_to(&mut self.buf[at..]);
-        if self.header_needs != 0 && self.buf.len() >= self.header_needs {
-            match GgufHeader::parse_prefix(&self.buf).map_err(js_err)? {
-                Parsed::NeedMoreBytes(need) => {
-                    self.header_needs = usize::try_from(need).unwrap_or(usize::MAX);
-                }
-                Parsed::Complete(h) => {
-                    self.header_needs = 0;
-                    let end = h
-                        .tensors()
-                        .iter()
-                        .map(|t| t.offset + t.n_bytes)
-                        .max()
-                        .unwrap_or(h.data_offset());
-                    let end = usize::try_from(end).map_err(|_| {
-                        js_err("the GGUF file is larger than wasm32 memory can hold")
-                    })?;
-                    self.expected = Some(end);
-                    self.buf.reserve_exact(end.saturating_sub(self.buf.len()));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Bytes received so far.
-    pub fn received(&self) -> f64 {
-        self.buf.len() as f64
-    }
-
-    /// The file's length, once the header has arrived.
-    pub fn expected(&self) -> Option<f64> {
-        self.expected.map(|n| n as f64)
-    }
-
-    /// Parses the whole file and loads the model on the CPU path. `options`: `{context}` (KV
-    /// cache positions, default 2048, capped at the model's training context).
-    pub fn finish(self, options: &JsValue) -> Result<Model, JsValue> {
-        let opts = load_options(options, Backend::Cpu)?;
-        let file = GgufFile::from_bytes(self.buf).map_err(js_err)?;
-        let inner =
-            kiln::generate::Model::from_gguf(file, &opts, &mut |_, _| {}).map_err(js_err)?;
-        Ok(Model::new(inner))
-    }
-
-    /// [`ModelLoader::finish`] as a Promise, which can open the GPU: `options`: `{context,
-    /// backend}`, `backend` `"auto"` (default: WebGPU when `navigator.gpu` gives an adapter, else
-    /// the CPU path), `"gpu"` or `"cpu"`. The weights are uploaded to GPU buffers from the loaded
-    /// file's bytes once it is complete (those bytes are freed when the load ends). wasm32 only
-    /// (native builds of this crate are for its tests and lints).
+    /// A loader for the backend `options` ask for, opened before the file arrives so that the
+    /// GPU path can stream it to the GPU: `{backend, context, sizeHint}`, `backend` `"auto"`
+    /// (default: WebGPU when `navigator.gpu` gives an adapter, else the CPU path), `"gpu"` or
+    /// `"cpu"`; `context`: KV cache positions (default 2048, capped at the model's training
+    /// context); `sizeHint`: the file's length if known. wasm32 only (native builds of this
+    /// crate are for its tests and lints).
     #[cfg(target_arch = "wasm32")]
-    #[wasm_bindgen(js_name = finishAsync)]
-    pub async fn finish_async(self, options: JsValue) -> Result<Model, JsValue> {
-        let mut opts = load_options(&options, Backend::Auto)?;
+    pub async fn open(options: JsValue) -> Result<ModelLoader, JsValue> {
+        let mut opts = default_options(Backend::Auto);
+        let mut size_hint = None;
+        for_each_option(&options, &mut |key, v| match key {
+            "backend" => {
+                opts.backend = v.as_string().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    js_err("option `backend` must be \"auto\", \"gpu\" or \"cpu\"")
+                })?;
+                Ok(())
+            }
+            "context" => {
+                opts.context = context(&v)?;
+                Ok(())
+            }
+            "sizeHint" => {
+                size_hint = v.as_f64();
+                Ok(())
+            }
+            _ => Err(js_err(format!(
+                "unknown ModelLoader.open option `{key}` (backend, context, sizeHint)"
+            ))),
+        })?;
         if opts.backend != Backend::Cpu && !has_webgpu() {
             if opts.backend == Backend::Gpu {
                 return Err(js_err(
@@ -115,46 +112,182 @@ impl ModelLoader {
             // wgpu aborts instead of failing where there is no `navigator.gpu` (Node).
             opts.backend = Backend::Cpu;
         }
-        let file = GgufFile::from_bytes(self.buf).map_err(js_err)?;
-        let inner = kiln::generate::Model::from_gguf_async(file, &opts, &mut |_, _| {})
-            .await
-            .map_err(js_err)?;
+        Ok(
+            match kiln::generate::open_gpu(opts.backend, &opts.gpu)
+                .await
+                .map_err(js_err)?
+            {
+                Some(gpu) => ModelLoader {
+                    sink: Sink::GpuHeader(gpu),
+                    ..Self::cpu(None, opts)
+                },
+                None => Self::cpu(size_hint, opts),
+            },
+        )
+    }
+
+    /// Takes the next chunk of the file.
+    pub fn push(&mut self, chunk: &Uint8Array) -> Result<(), JsValue> {
+        let n = chunk.length() as usize;
+        if let Some(total) = self.expected
+            && self.received + n > total
+        {
+            return Err(longer(total));
+        }
+        // A big chunk (a whole file handed over at once) in slices, so that the GPU path's
+        // scratch stays small.
+        let mut at = 0;
+        while at < chunk.length() {
+            let end = chunk.length().min(at.saturating_add(SLICE_BYTES));
+            self.take(&chunk.subarray(at, end))?;
+            at = end;
+        }
+        Ok(())
+    }
+
+    /// Takes the next slice of the file.
+    fn take(&mut self, slice: &Uint8Array) -> Result<(), JsValue> {
+        let n = slice.length() as usize;
+        #[cfg(target_arch = "wasm32")]
+        if let Sink::Gpu(stream) = &mut self.sink {
+            // `buf` is the scratch slices pass through once the header is complete.
+            self.buf.resize(n, 0);
+            slice.copy_to(&mut self.buf);
+            stream.write(&self.buf).map_err(js_err)?;
+            self.received += n;
+            return Ok(());
+        }
+        let at = self.buf.len();
+        self.buf.resize(at + n, 0);
+        slice.copy_to(&mut self.buf[at..]);
+        self.received += n;
+        if self.header_needs != 0 && self.buf.len() >= self.header_needs {
+            match GgufHeader::parse_prefix(&self.buf).map_err(js_err)? {
+                Parsed::NeedMoreBytes(need) => {
+                    self.header_needs = usize::try_from(need).unwrap_or(usize::MAX);
+                }
+                Parsed::Complete(h) => self.header_complete(&h)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The header has arrived: the CPU path reserves the whole file, the GPU path creates the
+    /// weight buffers and passes them the bytes received so far.
+    fn header_complete(&mut self, h: &GgufHeader) -> Result<(), JsValue> {
+        self.header_needs = 0;
+        let end = usize::try_from(h.data_end())
+            .map_err(|_| js_err("the GGUF file is larger than wasm32 memory can hold"))?;
+        self.expected = Some(end);
+        if self.received > end {
+            return Err(longer(end));
+        }
+        match &self.sink {
+            Sink::Cpu => self.buf.reserve_exact(end.saturating_sub(self.buf.len())),
+            #[cfg(target_arch = "wasm32")]
+            Sink::GpuHeader(gpu) => {
+                let mut stream =
+                    kiln::generate::Model::gpu_stream(gpu, h, &self.opts).map_err(js_err)?;
+                stream.write(&self.buf).map_err(js_err)?;
+                self.buf = Vec::new();
+                self.sink = Sink::Gpu(Box::new(stream));
+            }
+            #[cfg(target_arch = "wasm32")]
+            Sink::Gpu(_) => unreachable!("the header is parsed once"),
+        }
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> f64 {
+        self.received as f64
+    }
+
+    /// The file's length, once the header has arrived.
+    pub fn expected(&self) -> Option<f64> {
+        self.expected.map(|n| n as f64)
+    }
+
+    /// Builds the model once the whole file has arrived (an error that says what is missing
+    /// otherwise). `options`: `{context}` (KV cache positions) for a loader made with `new`; a
+    /// loader from [`ModelLoader::open`] took its options there.
+    pub fn finish(self, options: &JsValue) -> Result<Model, JsValue> {
+        let mut opts = self.opts;
+        let cpu = matches!(self.sink, Sink::Cpu);
+        for_each_option(options, &mut |key, v| match key {
+            "context" if cpu => {
+                opts.context = context(&v)?;
+                Ok(())
+            }
+            "context" => Err(js_err(
+                "option `context`: a GPU loader takes it in ModelLoader.open",
+            )),
+            _ => Err(js_err(format!("unknown finish option `{key}` (context)"))),
+        })?;
+        let inner = match self.sink {
+            Sink::Cpu => {
+                let file = GgufFile::from_bytes(self.buf).map_err(js_err)?;
+                kiln::generate::Model::from_gguf(file, &opts, &mut |_, _| {}).map_err(js_err)?
+            }
+            #[cfg(target_arch = "wasm32")]
+            Sink::GpuHeader(_) => {
+                // The header never completed: say what it still needed.
+                return Err(js_err(GgufHeader::parse(&self.buf).err().map_or_else(
+                    || "the GGUF file is incomplete".into(),
+                    |e| e.to_string(),
+                )));
+            }
+            #[cfg(target_arch = "wasm32")]
+            Sink::Gpu(stream) => stream.finish().map_err(js_err)?,
+        };
         Ok(Model::new(inner))
     }
 }
 
-/// Load options from `{context, backend}` (`backend` only where `default` is not the CPU).
-fn load_options(options: &JsValue, default: Backend) -> Result<LoadOptions, JsValue> {
-    let mut opts = LoadOptions {
-        backend: default,
+/// The error for more bytes than the header's `total`.
+fn longer(total: usize) -> JsValue {
+    js_err(GgufError::LongerThanHeader {
+        file_len: total as u64,
+    })
+}
+
+/// The load options of the web: one thread, 2048 positions, an f16 KV cache.
+fn default_options(backend: Backend) -> LoadOptions {
+    LoadOptions {
+        backend,
         context: 2048,
         threads: 1,
         gpu: GpuOptions::default(),
         kv_cache: KvType::default(),
-    };
-    if options.is_object() {
-        let v = Reflect::get(options, &"context".into())?;
+    }
+}
+
+/// A `context` option: a positive integer.
+fn context(v: &JsValue) -> Result<u32, JsValue> {
+    Ok(v.as_f64()
+        .filter(|x| x.fract() == 0.0 && *x >= 1.0 && *x <= f64::from(u32::MAX))
+        .ok_or_else(|| js_err("option `context` must be a positive integer"))? as u32)
+}
+
+/// Calls `f(key, value)` for each defined option of `options` (undefined or null: none).
+fn for_each_option(
+    options: &JsValue,
+    f: &mut dyn FnMut(&str, JsValue) -> Result<(), JsValue>,
+) -> Result<(), JsValue> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(());
+    }
+    let obj = options
+        .dyn_ref::<Object>()
+        .ok_or_else(|| js_err("options must be an object"))?;
+    for key in Object::keys(obj).iter() {
+        let key = key.as_string().unwrap_or_default();
+        let v = Reflect::get(options, &key.as_str().into())?;
         if !v.is_undefined() {
-            opts.context = v
-                .as_f64()
-                .filter(|x| x.fract() == 0.0 && *x >= 1.0 && *x <= f64::from(u32::MAX))
-                .ok_or_else(|| js_err("option `context` must be a positive integer"))?
-                as u32;
-        }
-        let v = Reflect::get(options, &"backend".into())?;
-        if !v.is_undefined() {
-            if default == Backend::Cpu {
-                return Err(js_err(
-                    "option `backend`: finish() loads the CPU path; use finishAsync()",
-                ));
-            }
-            opts.backend = v
-                .as_string()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| js_err("option `backend` must be \"auto\", \"gpu\" or \"cpu\""))?;
+            f(&key, v)?;
         }
     }
-    Ok(opts)
+    Ok(())
 }
 
 /// Whether the global object has `navigator.gpu` (browsers with WebGPU, in a page or a worker).

@@ -127,6 +127,12 @@ pub enum GgufError {
         end: u64,
         file_len: u64,
     },
+    /// More bytes arrived than the header accounts for (a file streamed in chunks).
+    #[error(
+        "the GGUF file is longer than its header says ({file_len} bytes): is this the file that \
+         was asked for?"
+    )]
+    LongerThanHeader { file_len: u64 },
     /// Two tensors share a name.
     #[error("tensor `{name}` appears twice: the file is corrupt; {REINSTALL}")]
     DuplicateTensor { name: String },
@@ -511,6 +517,16 @@ impl GgufHeader {
             }
         }
         Ok(())
+    }
+
+    /// The file's length as its tensors give it: the end of the last tensor's data (the data
+    /// section's start where there are no tensors).
+    pub fn data_end(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| t.offset + t.n_bytes) // checked at parse
+            .max()
+            .unwrap_or(self.data_offset)
     }
 
     /// GGUF version (2 or 3).

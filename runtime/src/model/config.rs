@@ -1,7 +1,7 @@
 //! A model's hyperparameters and tensor layout, read from GGUF metadata alone.
 
 use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::gguf::{GgmlType, GgufFile, GgufHeader, TensorInfo};
 use crate::ops::gemv::WType;
 use crate::ops::rope::RopeLayout;
 
@@ -49,6 +49,12 @@ pub struct Config {
 impl Config {
     /// Reads the configuration of a supported architecture.
     pub fn from_gguf(file: &GgufFile) -> Result<Config> {
+        Self::from_header(file.header())
+    }
+
+    /// [`Config::from_gguf`] from the header alone (e.g. one streamed with
+    /// [`GgufHeader::parse_prefix`]).
+    pub fn from_header(file: &GgufHeader) -> Result<Config> {
         let arch_name = file.architecture()?.to_string();
         let arch = match arch_name.as_str() {
             "llama" => Arch::Llama,
@@ -173,8 +179,8 @@ pub fn wtype(t: &TensorInfo) -> Result<WType> {
 }
 
 /// A matrix tensor `(rows, k)` and its format, checked.
-pub fn matrix<'a>(file: &'a GgufFile, name: &str) -> Result<(&'a TensorInfo, WType, u32, u32)> {
-    let t = file.tensor(name).ok_or_else(|| missing(name))?;
+pub fn matrix<'a>(header: &'a GgufHeader, name: &str) -> Result<(&'a TensorInfo, WType, u32, u32)> {
+    let t = header.tensor(name).ok_or_else(|| missing(name))?;
     let (k, rows) = match t.dims[..] {
         [k, rows] => (k, rows),
         [k] => (k, 1),
@@ -193,14 +199,25 @@ pub fn matrix<'a>(file: &'a GgufFile, name: &str) -> Result<(&'a TensorInfo, WTy
 
 /// A vector tensor as f32 (norm weights, biases), checked against its expected length.
 pub fn vector(file: &GgufFile, name: &str, len: u32) -> Result<Vec<f32>> {
-    let t = file.tensor(name).ok_or_else(|| missing(name))?;
+    let t = vector_info(file.header(), name, len)?;
+    Ok(vector_values(file.tensor_data(t)))
+}
+
+/// The description of the vector tensor `name` (see [`vector`]), checked: `len` f32 values.
+pub fn vector_info<'a>(header: &'a GgufHeader, name: &str, len: u32) -> Result<&'a TensorInfo> {
+    let t = header.tensor(name).ok_or_else(|| missing(name))?;
     if t.n_elements() != u64::from(len) || t.ty != GgmlType::F32 {
         return Err(Error::Unsupported(format!(
             "tensor `{name}` is {:?} {:?}, expected {len} f32 values",
             t.ty, t.dims
         )));
     }
-    Ok(bytemuck::pod_collect_to_vec(file.tensor_data(t)))
+    Ok(t)
+}
+
+/// The values of a vector tensor checked by [`vector_info`], from its data bytes.
+pub fn vector_values(data: &[u8]) -> Vec<f32> {
+    bytemuck::pod_collect_to_vec(data)
 }
 
 /// One layer's weights as GGUF names them, for any backend: `M` is a matrix, `V` a vector (norm

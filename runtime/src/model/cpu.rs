@@ -27,7 +27,7 @@ struct Mat {
 
 impl Mat {
     fn load(file: &GgufFile, name: &str) -> Result<Mat> {
-        let (t, _, rows, k) = matrix(file, name)?;
+        let (t, _, rows, k) = matrix(file.header(), name)?;
         let qtype = QType::from_ggml_id(t.ty as u32).ok_or_else(|| {
             Error::Unsupported(format!("tensor `{name}` type {:?} on the CPU path", t.ty))
         })?;

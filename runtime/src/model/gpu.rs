@@ -5,12 +5,11 @@
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::gpu::{Gpu, View};
-use crate::model::config::{Arch, Config, LayerWeights, matrix, vector};
+use crate::model::config::{Arch, Config, LayerWeights};
 use crate::ops::activation::{Act, add_inplace, gated};
 use crate::ops::attention::{
-    Attention, KvType, MAX_SPLITS, SPLIT_MIN_LEN, Splits, attention, attention_combine_key,
-    attention_flash_key, attention_key, attention_split, attention_tiled, kv_store, partials_bytes,
-    scratch_bytes,
+    Attention, KvType, SPLIT_MIN_LEN, Splits, attention, attention_split, attention_tiled,
+    kv_store, partials_bytes,
 };
 use crate::ops::gemv::{
     ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
@@ -21,6 +20,13 @@ use crate::ops::norm::rms_norm;
 use crate::ops::reduce::Combine;
 use crate::ops::rope::{Rope, rope};
 use crate::ops::sample::{SampleParams, argmax, sample};
+
+mod load;
+
+pub use load::GpuLoader;
+
+/// Bytes of a mapped file [`GpuModel::load_with`] hands its loader at a time.
+const FEED_BYTES: usize = 16 << 20;
 
 /// Prompt tokens processed per recorded chunk.
 pub const CHUNK: u32 = 32;
@@ -76,7 +82,7 @@ struct Part {
 
 /// A weight matrix `(rows, k)` on the GPU, split by rows into parts that each fit one binding.
 /// The gate and up matrices of an FFN share their parts' buffers (see
-/// [`GpuMatrix::load_pair`]).
+/// [`GpuLoader`]).
 #[derive(Debug)]
 pub struct GpuMatrix {
     pub wtype: WType,
@@ -85,156 +91,7 @@ pub struct GpuMatrix {
     parts: Vec<Part>,
 }
 
-/// A weight tensor's bytes in the file, checked against its shape.
-struct TensorBytes<'f> {
-    wtype: WType,
-    rows: u32,
-    k: u32,
-    data: &'f [u8],
-    row_bytes: u64,
-    /// The most bytes one binding may hold on this device.
-    max_bytes: u64,
-}
-
 impl GpuMatrix {
-    /// The tensor `name`: its type, rows, length and bytes, checked against each other.
-    fn tensor<'f>(gpu: &Gpu, file: &'f GgufFile, name: &str) -> Result<TensorBytes<'f>> {
-        let (t, wtype, rows, k) = matrix(file, name)?;
-        let row_bytes = u64::from(wtype.row_bytes(k)?);
-        let data = file.tensor_data(t);
-        if data.len() as u64 != row_bytes * u64::from(rows) {
-            return Err(Error::Unsupported(format!(
-                "tensor `{name}` holds {} bytes, its shape needs {}",
-                data.len(),
-                row_bytes * u64::from(rows)
-            )));
-        }
-        let limits = gpu.limits();
-        let max_bytes = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
-        Ok(TensorBytes {
-            wtype,
-            rows,
-            k,
-            data,
-            row_bytes,
-            max_bytes,
-        })
-    }
-
-    /// Rows per part when each part holds `copies` matrices' rows (and `extra` bytes).
-    fn rows_per_part(
-        rows: u32,
-        row_bytes: u64,
-        max_bytes: u64,
-        copies: u64,
-        extra: u64,
-    ) -> Result<u32> {
-        if copies * row_bytes + extra > max_bytes {
-            return Err(Error::BufferTooLarge {
-                what: "weight row",
-                size: copies * row_bytes + extra,
-                limit: max_bytes,
-            });
-        }
-        Ok(
-            u32::try_from(((max_bytes - extra) / (copies * row_bytes)).min(u64::from(rows)))
-                .unwrap_or(rows)
-                .max(1),
-        )
-    }
-
-    pub fn load(gpu: &Gpu, file: &GgufFile, name: &str) -> Result<GpuMatrix> {
-        let TensorBytes {
-            wtype,
-            rows,
-            k,
-            data,
-            row_bytes,
-            max_bytes,
-        } = Self::tensor(gpu, file, name)?;
-        let rows_per_part = Self::rows_per_part(rows, row_bytes, max_bytes, 1, 0)?;
-        let mut parts = Vec::new();
-        let mut row0 = 0;
-        while row0 < rows {
-            let n = rows_per_part.min(rows - row0);
-            let start = (u64::from(row0) * row_bytes) as usize;
-            let end = start + (u64::from(n) * row_bytes) as usize;
-            let buffer = gpu.upload(name, &data[start..end])?;
-            parts.push(Part {
-                buffer,
-                offset: 0,
-                row0,
-                rows: n,
-            });
-            row0 += n;
-        }
-        Ok(GpuMatrix {
-            wtype,
-            rows,
-            k,
-            parts,
-        })
-    }
-
-    /// Loads an FFN's gate and up matrices into shared buffers for [`gemv_gated`]: each part
-    /// holds the gate rows `row0..row0 + n`, then, from the next offset a binding may start
-    /// at, the same rows of up, so each half is also a binding of its own. None when the two
-    /// differ in type or shape (they are then loaded apart).
-    fn load_pair(
-        gpu: &Gpu,
-        file: &GgufFile,
-        gate: &str,
-        up: &str,
-    ) -> Result<Option<(GpuMatrix, GpuMatrix)>> {
-        let g = Self::tensor(gpu, file, gate)?;
-        let u = Self::tensor(gpu, file, up)?;
-        if (u.wtype, u.rows, u.k) != (g.wtype, g.rows, g.k) {
-            return Ok(None);
-        }
-        let TensorBytes {
-            wtype,
-            rows,
-            k,
-            data: gate_data,
-            row_bytes,
-            max_bytes,
-        } = g;
-        let up_data = u.data;
-        let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment);
-        let rows_per_part = Self::rows_per_part(rows, row_bytes, max_bytes, 2, align)?;
-        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        let (mut gate_parts, mut up_parts) = (Vec::new(), Vec::new());
-        let mut row0 = 0;
-        while row0 < rows {
-            let n = rows_per_part.min(rows - row0);
-            let start = (u64::from(row0) * row_bytes) as usize;
-            let half = u64::from(n) * row_bytes;
-            let end = start + half as usize;
-            let up_offset = half.next_multiple_of(align);
-            let buffer = gpu.create_buffer("ffn gate and up", up_offset + half, usage)?;
-            gpu.write(&buffer, 0, &gate_data[start..end]);
-            gpu.write(&buffer, up_offset, &up_data[start..end]);
-            for (parts, offset) in [(&mut gate_parts, 0), (&mut up_parts, up_offset)] {
-                parts.push(Part {
-                    buffer: buffer.clone(),
-                    offset,
-                    row0,
-                    rows: n,
-                });
-            }
-            row0 += n;
-        }
-        let mat = |parts| GpuMatrix {
-            wtype,
-            rows,
-            k,
-            parts,
-        };
-        Ok(Some((mat(gate_parts), mat(up_parts))))
-    }
-
     /// Part `p` as a binding (whole words: the last row's bytes are padded to one).
     fn view<'a>(&self, p: &'a Part) -> View<'a> {
         let bytes = u64::from(p.rows)
@@ -244,7 +101,7 @@ impl GpuMatrix {
     }
 
     /// Records `out[j, :] = act(Wg x[j, :]) * (Wu x[j, :])` with `self` as Wg, in one
-    /// dispatch per part, when `up` shares its buffers (see [`GpuMatrix::load_pair`]);
+    /// dispatch per part, when `up` shares its buffers (see [`GpuLoader`]);
     /// returns false, recording nothing, when it does not.
     #[allow(
         clippy::too_many_arguments,
@@ -517,7 +374,8 @@ impl GpuModel {
         Self::load_with(gpu, file, cfg, capacity, attn, progress)
     }
 
-    /// [`GpuModel::load`] with attention options (the cache type, when to split).
+    /// [`GpuModel::load`] with attention options (the cache type, when to split): the mapped
+    /// file fed to a [`GpuLoader`] (in slices, so that `progress` moves).
     pub fn load_with(
         gpu: &Gpu,
         file: &GgufFile,
@@ -526,156 +384,15 @@ impl GpuModel {
         attn: AttnOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<GpuModel> {
-        if cfg.final_softcap != 0.0 {
-            return Err(Error::Unsupported(
-                "final logit soft-capping (Gemma 2) is not implemented".into(),
-            ));
+        let mut loader = GpuLoader::new(gpu, file.header(), cfg, capacity, attn)?;
+        // The header checked that every tensor lies inside the file.
+        let end = usize::try_from(loader.file_len()).expect("the file's length fits in memory");
+        for slice in file.bytes()[..end].chunks(FEED_BYTES) {
+            loader.write(slice)?;
+            let (done, total) = loader.progress();
+            progress(done, total);
         }
-        let total = file.tensors().len();
-        let mut done = 0usize;
-        let mut tick = |n: usize| {
-            done += n;
-            progress(done.min(total), total);
-        };
-        let up_vec = |name: &str, len: u32| -> Result<wgpu::Buffer> {
-            gpu.upload(name, bytemuck::cast_slice(&vector(file, name, len)?))
-        };
-        let embd = GpuMatrix::load(gpu, file, "token_embd.weight")?;
-        tick(1);
-        let output = match file.tensor("output.weight") {
-            Some(_) => Some(GpuMatrix::load(gpu, file, "output.weight")?),
-            None => None,
-        };
-        let output_norm = up_vec("output_norm.weight", cfg.d_model)?;
-        tick(2);
-        let a = Attention {
-            n_head: cfg.n_head,
-            n_kv_head: cfg.n_kv_head,
-            head_dim: cfg.head_dim,
-            capacity,
-            n_tok: CHUNK,
-            pos0: 0,
-            window: 0,
-            scale: cfg.attn_scale,
-            softcap: cfg.attn_softcap,
-            kv: attn.kv,
-        };
-        // The most splits a step can use: spans of fewer than two minimal splits are not split.
-        let max_splits =
-            if attn.split_min_len > 0 && capacity >= attn.split_min_len.saturating_mul(2) {
-                capacity.div_ceil(attn.split_min_len).min(MAX_SPLITS)
-            } else {
-                0
-            };
-        let storage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST
-            | wgpu::BufferUsages::COPY_SRC;
-        let mut layers = Vec::with_capacity(cfg.n_layer as usize);
-        for il in 0..cfg.n_layer {
-            // The FFN's gate and up matrices go into shared buffers for the fused gated GEMV;
-            // the up half waits here until the loader asks for it (right after the gate).
-            let mut up_half = None;
-            let mut load_matrix = |name: &str| {
-                if let Some(stem) = name.strip_suffix("ffn_gate.weight") {
-                    let up = format!("{stem}ffn_up.weight");
-                    if let Some((gate, up)) = GpuMatrix::load_pair(gpu, file, name, &up)? {
-                        up_half = Some(up);
-                        return Ok(gate);
-                    }
-                }
-                if name.ends_with("ffn_up.weight")
-                    && let Some(up) = up_half.take()
-                {
-                    return Ok(up);
-                }
-                GpuMatrix::load(gpu, file, name)
-            };
-            let layer = Layer {
-                w: LayerWeights::load(cfg, il, &mut load_matrix, |name, len| up_vec(name, len))?,
-                k_cache: gpu.create_buffer("k cache", a.cache_bytes(), storage)?,
-                v_cache: gpu.create_buffer("v cache", a.cache_bytes(), storage)?,
-            };
-            let w = &layer.w;
-            let shapes_ok = w.q.rows == cfg.q_dim()
-                && w.k.rows == cfg.kv_dim()
-                && w.v.rows == cfg.kv_dim()
-                && w.o.k == cfg.q_dim()
-                && w.gate.rows == cfg.d_ff
-                && w.down.k == cfg.d_ff;
-            if !shapes_ok {
-                return Err(Error::Unsupported(format!(
-                    "layer {il}'s tensor shapes do not match the metadata"
-                )));
-            }
-            layers.push(layer);
-            tick(LayerWeights::<GpuMatrix, wgpu::Buffer>::count(cfg.arch));
-        }
-        let f = |label: &str, floats: u64| gpu.create_buffer(label, floats.max(1) * 4, storage);
-        let c = u64::from(CHUNK);
-        let s = Scratch {
-            x: f("x", c * u64::from(cfg.d_model))?,
-            xn: f("xn", c * u64::from(cfg.d_model))?,
-            q: f("q", c * u64::from(cfg.q_dim()))?,
-            k: f("k", c * u64::from(cfg.kv_dim()))?,
-            v: f("v", c * u64::from(cfg.kv_dim()))?,
-            qn: f("qn", c * u64::from(cfg.q_dim()))?,
-            kn: f("kn", c * u64::from(cfg.kv_dim()))?,
-            att: f("att", c * u64::from(cfg.q_dim()))?,
-            tmp: f("tmp", c * u64::from(cfg.d_model))?,
-            tmp2: f("tmp2", c * u64::from(cfg.d_model))?,
-            gate: f("gate", c * u64::from(cfg.d_ff))?,
-            up: f("up", c * u64::from(cfg.d_ff))?,
-            hidden: f("hidden", c * u64::from(cfg.d_ff))?,
-            last: f("last", u64::from(cfg.d_model))?,
-            last_norm: f("last norm", u64::from(cfg.d_model))?,
-            logits: f("logits", u64::from(cfg.vocab))?,
-            scores: gpu.create_buffer(
-                "scores",
-                scratch_bytes(&Attention { n_tok: 1, ..a }),
-                storage,
-            )?,
-            partials: gpu.create_buffer(
-                "attention partials",
-                partials_bytes(&a, max_splits).max(4),
-                storage,
-            )?,
-            tokens: f("tokens", u64::from(capacity) + 1)?,
-            recent: f("recent", u64::from(capacity) + 1)?,
-        };
-        // The kernels only decode steps use (the prompt compiles its own on the first step),
-        // created now so that no decode step compiles a pipeline, however long the context.
-        let combine = Combine::best(gpu);
-        let mut decode_kernels = vec![attention_key(combine, attn.kv)];
-        if max_splits > 0 {
-            decode_kernels.push(attention_flash_key(attn.kv, cfg.head_dim, true));
-            decode_kernels.push(attention_combine_key());
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        pollster::block_on(gpu.prewarm(&decode_kernels))?;
-        // A browser cannot block on the validation scope: build the pipelines without it (their
-        // errors reach the device's error handler, which the first readback checks).
-        #[cfg(target_arch = "wasm32")]
-        for key in &decode_kernels {
-            gpu.kernel(key)?;
-        }
-        let model = GpuModel {
-            gpu: gpu.clone(),
-            cfg: cfg.clone(),
-            combine,
-            split: Split::best(gpu),
-            prefill: Prefill::best(gpu),
-            acts: Acts::new(gpu, cfg.d_model.max(cfg.d_ff).max(cfg.q_dim()))?,
-            embd,
-            output,
-            output_norm,
-            layers,
-            s,
-            capacity,
-            attn,
-            cached_pipelines: 0,
-        };
-        model.prewarm_decode()?;
-        Ok(model)
+        loader.finish()
     }
 
     /// Creates the pipelines of a one-token chunk (the GEMVs; a prompt's chunks use the tiled

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod tiny;
+
 use std::path::PathBuf;
 
 /// The repository root.
