@@ -25,6 +25,7 @@ fn detect_and_override_names() {
         let name = match isa {
             Isa::Scalar => "scalar",
             Isa::Avx2Fma => "avx2",
+            Isa::AvxVnni => "avxvnni",
             Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::Simd128 => "simd128",
@@ -35,6 +36,20 @@ fn detect_and_override_names() {
     assert_eq!(
         avail.contains(&Isa::Avx2Fma),
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    );
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        avail.contains(&Isa::AvxVnni),
+        avail.contains(&Isa::Avx2Fma) && std::arch::is_x86_feature_detected!("avxvnni")
+    );
+    // The preference order: AVX-512 VNNI, then AVX-VNNI, then AVX2.
+    #[cfg(target_arch = "x86_64")]
+    if !avail.contains(&Isa::Avx512Vnni) && avail.contains(&Isa::AvxVnni) {
+        assert_eq!(Isa::detect(), Isa::AvxVnni);
+    }
+    assert_eq!(
+        Isa::from_name("AVXVNNI").is_ok(),
+        avail.contains(&Isa::AvxVnni)
     );
     #[cfg(target_arch = "x86_64")]
     assert_eq!(

@@ -24,8 +24,8 @@ pub use ssm::*;
 use crate::quant::{QType, dequantize_row};
 use crate::{CpuError, check_len};
 
-/// Calls `|args| body` on `($call)` either as compiled for AVX2+FMA (when `$isa` is `Avx2Fma`
-/// or `Avx512Vnni`, which includes it) or as the baseline build.
+/// Calls `|args| body` on `($call)` either as compiled for AVX2+FMA (when `$isa` is `Avx2Fma`,
+/// or `AvxVnni` or `Avx512Vnni`, which include it) or as the baseline build.
 macro_rules! multiversion {
     ($isa:expr, |$($arg:ident : $ty:ty),*| $body:block ($($call:expr),*)) => {
         multiversion!($isa, |$($arg: $ty),*| -> () $body ($($call),*))
@@ -38,8 +38,9 @@ macro_rules! multiversion {
         fn avx2($($arg: $ty),*) -> $ret { body($($arg),*) }
         match $isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the Isa was checked available (AVX2+FMA, which Avx512Vnni includes).
-            $crate::Isa::Avx2Fma | $crate::Isa::Avx512Vnni => unsafe { avx2($($call),*) },
+            // SAFETY: the Isa was checked available (AVX2+FMA, which AvxVnni and Avx512Vnni
+            // include).
+            $crate::Isa::Avx2Fma | $crate::Isa::AvxVnni | $crate::Isa::Avx512Vnni => unsafe { avx2($($call),*) },
             _ => body($($call),*),
         }
     }};

@@ -310,6 +310,9 @@ fn dispatch_q(isa: Isa, wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
         // SAFETY: the Isa was checked available (AVX-512 F/BW/VL/VNNI, AVX2+FMA+F16C).
         Isa::Avx512Vnni => unsafe { vnni::vec_dot_n::<1>(wtype, w, &[*a])[0] },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: the Isa was checked available (AVX-VNNI, AVX2+FMA+F16C).
+        Isa::AvxVnni => unsafe { x86::vec_dot_vnni(wtype, w, a) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: the Isa was checked available (AVX2+FMA+F16C).
         Isa::Avx2Fma => unsafe { x86::vec_dot(wtype, w, a) },
         #[cfg(target_arch = "aarch64")]

@@ -1,5 +1,11 @@
-//! AVX2 integer dot products (`maddubs` u8×i8 → i16 pairs, `madd` → i32), one block per step,
-//! f32 accumulation per block scale. Requires AVX2+FMA+F16C.
+//! AVX2 integer dot products, one block per step, f32 accumulation per block scale.
+//!
+//! Each kernel is written once over `VNNI`, which picks how bytes are multiplied and summed:
+//! `false` ([`vec_dot`], AVX2+FMA+F16C) uses `vpmaddubsw` (u8×i8 → i16 pairs) and `vpmaddwd`
+//! (→ i32); `true` ([`vec_dot_vnni`], the same plus AVX-VNNI) uses the VEX-encoded `vpdpbusd`
+//! (u8×i8, four products summed into each i32 lane) and `vpdpwssd` (i16 pairs multiplied and
+//! added to an i32 accumulator). The kernels are `#[inline(always)]` with no target features of
+//! their own, so each entry point compiles them for its instruction set.
 
 use std::arch::x86_64::*;
 
@@ -15,21 +21,53 @@ unsafe fn f16_ptr(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
-/// Σ x·y over 32 signed bytes, as 8 f32 partial sums.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    mul_sum_u8(ax, sy)
+/// Σ x·y over 32 signed bytes, as 8 f32 partial sums: `|x|` is the unsigned operand and `x`'s
+/// sign moves onto `y` (exact: activations lie in -127..=127).
+///
+/// # Safety
+/// AVX2 (and AVX-VNNI if `VNNI`) must be available.
+#[inline(always)]
+unsafe fn mul_sum_i8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256 {
+    // SAFETY: the caller guarantees the instruction sets.
+    unsafe {
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        mul_sum_u8::<VNNI>(ax, sy)
+    }
 }
 
-/// Σ x·y over 32 bytes, `x` unsigned (≤ 128 so pairs fit i16), `y` signed.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn mul_sum_u8(x: __m256i, y: __m256i) -> __m256 {
-    let p = _mm256_maddubs_epi16(x, y);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+/// Σ x·y over 32 bytes, `x` unsigned (≤ 128 so `vpmaddubsw`'s pairs fit i16), `y` signed, as 8
+/// f32 partial sums.
+///
+/// # Safety
+/// AVX2 (and AVX-VNNI if `VNNI`) must be available.
+#[inline(always)]
+unsafe fn mul_sum_u8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256 {
+    // SAFETY: the caller guarantees the instruction sets.
+    unsafe {
+        let s = if VNNI {
+            _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+        };
+        _mm256_cvtepi32_ps(s)
+    }
+}
+
+/// `acc` plus the sums of adjacent i16 products `p·s` (one per i32 lane).
+///
+/// # Safety
+/// AVX2 (and AVX-VNNI if `VNNI`) must be available.
+#[inline(always)]
+unsafe fn madd_acc<const VNNI: bool>(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+    // SAFETY: the caller guarantees the instruction sets.
+    unsafe {
+        if VNNI {
+            _mm256_dpwssd_avx_epi32(acc, p, s)
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+        }
+    }
 }
 
 /// 16 bytes of nibbles → 32 bytes: low nibbles in bytes 0..16, high nibbles in 16..32.
@@ -65,35 +103,55 @@ fn hsum_i32(v: __m256i) -> i32 {
 /// `wtype.act_kind()`'s format.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn vec_dot(wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
-    // SAFETY: the checks above make every block read below in bounds.
+    // SAFETY: the caller's guarantees.
+    unsafe { vec_dot_any::<false>(wtype, w, a) }
+}
+
+/// [`vec_dot`] on AVX-VNNI's `vpdpbusd`/`vpdpwssd`.
+///
+/// # Safety
+/// As [`vec_dot`], and AVX-VNNI must be available.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(super) unsafe fn vec_dot_vnni(wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
+    // SAFETY: the caller's guarantees.
+    unsafe { vec_dot_any::<true>(wtype, w, a) }
+}
+
+/// # Safety
+/// As [`vec_dot`] (`VNNI = false`) or [`vec_dot_vnni`] (`VNNI = true`).
+#[inline(always)]
+unsafe fn vec_dot_any<const VNNI: bool>(wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
+    // SAFETY: the caller's guarantees make every block read below in bounds.
     unsafe {
         match wtype {
-            QType::Q4_0 => q4_family::<0>(w, a),
-            QType::Q4_1 => q4_family::<1>(w, a),
-            QType::Q5_0 => q4_family::<2>(w, a),
-            QType::Q8_0 => q8_0(w, a),
-            QType::Q4_K => q4_k(w, a),
-            QType::Q6_K => q6_k(w, a),
+            QType::Q4_0 => q4_family::<0, VNNI>(w, a),
+            QType::Q4_1 => q4_family::<1, VNNI>(w, a),
+            QType::Q5_0 => q4_family::<2, VNNI>(w, a),
+            QType::Q8_0 => q8_0::<VNNI>(w, a),
+            QType::Q4_K => q4_k::<VNNI>(w, a),
+            QType::Q6_K => q6_k::<VNNI>(w, a),
             QType::F32 | QType::F16 => unreachable!("float weights are handled by dot_row"),
         }
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0(w: &[u8], a: &ActRow<'_>) -> f32 {
+/// # Safety
+/// As [`vec_dot_any`].
+#[inline(always)]
+unsafe fn q8_0<const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
     let nb = w.len() / 34;
     let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut i = 0;
     // SAFETY: block `i` spans w[34i..34i+34] and qs[32i..32i+32], both in bounds for i < nb.
     unsafe {
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
         while i + 2 <= nb {
             let b0 = wp.add(34 * i);
             let b1 = wp.add(34 * i + 34);
             let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
             let d1 = _mm256_set1_ps(f16_ptr(b1) * a.d[i + 1]);
-            let p0 = mul_sum_i8(load(b0.add(2).cast()), load(ap.add(32 * i)));
-            let p1 = mul_sum_i8(load(b1.add(2).cast()), load(ap.add(32 * i + 32)));
+            let p0 = mul_sum_i8::<VNNI>(load(b0.add(2).cast()), load(ap.add(32 * i)));
+            let p1 = mul_sum_i8::<VNNI>(load(b1.add(2).cast()), load(ap.add(32 * i + 32)));
             acc0 = _mm256_fmadd_ps(d0, p0, acc0);
             acc1 = _mm256_fmadd_ps(d1, p1, acc1);
             i += 2;
@@ -101,38 +159,75 @@ unsafe fn q8_0(w: &[u8], a: &ActRow<'_>) -> f32 {
         if i < nb {
             let b0 = wp.add(34 * i);
             let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
-            acc0 = _mm256_fmadd_ps(
-                d0,
-                mul_sum_i8(load(b0.add(2).cast()), load(ap.add(32 * i))),
-                acc0,
-            );
+            let p0 = mul_sum_i8::<VNNI>(load(b0.add(2).cast()), load(ap.add(32 * i)));
+            acc0 = _mm256_fmadd_ps(d0, p0, acc0);
         }
+        hsum(_mm256_add_ps(acc0, acc1))
     }
-    hsum(_mm256_add_ps(acc0, acc1))
 }
 
 /// Q4_0 (`K = 0`), Q4_1 (`K = 1`) and Q5_0 (`K = 2`): all are `d·q + m` with unsigned `q`
-/// (`m = -8d` for Q4_0, `-16d` for Q5_0), so `Σ w·x = d·dₐ·Σ q·qₐ + m·(dₐ·Σqₐ)`: one `maddubs`
-/// without sign fix-ups, and the `m` term from the activation block sums.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_family<const K: u8>(w: &[u8], a: &ActRow<'_>) -> f32 {
-    let (bb, qoff) = match K {
+/// (`m = -8d` for Q4_0, `-16d` for Q5_0), so `Σ w·x = d·dₐ·Σ q·qₐ + m·(dₐ·Σqₐ)`: one u8×i8
+/// product without sign fix-ups, and the `m` term from the activation block sums.
+///
+/// # Safety
+/// As [`vec_dot_any`].
+#[inline(always)]
+unsafe fn q4_family<const K: u8, const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
+    let nb = w.len() / q4_layout(K).0;
+    // SAFETY: every block `i < nb` is in bounds (see `q4_block`).
+    unsafe {
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut macc0, mut macc1) = (_mm_setzero_ps(), _mm_setzero_ps());
+        let mut i = 0;
+        while i + 2 <= nb {
+            let (s0, p0) = q4_block::<K, VNNI>(w, a, i);
+            let (s1, p1) = q4_block::<K, VNNI>(w, a, i + 1);
+            macc0 = _mm_add_ps(macc0, s0);
+            macc1 = _mm_add_ps(macc1, s1);
+            acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1);
+            i += 2;
+        }
+        if i < nb {
+            let (s0, p0) = q4_block::<K, VNNI>(w, a, i);
+            macc0 = _mm_add_ps(macc0, s0);
+            acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+        }
+        let m = _mm_add_ps(macc0, macc1);
+        hsum(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1))
+    }
+}
+
+/// (block bytes, offset of the nibbles) of Q4_0 (`K = 0`), Q4_1 (`K = 1`), Q5_0 (`K = 2`).
+const fn q4_layout(k: u8) -> (usize, usize) {
+    match k {
         0 => (18, 2),
         1 => (20, 4),
         _ => (22, 6),
-    };
-    let nb = w.len() / bb;
-    let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-    // [1, offset]: turns [d, d] into [d, m] for the types whose m is a multiple of d.
-    let moff = _mm_setr_ps(1.0, if K == 0 { -8.0 } else { -16.0 }, 0.0, 0.0);
-    let x10 = _mm256_set1_epi8(0x10);
-    // One block: ([d·dₐ, m·sₐ, ..], Σ q·qₐ as 8 partial f32 sums).
-    // SAFETY (for callers): block `i` spans w[bb·i..bb·(i+1)], qs[32i..32i+32], d[i], s[i].
-    let block = |i: usize| unsafe {
-        let b = wp.add(bb * i);
+    }
+}
+
+/// Block `i` of a [`q4_family`] row: `([d·dₐ, m·sₐ, ..], Σ q·qₐ as 8 partial f32 sums)`.
+///
+/// # Safety
+/// As [`vec_dot_any`], and block `i` exists: it spans `w[bb·i..bb·(i+1)]`, `qs[32i..32i+32]`,
+/// `d[i]` and `s[i]`.
+#[inline(always)]
+unsafe fn q4_block<const K: u8, const VNNI: bool>(
+    w: &[u8],
+    a: &ActRow<'_>,
+    i: usize,
+) -> (__m128, __m256) {
+    let (bb, qoff) = q4_layout(K);
+    // SAFETY: the caller guarantees the instruction sets and that block `i` is in bounds.
+    unsafe {
+        let b = w.as_ptr().add(bb * i);
         let dm = if K == 1 {
             _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()))
         } else {
+            // [1, offset]: turns [d, d] into [d, m] for the types whose m is a multiple of d.
+            let moff = _mm_setr_ps(1.0, if K == 0 { -8.0 } else { -16.0 }, 0.0, 0.0);
             let d = b.cast::<u16>().read_unaligned() as i32;
             _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d | (d << 16))), moff)
         };
@@ -143,29 +238,12 @@ unsafe fn q4_family<const K: u8>(w: &[u8], a: &ActRow<'_>) -> f32 {
         let mut q = nibbles(b.add(qoff));
         if K == 2 {
             let qh = b.add(2).cast::<u32>().read_unaligned();
+            let x10 = _mm256_set1_epi8(0x10);
             q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(u32::from_le(qh)), x10));
         }
-        (_mm_mul_ps(dm, da), mul_sum_u8(q, load(ap.add(32 * i))))
-    };
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (mut macc0, mut macc1) = (_mm_setzero_ps(), _mm_setzero_ps());
-    let mut i = 0;
-    while i + 2 <= nb {
-        let (s0, p0) = block(i);
-        let (s1, p1) = block(i + 1);
-        macc0 = _mm_add_ps(macc0, s0);
-        macc1 = _mm_add_ps(macc1, s1);
-        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1);
-        i += 2;
+        let p = mul_sum_u8::<VNNI>(q, load(a.qs.as_ptr().add(32 * i)));
+        (_mm_mul_ps(dm, da), p)
     }
-    if i < nb {
-        let (s0, p0) = block(i);
-        macc0 = _mm_add_ps(macc0, s0);
-        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
-    }
-    let m = _mm_add_ps(macc0, macc1);
-    hsum(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1))
 }
 
 /// Byte `i` of the result is 0xFF where bit `i` of `qh` is set.
@@ -184,15 +262,17 @@ fn bits_to_bytes(qh: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k(w: &[u8], a: &ActRow<'_>) -> f32 {
+/// # Safety
+/// As [`vec_dot_any`].
+#[inline(always)]
+unsafe fn q4_k<const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
     let nb = w.len() / 144;
     let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-    let m4 = _mm256_set1_epi8(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    let mut accm = 0f32;
     // SAFETY: super-block `i` spans w[144i..144i+144], qs[256i..256i+256], bsums[16i..16i+16].
     unsafe {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let mut acc = _mm256_setzero_ps();
+        let mut accm = 0f32;
         for i in 0..nb {
             let b = wp.add(144 * i);
             let scales = std::slice::from_raw_parts(b.add(4), 12);
@@ -210,32 +290,33 @@ unsafe fn q4_k(w: &[u8], a: &ActRow<'_>) -> f32 {
                 let x = ap.add(256 * i + 64 * k);
                 let p0 = _mm256_maddubs_epi16(lo, load(x));
                 let p1 = _mm256_maddubs_epi16(hi, load(x.add(32)));
-                let p0 = _mm256_madd_epi16(p0, _mm256_set1_epi16(s0 as i16));
-                let p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(s1 as i16));
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+                sumi = madd_acc::<VNNI>(sumi, p0, _mm256_set1_epi16(s0 as i16));
+                sumi = madd_acc::<VNNI>(sumi, p1, _mm256_set1_epi16(s1 as i16));
             }
             let d = f16_ptr(b) * a.d[i];
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             accm += f16_ptr(b.add(2)) * a.d[i] * summ as f32;
         }
+        hsum(acc) - accm
     }
-    hsum(acc) - accm
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k(w: &[u8], a: &ActRow<'_>) -> f32 {
+/// # Safety
+/// As [`vec_dot_any`].
+#[inline(always)]
+unsafe fn q6_k<const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
     let nb = w.len() / 210;
     let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-    let m4 = _mm256_set1_epi8(0x0f);
-    let (m03, m0c, m30, mc0) = (
-        _mm256_set1_epi8(0x03),
-        _mm256_set1_epi8(0x0c),
-        _mm256_set1_epi8(0x30),
-        _mm256_set1_epi8(0xc0u8 as i8),
-    );
     let mut acc = 0f32;
     // SAFETY: super-block `i` spans w[210i..210i+210], qs[256i..256i+256], bsums[16i..16i+16].
     unsafe {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let (m03, m0c, m30, mc0) = (
+            _mm256_set1_epi8(0x03),
+            _mm256_set1_epi8(0x0c),
+            _mm256_set1_epi8(0x30),
+            _mm256_set1_epi8(0xc0u8 as i8),
+        );
         for i in 0..nb {
             let b = wp.add(210 * i);
             let sc = std::slice::from_raw_parts(b.add(192).cast::<i8>(), 16);
@@ -271,7 +352,7 @@ unsafe fn q6_k(w: &[u8], a: &ActRow<'_>) -> f32 {
                         _mm_set1_epi16(sc[g] as i16),
                     );
                     let p = _mm256_maddubs_epi16(q, load(ap.add(256 * i + 128 * c + 32 * j)));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                    sumi = madd_acc::<VNNI>(sumi, p, s);
                 }
             }
             let total = hsum_i32(sumi) - 32 * corr;

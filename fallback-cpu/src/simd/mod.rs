@@ -1,6 +1,6 @@
 //! Instruction-set selection and the f32/f16 vector primitives every kernel is built from.
 //!
-//! The active [`Isa`] is chosen once per process: `KILN_CPU_ISA` (`scalar`, `avx2`,
+//! The active [`Isa`] is chosen once per process: `KILN_CPU_ISA` (`scalar`, `avx2`, `avxvnni`,
 //! `avx512vnni`, `neon`, `simd128`) if set, else the best the CPU offers ([`Isa::detect`]). Every primitive has a
 //! scalar twin in [`scalar`]; the `*_with` forms take an explicit `Isa` so tests can run each
 //! path against its twin.
@@ -26,6 +26,10 @@ pub enum Isa {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C (detected at run time).
     Avx2Fma,
+    /// x86-64 with AVX-VNNI (256-bit, VEX-encoded) on top of [`Isa::Avx2Fma`] (detected at run
+    /// time; Alder Lake and later client CPUs, Sapphire Rapids): the quantized dot products use
+    /// `vpdpbusd`/`vpdpwssd`; the f32 kernels are the AVX2 ones.
+    AvxVnni,
     /// x86-64 with AVX-512 F/BW/VL/VNNI on top of [`Isa::Avx2Fma`] (detected at run time): the
     /// quantized dot products use 512-bit `vpdpbusd`; the f32 kernels are the AVX2 ones.
     Avx512Vnni,
@@ -39,8 +43,9 @@ static ACTIVE: OnceLock<Isa> = OnceLock::new();
 
 impl Isa {
     /// Every instruction set, best first.
-    pub const ALL: [Isa; 5] = [
+    pub const ALL: [Isa; 6] = [
         Isa::Avx512Vnni,
+        Isa::AvxVnni,
         Isa::Avx2Fma,
         Isa::Neon,
         Isa::Simd128,
@@ -56,6 +61,10 @@ impl Isa {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                     && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => {
+                Isa::Avx2Fma.is_available() && std::arch::is_x86_feature_detected!("avxvnni")
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => {
@@ -90,11 +99,12 @@ impl Isa {
             .unwrap_or(Isa::Scalar)
     }
 
-    /// Parses an override name: `scalar`, `avx2`, `avx512vnni`, `neon` or `simd128`.
+    /// Parses an override name: `scalar`, `avx2`, `avxvnni`, `avx512vnni`, `neon` or `simd128`.
     pub fn from_name(name: &str) -> Result<Isa, CpuError> {
         let isa = match name.trim().to_ascii_lowercase().as_str() {
             "scalar" => Isa::Scalar,
             "avx2" | "avx2fma" => Isa::Avx2Fma,
+            "avxvnni" => Isa::AvxVnni,
             "avx512vnni" | "avx512" => Isa::Avx512Vnni,
             "neon" => Isa::Neon,
             "simd128" => Isa::Simd128,
@@ -155,9 +165,9 @@ macro_rules! dispatch {
     ($isa:expr, $name:ident ( $($arg:expr),* )) => {
         match $isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the Isa was checked available (AVX2+FMA+F16C, which Avx512Vnni includes)
-            // before reaching here.
-            Isa::Avx2Fma | Isa::Avx512Vnni => unsafe { x86::$name($($arg),*) },
+            // SAFETY: the Isa was checked available (AVX2+FMA+F16C, which AvxVnni and Avx512Vnni
+            // include) before reaching here.
+            Isa::Avx2Fma | Isa::AvxVnni | Isa::Avx512Vnni => unsafe { x86::$name($($arg),*) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON was checked available.
             Isa::Neon => unsafe { neon::$name($($arg),*) },
