@@ -1,5 +1,6 @@
-//! kiln's CPU path: SIMD kernels for small language models (AVX-512 VNNI, AVX2+FMA, NEON,
-//! WASM SIMD128 and a scalar twin for each), and the oracle the GPU kernels are tested against.
+//! kiln's CPU path: SIMD kernels for small language models (AVX-512 VNNI, AVX-VNNI, AVX2+FMA,
+//! NEON, WASM SIMD128 and a scalar twin for each), and the oracle the GPU kernels are tested
+//! against.
 //!
 //! - [`simd`]: instruction-set selection ([`Isa`]) and f32/f16 vector primitives.
 //! - [`quant`]: GGUF block formats (byte-exact with ggml), activation quantization
