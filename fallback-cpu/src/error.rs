@@ -30,6 +30,6 @@ pub enum CpuError {
     #[error("instruction set {0:?} is not available on this CPU/build; use one of {avail:?}", avail = Isa::available())]
     IsaUnavailable(Isa),
     /// `KILN_CPU_ISA` names no known instruction set.
-    #[error("KILN_CPU_ISA={0:?} is not one of scalar, avx2, neon, simd128")]
+    #[error("KILN_CPU_ISA={0:?} is not one of scalar, avx2, avxvnni, avx512vnni, neon, simd128")]
     UnknownIsa(String),
 }
