@@ -311,7 +311,7 @@ fn dispatch_q(isa: Isa, wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
         Isa::Avx512Vnni => unsafe { vnni::vec_dot_n::<1>(wtype, w, &[*a])[0] },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the Isa was checked available (AVX-VNNI, AVX2+FMA+F16C).
-        Isa::AvxVnni => unsafe { x86::vec_dot_vnni(wtype, w, a) },
+        Isa::AvxVnni => unsafe { x86::vec_dot_n_vnni::<1>(wtype, w, &[*a])[0] },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the Isa was checked available (AVX2+FMA+F16C).
         Isa::Avx2Fma => unsafe { x86::vec_dot(wtype, w, a) },
@@ -329,26 +329,35 @@ fn dispatch_q(isa: Isa, wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
 pub(crate) const DOT_ROWS: usize = 4;
 
 /// `out[k] = w·a[k]` for every activation row in `a` (unchecked as [`dot_row`]; `out` is as long
-/// as `a`). Where the instruction set has a multi-row kernel (AVX-512 VNNI) the weight blocks are
-/// unpacked once per 4 activation rows; elsewhere this is one [`dot_row`] per row.
+/// as `a`). Where the instruction set has a multi-row kernel (AVX-512 VNNI, AVX-VNNI) the weight
+/// blocks are unpacked once per 4 activation rows; elsewhere this is one [`dot_row`] per row.
 pub(crate) fn dot_rows(isa: Isa, wtype: QType, w: &[u8], a: &[ActRow<'_>], out: &mut [f32]) {
     debug_assert_eq!(a.len(), out.len());
+    /// Runs the multi-row kernel `$f` over `a` in tiles of up to [`DOT_ROWS`] rows.
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && !matches!(wtype, QType::F32 | QType::F16) {
-        for (a, out) in a.chunks(DOT_ROWS).zip(out.chunks_mut(DOT_ROWS)) {
-            // SAFETY: the Isa was checked available; the caller guarantees the row formats.
-            unsafe {
-                match *a {
-                    [a0, a1, a2, a3] => {
-                        out.copy_from_slice(&vnni::vec_dot_n(wtype, w, &[a0, a1, a2, a3]))
+    macro_rules! by_tiles {
+        ($f:path) => {{
+            for (a, out) in a.chunks(DOT_ROWS).zip(out.chunks_mut(DOT_ROWS)) {
+                // SAFETY: the Isa was checked available; the caller guarantees the row formats.
+                unsafe {
+                    match *a {
+                        [a0, a1, a2, a3] => out.copy_from_slice(&$f(wtype, w, &[a0, a1, a2, a3])),
+                        [a0, a1, a2] => out.copy_from_slice(&$f(wtype, w, &[a0, a1, a2])),
+                        [a0, a1] => out.copy_from_slice(&$f(wtype, w, &[a0, a1])),
+                        _ => out[0] = $f(wtype, w, &[a[0]])[0],
                     }
-                    [a0, a1, a2] => out.copy_from_slice(&vnni::vec_dot_n(wtype, w, &[a0, a1, a2])),
-                    [a0, a1] => out.copy_from_slice(&vnni::vec_dot_n(wtype, w, &[a0, a1])),
-                    _ => out[0] = vnni::vec_dot_n(wtype, w, &[a[0]])[0],
                 }
             }
+            return;
+        }};
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !matches!(wtype, QType::F32 | QType::F16) {
+        match isa {
+            Isa::Avx512Vnni => by_tiles!(vnni::vec_dot_n),
+            Isa::AvxVnni => by_tiles!(x86::vec_dot_n_vnni),
+            _ => {}
         }
-        return;
     }
     for (a, o) in a.iter().zip(out) {
         *o = dot_row(isa, wtype, w, a);

@@ -1,8 +1,10 @@
-//! AVX2 integer dot products, one block per step, f32 accumulation per block scale.
+//! AVX2 integer dot products, one block per step, f32 accumulation per block scale. The
+//! 32-element types take `N` activation rows per call and unpack each weight block once for all
+//! of them (the batched matmul's token tile); `N = 1` is the GEMV.
 //!
 //! Each kernel is written once over `VNNI`, which picks how bytes are multiplied and summed:
 //! `false` ([`vec_dot`], AVX2+FMA+F16C) uses `vpmaddubsw` (u8×i8 → i16 pairs) and `vpmaddwd`
-//! (→ i32); `true` ([`vec_dot_vnni`], the same plus AVX-VNNI) uses the VEX-encoded `vpdpbusd`
+//! (→ i32); `true` ([`vec_dot_n_vnni`], the same plus AVX-VNNI) uses the VEX-encoded `vpdpbusd`
 //! (u8×i8, four products summed into each i32 lane) and `vpdpwssd` (i16 pairs multiplied and
 //! added to an i32 accumulator). The kernels are `#[inline(always)]` with no target features of
 //! their own, so each entry point compiles them for its instruction set.
@@ -19,21 +21,6 @@ unsafe fn f16_ptr(p: *const u8) -> f32 {
     // SAFETY: the caller guarantees 2 readable bytes at `p`.
     let h = unsafe { p.cast::<u16>().read_unaligned() };
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-}
-
-/// Σ x·y over 32 signed bytes, as 8 f32 partial sums: `|x|` is the unsigned operand and `x`'s
-/// sign moves onto `y` (exact: activations lie in -127..=127).
-///
-/// # Safety
-/// AVX2 (and AVX-VNNI if `VNNI`) must be available.
-#[inline(always)]
-unsafe fn mul_sum_i8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256 {
-    // SAFETY: the caller guarantees the instruction sets.
-    unsafe {
-        let ax = _mm256_sign_epi8(x, x);
-        let sy = _mm256_sign_epi8(y, x);
-        mul_sum_u8::<VNNI>(ax, sy)
-    }
 }
 
 /// Σ x·y over 32 bytes, `x` unsigned (≤ 128 so `vpmaddubsw`'s pairs fit i16), `y` signed, as 8
@@ -104,65 +91,95 @@ fn hsum_i32(v: __m256i) -> i32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn vec_dot(wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
     // SAFETY: the caller's guarantees.
-    unsafe { vec_dot_any::<false>(wtype, w, a) }
+    unsafe { vec_dot_any::<false, 1>(wtype, w, &[*a])[0] }
 }
 
-/// [`vec_dot`] on AVX-VNNI's `vpdpbusd`/`vpdpwssd`.
+/// The dot products of one weight row with `N` activation rows, on AVX-VNNI's
+/// `vpdpbusd`/`vpdpwssd`. The 32-element types unpack each weight block once for all `N` rows;
+/// K-quants take the rows one at a time.
 ///
 /// # Safety
-/// As [`vec_dot`], and AVX-VNNI must be available.
+/// As [`vec_dot`] for every `a[k]` (all the same length), and AVX-VNNI must be available.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-pub(super) unsafe fn vec_dot_vnni(wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
+pub(super) unsafe fn vec_dot_n_vnni<const N: usize>(
+    wtype: QType,
+    w: &[u8],
+    a: &[ActRow<'_>; N],
+) -> [f32; N] {
     // SAFETY: the caller's guarantees.
-    unsafe { vec_dot_any::<true>(wtype, w, a) }
+    unsafe { vec_dot_any::<true, N>(wtype, w, a) }
 }
 
 /// # Safety
-/// As [`vec_dot`] (`VNNI = false`) or [`vec_dot_vnni`] (`VNNI = true`).
+/// As [`vec_dot`] (`VNNI = false`) or [`vec_dot_n_vnni`] (`VNNI = true`).
 #[inline(always)]
-unsafe fn vec_dot_any<const VNNI: bool>(wtype: QType, w: &[u8], a: &ActRow<'_>) -> f32 {
+unsafe fn vec_dot_any<const VNNI: bool, const N: usize>(
+    wtype: QType,
+    w: &[u8],
+    a: &[ActRow<'_>; N],
+) -> [f32; N] {
     // SAFETY: the caller's guarantees make every block read below in bounds.
     unsafe {
         match wtype {
-            QType::Q4_0 => q4_family::<0, VNNI>(w, a),
-            QType::Q4_1 => q4_family::<1, VNNI>(w, a),
-            QType::Q5_0 => q4_family::<2, VNNI>(w, a),
-            QType::Q8_0 => q8_0::<VNNI>(w, a),
-            QType::Q4_K => q4_k::<VNNI>(w, a),
-            QType::Q6_K => q6_k::<VNNI>(w, a),
+            QType::Q4_0 => q4_family::<0, VNNI, N>(w, a),
+            QType::Q4_1 => q4_family::<1, VNNI, N>(w, a),
+            QType::Q5_0 => q4_family::<2, VNNI, N>(w, a),
+            QType::Q8_0 => q8_0::<VNNI, N>(w, a),
+            QType::Q4_K => a.each_ref().map(|a| q4_k::<VNNI>(w, a)),
+            QType::Q6_K => a.each_ref().map(|a| q6_k::<VNNI>(w, a)),
             QType::F32 | QType::F16 => unreachable!("float weights are handled by dot_row"),
         }
     }
 }
 
+/// Q8_0: signed weights, so `|w|` is the unsigned operand and `w`'s sign moves onto each
+/// activation row. Two sets of accumulators (even and odd blocks) keep two FMA chains in flight.
+///
 /// # Safety
 /// As [`vec_dot_any`].
 #[inline(always)]
-unsafe fn q8_0<const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
+unsafe fn q8_0<const VNNI: bool, const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
     let nb = w.len() / 34;
-    let (wp, ap) = (w.as_ptr(), a.qs.as_ptr());
-    // SAFETY: block `i` spans w[34i..34i+34] and qs[32i..32i+32], both in bounds for i < nb.
+    // SAFETY: every block `i < nb` is in bounds (see `q8_0_block`).
     unsafe {
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut acc0 = [_mm256_setzero_ps(); N];
+        let mut acc1 = [_mm256_setzero_ps(); N];
         let mut i = 0;
         while i + 2 <= nb {
-            let b0 = wp.add(34 * i);
-            let b1 = wp.add(34 * i + 34);
-            let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
-            let d1 = _mm256_set1_ps(f16_ptr(b1) * a.d[i + 1]);
-            let p0 = mul_sum_i8::<VNNI>(load(b0.add(2).cast()), load(ap.add(32 * i)));
-            let p1 = mul_sum_i8::<VNNI>(load(b1.add(2).cast()), load(ap.add(32 * i + 32)));
-            acc0 = _mm256_fmadd_ps(d0, p0, acc0);
-            acc1 = _mm256_fmadd_ps(d1, p1, acc1);
+            q8_0_block::<VNNI, N>(w, a, i, &mut acc0);
+            q8_0_block::<VNNI, N>(w, a, i + 1, &mut acc1);
             i += 2;
         }
         if i < nb {
-            let b0 = wp.add(34 * i);
-            let d0 = _mm256_set1_ps(f16_ptr(b0) * a.d[i]);
-            let p0 = mul_sum_i8::<VNNI>(load(b0.add(2).cast()), load(ap.add(32 * i)));
-            acc0 = _mm256_fmadd_ps(d0, p0, acc0);
+            q8_0_block::<VNNI, N>(w, a, i, &mut acc0);
         }
-        hsum(_mm256_add_ps(acc0, acc1))
+        std::array::from_fn(|k| hsum(_mm256_add_ps(acc0[k], acc1[k])))
+    }
+}
+
+/// Block `i` of a Q8_0 row into `acc` (one vector per activation row).
+///
+/// # Safety
+/// As [`vec_dot_any`], and block `i` exists: it spans `w[34i..34i+34]`, `qs[32i..32i+32]` and
+/// `d[i]`.
+#[inline(always)]
+unsafe fn q8_0_block<const VNNI: bool, const N: usize>(
+    w: &[u8],
+    a: &[ActRow<'_>; N],
+    i: usize,
+    acc: &mut [__m256; N],
+) {
+    // SAFETY: the caller guarantees the instruction sets and that block `i` is in bounds.
+    unsafe {
+        let b = w.as_ptr().add(34 * i);
+        let dw = f16_ptr(b);
+        let wq = load(b.add(2).cast());
+        let aw = _mm256_sign_epi8(wq, wq);
+        for (acc, a) in acc.iter_mut().zip(a) {
+            let sx = _mm256_sign_epi8(load(a.qs.as_ptr().add(32 * i)), wq);
+            let d = _mm256_set1_ps(dw * *a.d.get_unchecked(i));
+            *acc = _mm256_fmadd_ps(d, mul_sum_u8::<VNNI>(aw, sx), *acc);
+        }
     }
 }
 
@@ -173,76 +190,55 @@ unsafe fn q8_0<const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
 /// # Safety
 /// As [`vec_dot_any`].
 #[inline(always)]
-unsafe fn q4_family<const K: u8, const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
-    let nb = w.len() / q4_layout(K).0;
-    // SAFETY: every block `i < nb` is in bounds (see `q4_block`).
-    unsafe {
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut macc0, mut macc1) = (_mm_setzero_ps(), _mm_setzero_ps());
-        let mut i = 0;
-        while i + 2 <= nb {
-            let (s0, p0) = q4_block::<K, VNNI>(w, a, i);
-            let (s1, p1) = q4_block::<K, VNNI>(w, a, i + 1);
-            macc0 = _mm_add_ps(macc0, s0);
-            macc1 = _mm_add_ps(macc1, s1);
-            acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1);
-            i += 2;
-        }
-        if i < nb {
-            let (s0, p0) = q4_block::<K, VNNI>(w, a, i);
-            macc0 = _mm_add_ps(macc0, s0);
-            acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
-        }
-        let m = _mm_add_ps(macc0, macc1);
-        hsum(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1))
-    }
-}
-
-/// (block bytes, offset of the nibbles) of Q4_0 (`K = 0`), Q4_1 (`K = 1`), Q5_0 (`K = 2`).
-const fn q4_layout(k: u8) -> (usize, usize) {
-    match k {
+unsafe fn q4_family<const K: u8, const VNNI: bool, const N: usize>(
+    w: &[u8],
+    a: &[ActRow<'_>; N],
+) -> [f32; N] {
+    let (bb, qoff) = match K {
         0 => (18, 2),
         1 => (20, 4),
         _ => (22, 6),
-    }
-}
-
-/// Block `i` of a [`q4_family`] row: `([d·dₐ, m·sₐ, ..], Σ q·qₐ as 8 partial f32 sums)`.
-///
-/// # Safety
-/// As [`vec_dot_any`], and block `i` exists: it spans `w[bb·i..bb·(i+1)]`, `qs[32i..32i+32]`,
-/// `d[i]` and `s[i]`.
-#[inline(always)]
-unsafe fn q4_block<const K: u8, const VNNI: bool>(
-    w: &[u8],
-    a: &ActRow<'_>,
-    i: usize,
-) -> (__m128, __m256) {
-    let (bb, qoff) = q4_layout(K);
-    // SAFETY: the caller guarantees the instruction sets and that block `i` is in bounds.
+    };
+    let nb = w.len() / bb;
+    let wp = w.as_ptr();
+    // SAFETY: block `i` spans w[bb·i..bb·(i+1)], qs[32i..32i+32], d[i], s[i], in bounds for
+    // i < nb.
     unsafe {
-        let b = w.as_ptr().add(bb * i);
-        let dm = if K == 1 {
-            _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()))
-        } else {
-            // [1, offset]: turns [d, d] into [d, m] for the types whose m is a multiple of d.
-            let moff = _mm_setr_ps(1.0, if K == 0 { -8.0 } else { -16.0 }, 0.0, 0.0);
-            let d = b.cast::<u16>().read_unaligned() as i32;
-            _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d | (d << 16))), moff)
-        };
-        let da = _mm_unpacklo_ps(
-            _mm_load_ss(a.d.as_ptr().add(i)),
-            _mm_load_ss(a.s.as_ptr().add(i)),
-        );
-        let mut q = nibbles(b.add(qoff));
-        if K == 2 {
-            let qh = b.add(2).cast::<u32>().read_unaligned();
-            let x10 = _mm256_set1_epi8(0x10);
-            q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(u32::from_le(qh)), x10));
+        // [1, offset]: turns [d, d] into [d, m] for the types whose m is a multiple of d.
+        let moff = _mm_setr_ps(1.0, if K == 0 { -8.0 } else { -16.0 }, 0.0, 0.0);
+        let x10 = _mm256_set1_epi8(0x10);
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut macc = [_mm_setzero_ps(); N];
+        for i in 0..nb {
+            let b = wp.add(bb * i);
+            let dm = if K == 1 {
+                _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()))
+            } else {
+                let d = b.cast::<u16>().read_unaligned() as i32;
+                _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d | (d << 16))), moff)
+            };
+            let mut q = nibbles(b.add(qoff));
+            if K == 2 {
+                let qh = b.add(2).cast::<u32>().read_unaligned();
+                q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(u32::from_le(qh)), x10));
+            }
+            for ((acc, macc), a) in acc.iter_mut().zip(macc.iter_mut()).zip(a) {
+                // [d·dₐ, m·sₐ, ..]
+                let da = _mm_unpacklo_ps(
+                    _mm_load_ss(a.d.as_ptr().add(i)),
+                    _mm_load_ss(a.s.as_ptr().add(i)),
+                );
+                let s = _mm_mul_ps(dm, da);
+                *macc = _mm_add_ps(*macc, s);
+                let p = mul_sum_u8::<VNNI>(q, load(a.qs.as_ptr().add(32 * i)));
+                *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), p, *acc);
+            }
         }
-        let p = mul_sum_u8::<VNNI>(q, load(a.qs.as_ptr().add(32 * i)));
-        (_mm_mul_ps(dm, da), p)
+        let mut out = [0f32; N];
+        for ((o, acc), m) in out.iter_mut().zip(acc).zip(macc) {
+            *o = hsum(acc) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1));
+        }
+        out
     }
 }
 
