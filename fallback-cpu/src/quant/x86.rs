@@ -118,18 +118,30 @@ unsafe fn vec_dot_any<const VNNI: bool, const N: usize>(
     w: &[u8],
     a: &[ActRow<'_>; N],
 ) -> [f32; N] {
+    // No closures here or below: a closure has no target features, so the intrinsics in it
+    // would not be inlined.
+    let mut out = [0f32; N];
     // SAFETY: the caller's guarantees make every block read below in bounds.
     unsafe {
         match wtype {
-            QType::Q4_0 => q4_family::<0, VNNI, N>(w, a),
-            QType::Q4_1 => q4_family::<1, VNNI, N>(w, a),
-            QType::Q5_0 => q4_family::<2, VNNI, N>(w, a),
-            QType::Q8_0 => q8_0::<VNNI, N>(w, a),
-            QType::Q4_K => a.each_ref().map(|a| q4_k::<VNNI>(w, a)),
-            QType::Q6_K => a.each_ref().map(|a| q6_k::<VNNI>(w, a)),
+            QType::Q4_0 => out = q4_family::<0, VNNI, N>(w, a),
+            QType::Q4_1 => out = q4_family::<1, VNNI, N>(w, a),
+            QType::Q5_0 => out = q4_family::<2, VNNI, N>(w, a),
+            QType::Q8_0 => out = q8_0::<VNNI, N>(w, a),
+            QType::Q4_K => {
+                for (o, a) in out.iter_mut().zip(a) {
+                    *o = q4_k::<VNNI>(w, a);
+                }
+            }
+            QType::Q6_K => {
+                for (o, a) in out.iter_mut().zip(a) {
+                    *o = q6_k::<VNNI>(w, a);
+                }
+            }
             QType::F32 | QType::F16 => unreachable!("float weights are handled by dot_row"),
         }
     }
+    out
 }
 
 /// Q8_0: signed weights, so `|w|` is the unsigned operand and `w`'s sign moves onto each
@@ -153,7 +165,11 @@ unsafe fn q8_0<const VNNI: bool, const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) 
         if i < nb {
             q8_0_block::<VNNI, N>(w, a, i, &mut acc0);
         }
-        std::array::from_fn(|k| hsum(_mm256_add_ps(acc0[k], acc1[k])))
+        let mut out = [0f32; N];
+        for ((o, a0), a1) in out.iter_mut().zip(acc0).zip(acc1) {
+            *o = hsum(_mm256_add_ps(a0, a1));
+        }
+        out
     }
 }
 
@@ -274,7 +290,8 @@ unsafe fn q4_k<const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
             let scales = std::slice::from_raw_parts(b.add(4), 12);
             let bs = &a.bsums[16 * i..16 * i + 16];
             let mut summ = 0i32;
-            let mut sumi = _mm256_setzero_si256();
+            // Two chains, so `vpdpwssd`'s latency overlaps.
+            let (mut sumi0, mut sumi1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for k in 0..4 {
                 let (s0, m0) = q4k_scale_min(2 * k, scales);
                 let (s1, m1) = q4k_scale_min(2 * k + 1, scales);
@@ -286,9 +303,10 @@ unsafe fn q4_k<const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
                 let x = ap.add(256 * i + 64 * k);
                 let p0 = _mm256_maddubs_epi16(lo, load(x));
                 let p1 = _mm256_maddubs_epi16(hi, load(x.add(32)));
-                sumi = madd_acc::<VNNI>(sumi, p0, _mm256_set1_epi16(s0 as i16));
-                sumi = madd_acc::<VNNI>(sumi, p1, _mm256_set1_epi16(s1 as i16));
+                sumi0 = madd_acc::<VNNI>(sumi0, p0, _mm256_set1_epi16(s0 as i16));
+                sumi1 = madd_acc::<VNNI>(sumi1, p1, _mm256_set1_epi16(s1 as i16));
             }
+            let sumi = _mm256_add_epi32(sumi0, sumi1);
             let d = f16_ptr(b) * a.d[i];
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             accm += f16_ptr(b.add(2)) * a.d[i] * summ as f32;
@@ -316,9 +334,12 @@ unsafe fn q6_k<const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
         for i in 0..nb {
             let b = wp.add(210 * i);
             let sc = std::slice::from_raw_parts(b.add(192).cast::<i8>(), 16);
-            let bs = &a.bsums[16 * i..16 * i + 16];
-            let corr: i32 = (0..16).map(|g| sc[g] as i32 * bs[g] as i32).sum();
-            let mut sumi = _mm256_setzero_si256();
+            // Σ sc·bsum over the 16 groups (the `-32` offset).
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192).cast()));
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr().add(16 * i).cast());
+            let corr = hsum_i32(_mm256_madd_epi16(sc16, bs));
+            // Two chains (even and odd `j`), so `vpdpwssd`'s latency overlaps.
+            let mut sumi = [_mm256_setzero_si256(); 2];
             for c in 0..2 {
                 let ql0 = _mm256_loadu_si256(b.add(64 * c).cast());
                 let ql1 = _mm256_loadu_si256(b.add(64 * c + 32).cast());
@@ -348,10 +369,10 @@ unsafe fn q6_k<const VNNI: bool>(w: &[u8], a: &ActRow<'_>) -> f32 {
                         _mm_set1_epi16(sc[g] as i16),
                     );
                     let p = _mm256_maddubs_epi16(q, load(ap.add(256 * i + 128 * c + 32 * j)));
-                    sumi = madd_acc::<VNNI>(sumi, p, s);
+                    sumi[j % 2] = madd_acc::<VNNI>(sumi[j % 2], p, s);
                 }
             }
-            let total = hsum_i32(sumi) - 32 * corr;
+            let total = hsum_i32(_mm256_add_epi32(sumi[0], sumi[1])) - 32 * corr;
             acc += f16_ptr(b.add(208)) * a.d[i] * total as f32;
         }
     }
