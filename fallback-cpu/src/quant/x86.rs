@@ -1,6 +1,9 @@
-//! AVX2 integer dot products, one block per step, f32 accumulation per block scale. The
-//! 32-element types take `N` activation rows per call and unpack each weight block once for all
-//! of them (the batched matmul's token tile); `N = 1` is the GEMV.
+//! AVX2 integer dot products with f32 accumulation per block scale. The 32-element types take
+//! `N` activation rows per call and unpack each weight block once for all of them (the batched
+//! matmul's token tile); `N = 1` is the GEMV. They walk four blocks per step: the four f16
+//! weight scales are widened with one `vcvtph2ps` and multiplied with four activation scales at
+//! once, then each block's scale is spread over a vector with a permute (a tail of 1-3 blocks
+//! takes the same path with fewer lanes).
 //!
 //! Each kernel is written once over `VNNI`, which picks how bytes are multiplied and summed:
 //! `false` ([`vec_dot`], AVX2+FMA+F16C) uses `vpmaddubsw` (u8×i8 → i16 pairs) and `vpmaddwd`
@@ -144,57 +147,140 @@ unsafe fn vec_dot_any<const VNNI: bool, const N: usize>(
     out
 }
 
+/// Walks a row of `nb` 32-element blocks four at a time, then the 1-3 left, calling
+/// `$group::<.., CNT>(.., i, ..)` with the step's first block `i`.
+macro_rules! by_four {
+    ($nb:expr, |$i:ident| $group:ident::<$($g:ty),*>($($arg:expr),*)) => {{
+        let nb = $nb;
+        let mut $i = 0;
+        while $i + 4 <= nb {
+            $group::<$($g,)* 4>($($arg),*);
+            $i += 4;
+        }
+        match nb - $i {
+            1 => $group::<$($g,)* 1>($($arg),*),
+            2 => $group::<$($g,)* 2>($($arg),*),
+            3 => $group::<$($g,)* 3>($($arg),*),
+            _ => {}
+        }
+    }};
+}
+
+/// The f16s at `p + stride·j` for `j < CNT` as halves 0..CNT of a vector (0 beyond).
+///
+/// # Safety
+/// AVX2 must be available; 2 bytes are readable at `p + stride·j` for `j < CNT`.
+#[inline(always)]
+unsafe fn f16s<const CNT: usize>(p: *const u8, stride: usize) -> __m128i {
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        let mut v = _mm_cvtsi32_si128(u16_at(p) as i32);
+        if CNT > 1 {
+            v = _mm_insert_epi16::<1>(v, u16_at(p.add(stride)) as i32);
+        }
+        if CNT > 2 {
+            v = _mm_insert_epi16::<2>(v, u16_at(p.add(2 * stride)) as i32);
+        }
+        if CNT > 3 {
+            v = _mm_insert_epi16::<3>(v, u16_at(p.add(3 * stride)) as i32);
+        }
+        v
+    }
+}
+
+/// The little-endian u16 at `p`.
+///
+/// # Safety
+/// 2 bytes are readable at `p`.
+#[inline(always)]
+unsafe fn u16_at(p: *const u8) -> u16 {
+    // SAFETY: the caller's guarantee.
+    u16::from_le(unsafe { p.cast::<u16>().read_unaligned() })
+}
+
+/// `p[0..CNT]` (0.0 beyond, nothing read past `CNT`).
+///
+/// # Safety
+/// AVX2 must be available; `p[0..CNT]` is readable.
+#[inline(always)]
+unsafe fn f32s<const CNT: usize>(p: *const f32) -> __m128 {
+    // SAFETY: the caller's guarantees.
+    unsafe {
+        match CNT {
+            4 => _mm_loadu_ps(p),
+            1 => _mm_load_ss(p),
+            2 => _mm_castpd_ps(_mm_load_sd(p.cast())),
+            _ => _mm_movelh_ps(_mm_castpd_ps(_mm_load_sd(p.cast())), _mm_load_ss(p.add(2))),
+        }
+    }
+}
+
+/// Lane `j` of `v` in all 8 lanes.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline(always)]
+unsafe fn spread(v: __m128, j: usize) -> __m256 {
+    // SAFETY: the caller guarantees AVX2.
+    unsafe { _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v), _mm256_set1_epi32(j as i32)) }
+}
+
 /// Q8_0: signed weights, so `|w|` is the unsigned operand and `w`'s sign moves onto each
-/// activation row. Two sets of accumulators (even and odd blocks) keep two FMA chains in flight.
+/// activation row.
 ///
 /// # Safety
 /// As [`vec_dot_any`].
 #[inline(always)]
 unsafe fn q8_0<const VNNI: bool, const N: usize>(w: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-    let nb = w.len() / 34;
-    // SAFETY: every block `i < nb` is in bounds (see `q8_0_block`).
+    // SAFETY: block j spans w[34j..34j+34], qs[32j..32j+32] and d[j] for j < nb.
     unsafe {
-        let mut acc0 = [_mm256_setzero_ps(); N];
-        let mut acc1 = [_mm256_setzero_ps(); N];
-        let mut i = 0;
-        while i + 2 <= nb {
-            q8_0_block::<VNNI, N>(w, a, i, &mut acc0);
-            q8_0_block::<VNNI, N>(w, a, i + 1, &mut acc1);
-            i += 2;
-        }
-        if i < nb {
-            q8_0_block::<VNNI, N>(w, a, i, &mut acc0);
-        }
+        let mut acc = [[_mm256_setzero_ps(); 2]; N];
+        by_four!(w.len() / 34, |i| q8_0_group::<VNNI, N>(
+            w.as_ptr(),
+            i,
+            a,
+            &mut acc
+        ));
         let mut out = [0f32; N];
-        for ((o, a0), a1) in out.iter_mut().zip(acc0).zip(acc1) {
+        for (o, [a0, a1]) in out.iter_mut().zip(acc) {
             *o = hsum(_mm256_add_ps(a0, a1));
         }
         out
     }
 }
 
-/// Block `i` of a Q8_0 row into `acc` (one vector per activation row).
+/// Blocks `i..i+CNT` of a Q8_0 row into `acc` (two vectors per activation row, even and odd
+/// blocks, so two FMA chains are in flight). The `CNT` weight scales are widened with one
+/// `vcvtph2ps` and multiplied with the activation scales at once; each block's product is then
+/// spread over a vector with a permute.
 ///
 /// # Safety
-/// As [`vec_dot_any`], and block `i` exists: it spans `w[34i..34i+34]`, `qs[32i..32i+32]` and
-/// `d[i]`.
+/// As [`vec_dot_any`], and blocks `i..i+CNT` exist in `w` and every `a[k]`.
 #[inline(always)]
-unsafe fn q8_0_block<const VNNI: bool, const N: usize>(
-    w: &[u8],
-    a: &[ActRow<'_>; N],
+unsafe fn q8_0_group<const VNNI: bool, const N: usize, const CNT: usize>(
+    wp: *const u8,
     i: usize,
-    acc: &mut [__m256; N],
+    a: &[ActRow<'_>; N],
+    acc: &mut [[__m256; 2]; N],
 ) {
-    // SAFETY: the caller guarantees the instruction sets and that block `i` is in bounds.
+    // SAFETY: the caller guarantees the instruction sets and that the blocks are in bounds.
     unsafe {
-        let b = w.as_ptr().add(34 * i);
-        let dw = f16_ptr(b);
-        let wq = load(b.add(2).cast());
-        let aw = _mm256_sign_epi8(wq, wq);
+        let b = wp.add(34 * i);
+        let dw = _mm_cvtph_ps(f16s::<CNT>(b, 34));
+        let mut wq = [_mm256_setzero_si256(); CNT];
+        let mut aw = [_mm256_setzero_si256(); CNT];
+        for (j, (wq, aw)) in wq.iter_mut().zip(aw.iter_mut()).enumerate() {
+            *wq = load(b.add(34 * j + 2).cast());
+            *aw = _mm256_sign_epi8(*wq, *wq);
+        }
         for (acc, a) in acc.iter_mut().zip(a) {
-            let sx = _mm256_sign_epi8(load(a.qs.as_ptr().add(32 * i)), wq);
-            let d = _mm256_set1_ps(dw * *a.d.get_unchecked(i));
-            *acc = _mm256_fmadd_ps(d, mul_sum_u8::<VNNI>(aw, sx), *acc);
+            let ds = _mm_mul_ps(dw, f32s::<CNT>(a.d.as_ptr().add(i)));
+            let x = a.qs.as_ptr().add(32 * i);
+            for j in 0..CNT {
+                let sx = _mm256_sign_epi8(load(x.add(32 * j)), wq[j]);
+                let p = mul_sum_u8::<VNNI>(aw[j], sx);
+                acc[j % 2] = _mm256_fmadd_ps(spread(ds, j), p, acc[j % 2]);
+            }
         }
     }
 }
@@ -210,51 +296,100 @@ unsafe fn q4_family<const K: u8, const VNNI: bool, const N: usize>(
     w: &[u8],
     a: &[ActRow<'_>; N],
 ) -> [f32; N] {
+    let bb = match K {
+        0 => 18,
+        1 => 20,
+        _ => 22,
+    };
+    // SAFETY: block j spans w[bb·j..bb·(j+1)], qs[32j..32j+32], d[j], s[j] for j < nb.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; N];
+        let mut macc = [_mm_setzero_ps(); N];
+        by_four!(w.len() / bb, |i| q4_group::<K, VNNI, N>(
+            w.as_ptr(),
+            i,
+            a,
+            &mut acc,
+            &mut macc
+        ));
+        // Q4_0 and Q5_0 accumulate d·sₐ: their m is a fixed multiple of d.
+        let moff = match K {
+            0 => -8.0,
+            1 => 1.0,
+            _ => -16.0,
+        };
+        let mut out = [0f32; N];
+        for ((o, [a0, a1]), m) in out.iter_mut().zip(acc).zip(macc) {
+            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
+            *o = hsum(_mm256_add_ps(a0, a1)) + moff * m;
+        }
+        out
+    }
+}
+
+/// Blocks `i..i+CNT` of a Q4_0/Q4_1/Q5_0 row (see [`q4_family`]) into `acc` (even and odd
+/// blocks) and the `m` terms into `macc`. The `CNT` scales (and Q4_1's mins) are widened with
+/// one `vcvtph2ps` and multiplied with the activation scales at once.
+///
+/// # Safety
+/// As [`vec_dot_any`], and blocks `i..i+CNT` exist in `w` and every `a[k]`.
+#[inline(always)]
+unsafe fn q4_group<const K: u8, const VNNI: bool, const N: usize, const CNT: usize>(
+    wp: *const u8,
+    i: usize,
+    a: &[ActRow<'_>; N],
+    acc: &mut [[__m256; 2]; N],
+    macc: &mut [__m128; N],
+) {
     let (bb, qoff) = match K {
         0 => (18, 2),
         1 => (20, 4),
         _ => (22, 6),
     };
-    let nb = w.len() / bb;
-    let wp = w.as_ptr();
-    // SAFETY: block `i` spans w[bb·i..bb·(i+1)], qs[32i..32i+32], d[i], s[i], in bounds for
-    // i < nb.
+    // SAFETY: the caller guarantees the instruction sets and that the blocks are in bounds.
     unsafe {
-        // [1, offset]: turns [d, d] into [d, m] for the types whose m is a multiple of d.
-        let moff = _mm_setr_ps(1.0, if K == 0 { -8.0 } else { -16.0 }, 0.0, 0.0);
+        let b = wp.add(bb * i);
+        // Q4_1: [d0..d3] and [m0..m3] from the (d, m) pairs; the others: [d0..d3] only.
+        let (dw, mw) = if K == 1 {
+            let mut v = _mm_cvtsi32_si128(b.cast::<i32>().read_unaligned());
+            if CNT > 1 {
+                v = _mm_insert_epi32::<1>(v, b.add(bb).cast::<i32>().read_unaligned());
+            }
+            if CNT > 2 {
+                v = _mm_insert_epi32::<2>(v, b.add(2 * bb).cast::<i32>().read_unaligned());
+            }
+            if CNT > 3 {
+                v = _mm_insert_epi32::<3>(v, b.add(3 * bb).cast::<i32>().read_unaligned());
+            }
+            let dm = _mm256_permutevar8x32_ps(
+                _mm256_cvtph_ps(v),
+                _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7),
+            );
+            (_mm256_castps256_ps128(dm), _mm256_extractf128_ps(dm, 1))
+        } else {
+            let d = _mm_cvtph_ps(f16s::<CNT>(b, bb));
+            (d, d)
+        };
         let x10 = _mm256_set1_epi8(0x10);
-        let mut acc = [_mm256_setzero_ps(); N];
-        let mut macc = [_mm_setzero_ps(); N];
-        for i in 0..nb {
-            let b = wp.add(bb * i);
-            let dm = if K == 1 {
-                _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()))
-            } else {
-                let d = b.cast::<u16>().read_unaligned() as i32;
-                _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d | (d << 16))), moff)
-            };
-            let mut q = nibbles(b.add(qoff));
+        let mut q = [_mm256_setzero_si256(); CNT];
+        for (j, q) in q.iter_mut().enumerate() {
+            let bj = b.add(bb * j);
+            *q = nibbles(bj.add(qoff));
             if K == 2 {
-                let qh = b.add(2).cast::<u32>().read_unaligned();
-                q = _mm256_or_si256(q, _mm256_and_si256(bits_to_bytes(u32::from_le(qh)), x10));
-            }
-            for ((acc, macc), a) in acc.iter_mut().zip(macc.iter_mut()).zip(a) {
-                // [d·dₐ, m·sₐ, ..]
-                let da = _mm_unpacklo_ps(
-                    _mm_load_ss(a.d.as_ptr().add(i)),
-                    _mm_load_ss(a.s.as_ptr().add(i)),
-                );
-                let s = _mm_mul_ps(dm, da);
-                *macc = _mm_add_ps(*macc, s);
-                let p = mul_sum_u8::<VNNI>(q, load(a.qs.as_ptr().add(32 * i)));
-                *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), p, *acc);
+                let qh = u32::from_le(bj.add(2).cast::<u32>().read_unaligned());
+                *q = _mm256_or_si256(*q, _mm256_and_si256(bits_to_bytes(qh), x10));
             }
         }
-        let mut out = [0f32; N];
-        for ((o, acc), m) in out.iter_mut().zip(acc).zip(macc) {
-            *o = hsum(acc) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1));
+        for ((acc, macc), a) in acc.iter_mut().zip(macc.iter_mut()).zip(a) {
+            let ds = _mm_mul_ps(dw, f32s::<CNT>(a.d.as_ptr().add(i)));
+            *macc = _mm_fmadd_ps(mw, f32s::<CNT>(a.s.as_ptr().add(i)), *macc);
+            let x = a.qs.as_ptr().add(32 * i);
+            for j in 0..CNT {
+                let p = mul_sum_u8::<VNNI>(q[j], load(x.add(32 * j)));
+                acc[j % 2] = _mm256_fmadd_ps(spread(ds, j), p, acc[j % 2]);
+            }
         }
-        out
     }
 }
 
