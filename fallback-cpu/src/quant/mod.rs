@@ -17,6 +17,27 @@
 //! folds Q4_1's `m` in) for Q4_1, and Q8_K (256 per block, `d` in f32, sums per 16) for K-quants.
 //! The dot products then run in integers and scale once per block.
 
+/// Walks a row of `nb` 32-element blocks four at a time, then the 1-3 left, calling
+/// `$group::<.., CNT>(.., i, ..)` with the step's first block `i` (the x86 kernels' loop; defined
+/// before their modules so both can use it).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_four {
+    ($nb:expr, |$i:ident| $group:ident::<$($g:ty),*>($($arg:expr),*)) => {{
+        let nb = $nb;
+        let mut $i = 0;
+        while $i + 4 <= nb {
+            $group::<$($g,)* 4>($($arg),*);
+            $i += 4;
+        }
+        match nb - $i {
+            1 => $group::<$($g,)* 1>($($arg),*),
+            2 => $group::<$($g,)* 2>($($arg),*),
+            3 => $group::<$($g,)* 3>($($arg),*),
+            _ => {}
+        }
+    }};
+}
+
 mod act;
 #[cfg(target_arch = "aarch64")]
 mod neon;

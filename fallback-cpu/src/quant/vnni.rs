@@ -90,25 +90,6 @@ fn pair_idx(h: i32) -> __m512i {
     _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
 }
 
-/// Walks a row of `nb` 32-element blocks four at a time, then the 1-3 left, calling
-/// `$group::<.., CNT>(i)` with the step's first block `i`.
-macro_rules! by_four {
-    ($nb:expr, |$i:ident| $group:ident::<$($g:ty),*>($($arg:expr),*)) => {{
-        let nb = $nb;
-        let mut $i = 0;
-        while $i + 4 <= nb {
-            $group::<$($g,)* 4>($($arg),*);
-            $i += 4;
-        }
-        match nb - $i {
-            1 => $group::<$($g,)* 1>($($arg),*),
-            2 => $group::<$($g,)* 2>($($arg),*),
-            3 => $group::<$($g,)* 3>($($arg),*),
-            _ => {}
-        }
-    }};
-}
-
 /// Q8_0: signed weights, so each pair uses `|w|` as the unsigned operand and moves `w`'s sign
 /// onto the activations (`-x` where `w < 0`; exact, since activations lie in -127..=127).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]

@@ -40,14 +40,6 @@ fn hsum(v: v128) -> i32 {
 }
 
 #[inline]
-fn hsum_f32(v: v128) -> f32 {
-    f32x4_extract_lane::<0>(v)
-        + f32x4_extract_lane::<1>(v)
-        + f32x4_extract_lane::<2>(v)
-        + f32x4_extract_lane::<3>(v)
-}
-
-#[inline]
 fn ld<T>(s: &[T], i: usize) -> v128 {
     assert!(
         (i + 16 / size_of::<T>()) <= s.len(),
@@ -121,7 +113,7 @@ fn blocks32<const BB: usize>(
             accm += f16_at(b, 2) * s;
         }
     }
-    hsum_f32(accv) + accm
+    crate::simd::wasm::hsum(accv) + accm
 }
 
 /// Dot product of one weight row with an activation row (see `quant::scalar::vec_dot`).

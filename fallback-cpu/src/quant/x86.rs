@@ -147,25 +147,6 @@ unsafe fn vec_dot_any<const VNNI: bool, const N: usize>(
     out
 }
 
-/// Walks a row of `nb` 32-element blocks four at a time, then the 1-3 left, calling
-/// `$group::<.., CNT>(.., i, ..)` with the step's first block `i`.
-macro_rules! by_four {
-    ($nb:expr, |$i:ident| $group:ident::<$($g:ty),*>($($arg:expr),*)) => {{
-        let nb = $nb;
-        let mut $i = 0;
-        while $i + 4 <= nb {
-            $group::<$($g,)* 4>($($arg),*);
-            $i += 4;
-        }
-        match nb - $i {
-            1 => $group::<$($g,)* 1>($($arg),*),
-            2 => $group::<$($g,)* 2>($($arg),*),
-            3 => $group::<$($g,)* 3>($($arg),*),
-            _ => {}
-        }
-    }};
-}
-
 /// The f16s at `p + stride·j` for `j < CNT` as halves 0..CNT of a vector (0 beyond).
 ///
 /// # Safety

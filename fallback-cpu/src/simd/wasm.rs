@@ -6,8 +6,9 @@ use std::arch::wasm32::*;
 
 use half::f16;
 
+/// The sum of the four f32 lanes.
 #[inline]
-fn hsum(v: v128) -> f32 {
+pub(crate) fn hsum(v: v128) -> f32 {
     f32x4_extract_lane::<0>(v)
         + f32x4_extract_lane::<1>(v)
         + f32x4_extract_lane::<2>(v)
