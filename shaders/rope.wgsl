@@ -3,6 +3,7 @@
 // (pos * freq_scale) * base^(-2i / rot_dims). NORM layout pairs (2i, 2i + 1) (llama), NEOX pairs
 // (i, i + rot_dims / 2) (qwen2, gemma3). One invocation per pair.
 #import grid
+#import rope
 
 struct Params {
     n_head: u32,
@@ -30,9 +31,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     let head = id / half_rot;               // token * n_head + head
     let t = head / p.n_head;
     let pos = f32(p.pos0 + t) * p.freq_scale;
-    let theta = pos * pow(p.base, -2.0 * f32(i) / f32(p.rot_dims));
-    let c = cos(theta);
-    let s = sin(theta);
+    let cs = rope_cos_sin(pos, p.base, i, p.rot_dims);
+    let c = cs.x;
+    let s = cs.y;
     let base = head * p.head_dim;
 #ifdef LAYOUT_NEOX
     let a = base + i;

@@ -10,7 +10,7 @@ struct Params {
     n: u32,            // logits
     slot: u32,         // tokens[slot] receives the id
     top_k: u32,        // 0: off
-    n_recent: u32,     // ids in `recent`
+    n_recent: u32,     // the penalty's window: tokens[slot - n_recent..slot]
     temperature: f32,  // <= 0: greedy
     top_p: f32,        // >= 1: off
     penalty: f32,      // 1: off
@@ -23,8 +23,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>;  // (n), penalized in place
-@group(0) @binding(2) var<storage, read> recent: array<u32>;        // (n_recent)
-@group(0) @binding(3) var<storage, read_write> tokens: array<u32>;
+@group(0) @binding(2) var<storage, read_write> tokens: array<u32>;  // (slot + 1)
 
 const NONE: u32 = 0xffffffffu;
 
@@ -111,13 +110,14 @@ fn mass_ge(lid: u32, t: u32, inv_t: f32, zmax: f32) -> f32 {
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(local_invocation_index) lid: u32) {
-    // 1. Repetition penalty, once per distinct id (its first occurrence in `recent`).
+    // 1. Repetition penalty, once per distinct id (its first occurrence in the window).
     if p.penalty != 1.0 {
+        let w0 = p.slot - p.n_recent;
         for (var j = lid; j < p.n_recent; j += WG_SIZE) {
-            let id = recent[j];
+            let id = tokens[w0 + j];
             var first = id < p.n;
             for (var i = 0u; i < j; i++) {
-                if recent[i] == id {
+                if tokens[w0 + i] == id {
                     first = false;
                     break;
                 }

@@ -416,7 +416,6 @@ fn sample_case(gpu: &Gpu, n: u32) -> Result<Case> {
         .collect();
     let buffers = vec![
         gpu.upload("logits", bytemuck::cast_slice(&logits))?,
-        gpu.upload("recent", &[0u8; 4])?,
         storage(gpu, 4)?,
     ];
     let params = SampleParams {
@@ -435,7 +434,6 @@ fn sample_case(gpu: &Gpu, n: u32) -> Result<Case> {
                 rec,
                 (&b[0]).into(),
                 (&b[1]).into(),
-                (&b[2]).into(),
                 n,
                 0,
                 0,

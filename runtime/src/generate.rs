@@ -7,6 +7,7 @@
 //! file streamed into GPU buffers chunk by chunk ([`Model::gpu_stream`]), and it generates
 //! through [`TokenStream::next_async`], which awaits each step's readback.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -15,11 +16,10 @@ use kiln_cpu::sample::Sampler;
 use crate::clock::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, GgufHeader};
-use crate::gpu::Gpu;
-use crate::gpu::GpuOptions;
+use crate::gpu::{Gpu, GpuOptions, Readback};
 use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
-use crate::model::gpu::{AttnOptions, Choice, GpuLoader, GpuModel, StepOutput};
+use crate::model::gpu::{AttnOptions, Choice, DECODE_BATCH, GpuLoader, GpuModel};
 use crate::ops::attention::KvType;
 use crate::ops::sample::SampleParams;
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
@@ -27,7 +27,9 @@ use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
-    /// The GPU when an adapter exists, else the CPU path.
+    /// The GPU when a hardware adapter exists, else the CPU path: a software adapter (wgpu's
+    /// `DeviceType::Cpu`: lavapipe, SwiftShader, WARP) is slower than kiln's SIMD CPU path, so
+    /// `Auto` takes it only when asked for by name (`Gpu`).
     #[default]
     Auto,
     Gpu,
@@ -61,6 +63,9 @@ pub struct LoadOptions {
     /// How the GPU path's KV cache stores values; `KILN_KV_CACHE=f16|f32` overrides the
     /// default (f16). The CPU path's cache is always f16.
     pub kv_cache: KvType,
+    /// GPU decode steps per submit (1 to 16; `KILN_DECODE_BATCH` overrides the default 4).
+    /// Tokens still stream one by one; a batch's ids are read back together.
+    pub decode_batch: u32,
 }
 
 impl Default for LoadOptions {
@@ -78,6 +83,10 @@ impl Default for LoadOptions {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_default(),
+            decode_batch: std::env::var("KILN_DECODE_BATCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DECODE_BATCH),
         }
     }
 }
@@ -153,16 +162,46 @@ enum Engine {
     Cpu(Box<CpuModel>),
 }
 
-/// Opens the GPU `backend` asks for: `Cpu` none, `Gpu` an adapter or an error, `Auto` an
-/// adapter where there is one (else none: the CPU path). Callers in a JavaScript engine without
-/// `navigator.gpu` (Node) should ask for `Backend::Cpu`: wgpu aborts there instead of failing.
-pub async fn open_gpu(backend: Backend, opts: &GpuOptions) -> Result<Option<Gpu>> {
+/// The device a load runs on (`None`: the CPU path) and why it was chosen, in words.
+#[derive(Debug)]
+pub struct Opened {
+    pub gpu: Option<Gpu>,
+    pub reason: String,
+}
+
+/// Opens the GPU `backend` asks for: `Cpu` none, `Gpu` an adapter or an error, `Auto` a
+/// hardware adapter where there is one, else none (the CPU path), saying why. Callers in a
+/// JavaScript engine without `navigator.gpu` (Node) should ask for `Backend::Cpu`: wgpu aborts
+/// there instead of failing.
+pub async fn open_gpu(backend: Backend, opts: &GpuOptions) -> Result<Opened> {
+    let opened = |gpu: Option<Gpu>, reason: String| Ok(Opened { gpu, reason });
     match backend {
-        Backend::Cpu => Ok(None),
-        Backend::Gpu => Ok(Some(Gpu::new(opts.clone()).await?)),
+        Backend::Cpu => opened(None, "the CPU path, as asked".into()),
+        Backend::Gpu => {
+            let gpu = Gpu::new(opts.clone()).await?;
+            let reason = format!("the GPU `{}`, as asked", gpu.adapter_info().name);
+            opened(Some(gpu), reason)
+        }
         Backend::Auto => match Gpu::new(opts.clone()).await {
-            Ok(gpu) => Ok(Some(gpu)),
-            Err(Error::NoAdapter { .. }) => Ok(None),
+            Ok(gpu) if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu => opened(
+                None,
+                format!(
+                    "auto: the CPU path, because the only adapter, `{}`, is a software renderer                      that runs slower than kiln's SIMD CPU path (ask for the GPU backend to use                      it anyway)",
+                    gpu.adapter_info().name
+                ),
+            ),
+            Ok(gpu) => {
+                let reason = format!(
+                    "auto: the GPU `{}` ({:?})",
+                    gpu.adapter_info().name,
+                    gpu.adapter_info().device_type
+                );
+                opened(Some(gpu), reason)
+            }
+            Err(Error::NoAdapter { detail }) => opened(
+                None,
+                format!("auto: the CPU path, as there is no GPU ({detail})"),
+            ),
             Err(e) => Err(e),
         },
     }
@@ -177,20 +216,21 @@ impl Engine {
         context: u32,
         opts: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Engine> {
-        Ok(
-            match pollster::block_on(open_gpu(opts.backend, &opts.gpu))? {
-                Some(gpu) => {
-                    let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
-                    let model = GpuModel::load_with(&gpu, &file, cfg, context, attn, progress)?;
-                    Engine::Gpu(Box::new(model))
-                }
-                None => {
-                    let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
-                    Engine::Cpu(Box::new(model))
-                }
-            },
-        )
+    ) -> Result<(Engine, String)> {
+        let opened = pollster::block_on(open_gpu(opts.backend, &opts.gpu))?;
+        let engine = match opened.gpu {
+            Some(gpu) => {
+                let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
+                let mut model = GpuModel::load_with(&gpu, &file, cfg, context, attn, progress)?;
+                model.set_decode_batch(opts.decode_batch)?;
+                Engine::Gpu(Box::new(model))
+            }
+            None => {
+                let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
+                Engine::Cpu(Box::new(model))
+            }
+        };
+        Ok((engine, opened.reason))
     }
 
     /// The CPU path: a browser opens its GPU asynchronously ([`open_gpu`]) and streams the
@@ -202,7 +242,7 @@ impl Engine {
         context: u32,
         opts: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Engine> {
+    ) -> Result<(Engine, String)> {
         if opts.backend == Backend::Gpu {
             return Err(Error::Unsupported(
                 "the GPU backend from a whole file on wasm32: a browser opens its GPU \
@@ -211,7 +251,8 @@ impl Engine {
             ));
         }
         let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
-        Ok(Engine::Cpu(Box::new(model)))
+        let reason = "the CPU path (a whole file on wasm32 loads there)".into();
+        Ok((Engine::Cpu(Box::new(model)), reason))
     }
 }
 
@@ -221,6 +262,8 @@ pub struct GpuStream {
     loader: GpuLoader,
     tokenizer: Tokenizer,
     cfg: Config,
+    reason: String,
+    decode_batch: u32,
 }
 
 impl GpuStream {
@@ -247,10 +290,13 @@ impl GpuStream {
     /// The model, once the whole file has arrived (an error naming the first tensor that did
     /// not, otherwise).
     pub fn finish(self) -> Result<Model> {
+        let mut model = self.loader.finish()?;
+        model.set_decode_batch(self.decode_batch)?;
         Ok(Model {
-            engine: Engine::Gpu(Box::new(self.loader.finish()?)),
+            engine: Engine::Gpu(Box::new(model)),
             tokenizer: self.tokenizer,
             cfg: self.cfg,
+            reason: self.reason,
         })
     }
 }
@@ -260,6 +306,8 @@ pub struct Model {
     engine: Engine,
     tokenizer: Tokenizer,
     cfg: Config,
+    /// Why the model runs where it runs.
+    reason: String,
 }
 
 impl std::fmt::Debug for Model {
@@ -287,6 +335,17 @@ impl Model {
     /// now, and the file's bytes are written into them as they are fed to the returned
     /// [`GpuStream`] (a browser streams a `fetch()` body this way, never holding the file).
     pub fn gpu_stream(gpu: &Gpu, header: &GgufHeader, opts: &LoadOptions) -> Result<GpuStream> {
+        let reason = format!("the GPU `{}`", gpu.adapter_info().name);
+        Self::gpu_stream_for(gpu, header, opts, reason)
+    }
+
+    /// [`Model::gpu_stream`] remembering why this GPU was chosen (see [`open_gpu`]).
+    pub fn gpu_stream_for(
+        gpu: &Gpu,
+        header: &GgufHeader,
+        opts: &LoadOptions,
+        reason: String,
+    ) -> Result<GpuStream> {
         let cfg = Config::from_header(header)?;
         let tokenizer = Tokenizer::from_header(header)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
@@ -296,6 +355,8 @@ impl Model {
             loader,
             tokenizer,
             cfg,
+            reason,
+            decode_batch: opts.decode_batch,
         })
     }
 
@@ -308,11 +369,12 @@ impl Model {
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
-        let engine = Engine::load(file, &cfg, context, opts, progress)?;
+        let (engine, reason) = Engine::load(file, &cfg, context, opts, progress)?;
         Ok(Model {
             engine,
             tokenizer,
             cfg,
+            reason,
         })
     }
 
@@ -329,6 +391,35 @@ impl Model {
         match self.engine {
             Engine::Gpu(_) => "gpu",
             Engine::Cpu(_) => "cpu",
+        }
+    }
+
+    /// Why the model runs on its backend (e.g. that `auto` passed over a software adapter).
+    pub fn backend_reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The model with `reason` as the account of why it runs on its backend (for a loader that
+    /// chose the backend itself, such as kiln-web's).
+    pub fn with_backend_reason(mut self, reason: impl Into<String>) -> Model {
+        self.reason = reason.into();
+        self
+    }
+
+    /// GPU decode steps per submit (1 to 16): tokens still stream one by one, a batch's ids
+    /// come back together. Ignored on the CPU path.
+    pub fn set_decode_batch(&mut self, n: u32) -> Result<()> {
+        match &mut self.engine {
+            Engine::Gpu(m) => m.set_decode_batch(n),
+            Engine::Cpu(_) => Ok(()),
+        }
+    }
+
+    /// GPU decode steps per submit (0 on the CPU path).
+    pub fn decode_batch(&self) -> u32 {
+        match &self.engine {
+            Engine::Gpu(m) => m.decode_batch(),
+            Engine::Cpu(_) => 0,
         }
     }
 
@@ -364,6 +455,16 @@ impl Model {
         }
     }
 
+    /// The KV cache's bytes for positions `0..positions` (GPU: as the cache stores them; CPU:
+    /// f16), layer by layer, keys then values: the state a context leaves, for comparing runs.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn kv_prefix(&self, positions: u32) -> Result<Vec<u8>> {
+        match &self.engine {
+            Engine::Gpu(m) => m.kv_prefix(positions),
+            Engine::Cpu(m) => Ok(m.kv_prefix(positions)),
+        }
+    }
+
     /// Tokens for a plain prompt: BOS where the model asks for it, special tokens parsed.
     pub fn encode_prompt(&self, text: &str) -> Vec<u32> {
         self.tokenizer.encode(text, true, true)
@@ -380,10 +481,13 @@ impl Model {
         self.check_prompt(prompt)?;
         match &mut self.engine {
             #[cfg(not(target_arch = "wasm32"))]
-            Engine::Gpu(m) => match m.step(prompt, 0, prompt.len() as u32, &Choice::Logits)? {
-                StepOutput::Logits(l) => Ok(l),
-                StepOutput::Token(_) => unreachable!("logits were asked for"),
-            },
+            Engine::Gpu(m) => {
+                use crate::model::gpu::StepOutput;
+                match m.step(prompt, 0, prompt.len() as u32, &Choice::Logits)? {
+                    StepOutput::Logits(l) => Ok(l),
+                    StepOutput::Token(_) => unreachable!("logits were asked for"),
+                }
+            }
             #[cfg(target_arch = "wasm32")]
             Engine::Gpu(_) => Err(Error::Unsupported(
                 "prompt logits from the GPU in a browser (its readbacks are asynchronous)".into(),
@@ -473,6 +577,7 @@ impl Model {
         history.extend_from_slice(prompt);
         Ok(TokenStream {
             engine,
+            run: GpuRun::default(),
             decoder: Some(tokenizer.stream_decoder()),
             opts: opts.clone(),
             sampler,
@@ -498,9 +603,25 @@ pub struct Token {
     pub text: String,
 }
 
+/// The GPU side of a generation: decode steps run ahead in batches (see
+/// [`GpuModel::submit_decode`]), at most two batches in flight so that the GPU works on the
+/// next while the host hands out the last; ids arrive a batch at a time and are handed out one
+/// by one. Ids past a stop are dropped unread, and the positions they took in the KV cache are
+/// overwritten before anything reads them.
+#[derive(Default)]
+struct GpuRun {
+    in_flight: VecDeque<Readback>,
+    ready: VecDeque<u32>,
+    /// Tokens whose computation was submitted (the prompt's choice included).
+    submitted: u32,
+    /// Position of the next decode step to submit.
+    next_pos: u32,
+}
+
 /// A generation in progress, as an iterator of [`Token`]s (see [`Model::stream`]).
 pub struct TokenStream<'m> {
     engine: &'m mut Engine,
+    run: GpuRun,
     decoder: Option<StreamDecoder<'m>>,
     opts: GenerateOptions,
     sampler: Sampler,
@@ -570,19 +691,15 @@ impl TokenStream<'_> {
         let n_new = self.begin_step()?;
         let next = match &mut *self.engine {
             Engine::Gpu(m) => {
-                let (feed, choice) = Self::gpu_step(
-                    &self.history,
+                Self::gpu_next(
+                    m,
+                    &mut self.run,
+                    &self.history[..self.n_prompt as usize],
                     &self.opts,
                     self.greedy,
-                    self.pos,
-                    n_new,
-                    self.generated,
-                );
-                match m.step_async(feed, self.pos, n_new, &choice).await {
-                    Ok(StepOutput::Token(t)) => Ok(t),
-                    Ok(StepOutput::Logits(_)) => unreachable!("a token was asked for"),
-                    Err(e) => Err(e),
-                }
+                    self.capacity,
+                )
+                .await
             }
             Engine::Cpu(m) => Self::cpu_step(
                 m,
@@ -620,22 +737,9 @@ impl TokenStream<'_> {
         Some(n_new)
     }
 
-    /// The ids a GPU step feeds and how it chooses. The GPU chooses (4 bytes back) and keeps
-    /// the id where the next step's embedding reads it, so later steps feed nothing.
-    fn gpu_step<'h>(
-        history: &'h [u32],
-        opts: &GenerateOptions,
-        greedy: bool,
-        pos: u32,
-        n_new: u32,
-        step: u32,
-    ) -> (&'h [u32], Choice) {
-        let feed = if pos == 0 {
-            &history[..n_new as usize]
-        } else {
-            &[]
-        };
-        let choice = if greedy {
+    /// How the GPU chooses generated token number `step`.
+    fn choice(opts: &GenerateOptions, greedy: bool, step: u32) -> Choice {
+        if greedy {
             Choice::Greedy
         } else {
             Choice::Sample {
@@ -649,8 +753,65 @@ impl TokenStream<'_> {
                 step,
                 last_n: u32::try_from(opts.repeat_last_n).unwrap_or(u32::MAX),
             }
-        };
-        (feed, choice)
+        }
+    }
+
+    /// The next id on the GPU: from the batch already read, else from the oldest batch in
+    /// flight (the prompt's first), submitting further batches first so that the GPU stays busy.
+    async fn gpu_next(
+        m: &mut GpuModel,
+        run: &mut GpuRun,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        greedy: bool,
+        capacity: u32,
+    ) -> Result<u32> {
+        if let Some(id) = run.ready.pop_front() {
+            return Ok(id);
+        }
+        if run.submitted == 0 {
+            let n = prompt.len() as u32;
+            let choice = Self::choice(opts, greedy, 0);
+            run.in_flight
+                .push_back(m.submit_prompt(prompt, 0, n, &choice).await?);
+            run.submitted = 1;
+            run.next_pos = n;
+        }
+        Self::fill(m, run, opts, greedy, capacity)?;
+        let back = run.in_flight.pop_front().ok_or_else(|| {
+            Error::Unsupported("no decode step was left to run (a budget or the context)".into())
+        })?;
+        let ids = m.tokens_from(&back.bytes().await?)?;
+        run.ready.extend(ids);
+        Self::fill(m, run, opts, greedy, capacity)?;
+        run.ready
+            .pop_front()
+            .ok_or_else(|| Error::Readback("a decode batch came back empty".into()))
+    }
+
+    /// Submits decode batches until two are in flight, the token budget is spent, or the
+    /// context is full (a step at position p needs p + 1 < capacity, as [`Self::begin_step`]).
+    fn fill(
+        m: &mut GpuModel,
+        run: &mut GpuRun,
+        opts: &GenerateOptions,
+        greedy: bool,
+        capacity: u32,
+    ) -> Result<()> {
+        while run.in_flight.len() < 2 {
+            let left = opts.max_tokens.saturating_sub(run.submitted);
+            let room = capacity.saturating_sub(run.next_pos + 1);
+            let n = m.decode_batch().min(left).min(room);
+            if n == 0 {
+                break;
+            }
+            let choice = Self::choice(opts, greedy, run.submitted);
+            run.in_flight
+                .push_back(m.submit_decode(run.next_pos, n, &choice)?);
+            run.submitted += n;
+            run.next_pos += n;
+        }
+        Ok(())
     }
 
     /// A CPU step: runs the new positions and chooses the next id on the CPU.

@@ -5,41 +5,18 @@
 
 mod common;
 
-use common::{Rng, assert_close, gpu, guarded_output, read_guarded};
+use common::{
+    Rng, as_f32, assert_close, combines, gpu, guarded_output, read_guarded, splits, upload_f32,
+};
 use kiln::gpu::View;
 use kiln::ops::gemv::{IntDot, Split};
 use kiln::ops::int8::{I8Rows, MAX_K, W8A8Shape, gemv_w8a8, gemv_w8a8_key, quantize_rows};
 use kiln::ops::reduce::Combine;
 use kiln::{Error, Gpu};
 
-fn upload_f32(gpu: &Gpu, data: &[f32]) -> wgpu::Buffer {
-    gpu.upload("test input", bytemuck::cast_slice(data))
-        .expect("upload")
-}
-
 fn upload_i8(gpu: &Gpu, data: &[i8]) -> wgpu::Buffer {
     gpu.upload("test input", bytemuck::cast_slice(data))
         .expect("upload")
-}
-
-fn as_f32(words: &[u32]) -> Vec<f32> {
-    words.iter().map(|&w| f32::from_bits(w)).collect()
-}
-
-fn combines(gpu: &Gpu) -> Vec<Combine> {
-    let mut c = vec![Combine::SharedMemory];
-    if gpu.capabilities().subgroup {
-        c.push(Combine::Subgroup);
-    } else {
-        eprintln!("adapter has no subgroups: only the shared-memory variants are tested");
-    }
-    c
-}
-
-fn splits(gpu: &Gpu) -> Vec<Split> {
-    let mut s = vec![Split::Thread];
-    s.extend(combines(gpu).into_iter().map(Split::Group));
-    s
 }
 
 /// Both int8 dot products where the adapter has `dot4I8Packed`; elsewhere the unpacking one,

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{Rng, assert_close, gpu, guarded_output, read_guarded};
+use common::quant::{qtype, random_weights, test_k};
+use common::{Rng, as_f32, assert_close, gpu, guarded_output, read_guarded, splits};
 use half::f16;
 use kiln::gpu::{DType, View};
 use kiln::ops::activation::{Act, gated};
@@ -11,12 +12,7 @@ use kiln::ops::gemv::{ActInput, ActQuant, GemvShape, QAct, Split, WType, gemv, g
 use kiln::ops::gemv_gated::{GatedShape, gemv_gated};
 use kiln::ops::matmul::{BatchStrides, MatmulShape, matmul_tiled, matmul_tiled_key};
 use kiln::ops::matmul_q::{Prefill, matmul_q};
-use kiln::ops::reduce::Combine;
 use kiln::{Error, Gpu};
-
-fn as_f32(words: &[u32]) -> Vec<f32> {
-    words.iter().map(|&w| f32::from_bits(w)).collect()
-}
 
 /// `values` as `dtype`, padded to whole 4-byte words (bindings are sized in words).
 fn storage_bytes(values: &[f32], dtype: DType) -> Vec<u8> {
@@ -264,59 +260,6 @@ fn tiled_matmul_refuses_bad_shapes() {
     assert!(rec.is_empty(), "nothing was recorded");
 }
 
-fn put_f16(b: &mut [u8], at: usize, v: f32) {
-    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
-}
-
-/// `rows` rows of `k` weights as random but valid GGUF blocks (random quant bits, finite f16
-/// scales of sane size), as in gpu_kernels.rs.
-fn random_weights(rng: &mut Rng, w: WType, rows: usize, k: usize) -> Vec<u8> {
-    let bb = w.block_bytes() as usize;
-    let mut out = vec![0u8; rows * k / w.block_elems() as usize * bb];
-    let scale = |rng: &mut Rng, lo: f32, hi: f32| lo + (hi - lo) * (rng.f32() * 0.5 + 0.5);
-    for b in out.chunks_exact_mut(bb) {
-        match w {
-            WType::F32 => b
-                .chunks_exact_mut(4)
-                .for_each(|v| v.copy_from_slice(&rng.f32().to_le_bytes())),
-            WType::F16 => (0..bb / 2).for_each(|i| put_f16(b, 2 * i, rng.f32())),
-            _ => {
-                b.iter_mut().for_each(|byte| *byte = rng.next_u64() as u8);
-                match w {
-                    WType::Q4_1 => {
-                        put_f16(b, 0, scale(rng, 0.01, 0.1));
-                        put_f16(b, 2, rng.f32() * 0.1);
-                    }
-                    WType::Q4K => {
-                        put_f16(b, 0, scale(rng, 0.001, 0.01));
-                        put_f16(b, 2, scale(rng, 0.001, 0.01));
-                    }
-                    WType::Q6K => put_f16(b, 208, scale(rng, 0.001, 0.01)),
-                    _ => put_f16(b, 0, scale(rng, 0.01, 0.1)),
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Row length for tests of `w`: whole blocks, not a multiple of the 64-invocation workgroup's
-/// share of 32-weight units.
-fn test_k(w: WType) -> usize {
-    if w.block_elems() == 256 { 768 } else { 224 }
-}
-
-/// Every way the adapter can split a gemv.
-fn splits(gpu: &Gpu) -> Vec<Split> {
-    let mut s = vec![Split::Thread, Split::Group(Combine::SharedMemory)];
-    if gpu.capabilities().subgroup {
-        s.push(Split::Group(Combine::Subgroup));
-    } else {
-        eprintln!("adapter has no subgroups: only the shared-memory variants are tested");
-    }
-    s
-}
-
 /// Activation scratch for `m` rows of `k`, in the format `w`'s unfused GEMV reads.
 struct ActBufs {
     x: wgpu::Buffer,
@@ -496,20 +439,6 @@ fn gemv_gated_refuses_mismatched_inputs() {
         assert!(err.to_string().contains(expect), "{err}");
     }
     assert!(rec.is_empty(), "nothing was recorded");
-}
-
-fn qtype(w: WType) -> kiln_cpu::QType {
-    use kiln_cpu::QType;
-    match w {
-        WType::Q4_0 => QType::Q4_0,
-        WType::Q4_1 => QType::Q4_1,
-        WType::Q5_0 => QType::Q5_0,
-        WType::Q8_0 => QType::Q8_0,
-        WType::Q4K => QType::Q4_K,
-        WType::Q6K => QType::Q6_K,
-        WType::F16 => QType::F16,
-        WType::F32 => QType::F32,
-    }
 }
 
 /// Runs `record` on an output of rows `shape.y_stride` wide that start as `init`; returns its

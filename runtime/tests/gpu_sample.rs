@@ -10,33 +10,42 @@ use kiln::gpu::View;
 use kiln::ops::sample::{SampleParams, argmax, sample};
 
 /// Draws `draws` ids from `logits` at steps 0..draws: each draw restores the logits first (the
-/// kernel penalizes them in place), all in one submit.
+/// kernel penalizes them in place), all in one submit. Each draw has its own stretch of the
+/// token buffer: the penalty's window (`recent`) followed by its slot.
 fn draw(gpu: &Gpu, logits: &[f32], recent: &[u32], s: &SampleParams, draws: usize) -> Vec<u32> {
     let n = logits.len();
+    let r = recent.len();
     let src = gpu.upload("logits", bytemuck::cast_slice(logits)).unwrap();
     let work = gpu.upload("work", bytemuck::cast_slice(logits)).unwrap();
-    let rb = gpu
-        .upload("recent", bytemuck::cast_slice(&[recent, &[0]].concat()))
-        .unwrap();
-    let (tok, off) = guarded_output(gpu, draws);
+    let stretch: Vec<u32> = recent.iter().copied().chain([u32::MAX]).collect();
+    let tokens: Vec<u32> = (0..draws).flat_map(|_| stretch.clone()).collect();
+    let tok = gpu.upload("tokens", bytemuck::cast_slice(&tokens)).unwrap();
     let mut rec = gpu.recorder();
     for d in 0..draws {
         rec.copy((&src).into(), (&work).into()).unwrap();
         sample(
             &mut rec,
             (&work).into(),
-            (&rb).into(),
-            View::new(&tok, off, draws as u64 * 4),
+            (&tok).into(),
             n as u32,
-            recent.len() as u32,
-            d as u32,
+            r as u32,
+            (d * (r + 1) + r) as u32,
             d as u32,
             s,
         )
         .unwrap();
     }
+    let back = rec.read((&tok).into()).unwrap();
     rec.submit().unwrap();
-    read_guarded(gpu, &tok, draws)
+    let all: Vec<u32> = bytemuck::pod_collect_to_vec(&back.wait().unwrap());
+    for (d, stretch) in all.chunks(r + 1).enumerate() {
+        assert_eq!(
+            &stretch[..r],
+            recent,
+            "draw {d} wrote into its penalty window"
+        );
+    }
+    all.chunks(r + 1).map(|c| c[r]).collect()
 }
 
 /// The kept-set probabilities of the documented semantics, in f64 (0 for ids that are cut).
@@ -259,17 +268,16 @@ fn repetition_penalty_lowers_repeated_ids_once_each() {
     );
     // The in-place penalty is visible in the logits buffer afterwards.
     let lb = gpu.upload("l", bytemuck::cast_slice(&LOGITS)).unwrap();
-    let rb = gpu.upload("r", bytemuck::cast_slice(&recent)).unwrap();
-    let (tok, off) = guarded_output(&gpu, 1);
+    let window: Vec<u32> = recent.iter().copied().chain([0]).collect();
+    let tok = gpu.upload("tokens", bytemuck::cast_slice(&window)).unwrap();
     let mut rec = gpu.recorder();
     sample(
         &mut rec,
         (&lb).into(),
-        (&rb).into(),
-        View::new(&tok, off, 4),
+        (&tok).into(),
         LOGITS.len() as u32,
         recent.len() as u32,
-        0,
+        recent.len() as u32,
         0,
         &s,
     )
@@ -297,7 +305,6 @@ fn bad_settings_are_errors() {
         let mut rec = gpu.recorder();
         let err = sample(
             &mut rec,
-            (&lb).into(),
             (&lb).into(),
             View::new(&tok, off, 4),
             10,

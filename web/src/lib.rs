@@ -78,6 +78,7 @@ impl Model {
         let o = Object::new();
         set(&o, "arch", &format!("{:?}", cfg.arch).to_lowercase().into())?;
         set(&o, "backend", &m.backend_name().into())?;
+        set(&o, "backendReason", &m.backend_reason().into())?;
         // wgpu's WebGPU backend leaves the adapter's name empty.
         let isa = match m.adapter() {
             name if name.is_empty() => "WebGPU".to_string(),

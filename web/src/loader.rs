@@ -13,6 +13,7 @@ use js_sys::{Object, Reflect, Uint8Array};
 use kiln::generate::{Backend, LoadOptions};
 use kiln::gguf::{GgufError, GgufFile, GgufHeader, Parsed};
 use kiln::gpu::GpuOptions;
+use kiln::model::gpu::DECODE_BATCH;
 use kiln::ops::attention::KvType;
 use wasm_bindgen::prelude::*;
 
@@ -37,6 +38,8 @@ enum Sink {
 pub struct ModelLoader {
     sink: Sink,
     opts: LoadOptions,
+    /// Why the model will run where it runs (`info().backendReason`).
+    reason: String,
     /// The bytes kept in wasm memory (see [`Sink`]).
     buf: Vec<u8>,
     /// Bytes received so far.
@@ -67,6 +70,7 @@ impl ModelLoader {
         ModelLoader {
             sink: Sink::Cpu,
             opts,
+            reason: "the CPU path, as asked".into(),
             buf,
             received: 0,
             header_needs: 1,
@@ -110,20 +114,25 @@ impl ModelLoader {
                 ));
             }
             // wgpu aborts instead of failing where there is no `navigator.gpu` (Node).
-            opts.backend = Backend::Cpu;
+            return Ok(ModelLoader {
+                reason: "auto: the CPU path, as this JavaScript engine has no WebGPU".into(),
+                ..Self::cpu(size_hint, default_options(Backend::Cpu))
+            });
         }
-        Ok(
-            match kiln::generate::open_gpu(opts.backend, &opts.gpu)
-                .await
-                .map_err(js_err)?
-            {
-                Some(gpu) => ModelLoader {
-                    sink: Sink::GpuHeader(gpu),
-                    ..Self::cpu(None, opts)
-                },
-                None => Self::cpu(size_hint, opts),
+        let opened = kiln::generate::open_gpu(opts.backend, &opts.gpu)
+            .await
+            .map_err(js_err)?;
+        Ok(match opened.gpu {
+            Some(gpu) => ModelLoader {
+                sink: Sink::GpuHeader(gpu),
+                reason: opened.reason,
+                ..Self::cpu(None, opts)
             },
-        )
+            None => ModelLoader {
+                reason: opened.reason,
+                ..Self::cpu(size_hint, opts)
+            },
+        })
     }
 
     /// Takes the next chunk of the file.
@@ -187,7 +196,8 @@ impl ModelLoader {
             #[cfg(target_arch = "wasm32")]
             Sink::GpuHeader(gpu) => {
                 let mut stream =
-                    kiln::generate::Model::gpu_stream(gpu, h, &self.opts).map_err(js_err)?;
+                    kiln::generate::Model::gpu_stream_for(gpu, h, &self.opts, self.reason.clone())
+                        .map_err(js_err)?;
                 stream.write(&self.buf).map_err(js_err)?;
                 self.buf = Vec::new();
                 self.sink = Sink::Gpu(Box::new(stream));
@@ -227,7 +237,9 @@ impl ModelLoader {
         let inner = match self.sink {
             Sink::Cpu => {
                 let file = GgufFile::from_bytes(self.buf).map_err(js_err)?;
-                kiln::generate::Model::from_gguf(file, &opts, &mut |_, _| {}).map_err(js_err)?
+                kiln::generate::Model::from_gguf(file, &opts, &mut |_, _| {})
+                    .map_err(js_err)?
+                    .with_backend_reason(self.reason)
             }
             #[cfg(target_arch = "wasm32")]
             Sink::GpuHeader(_) => {
@@ -259,6 +271,7 @@ fn default_options(backend: Backend) -> LoadOptions {
         threads: 1,
         gpu: GpuOptions::default(),
         kv_cache: KvType::default(),
+        decode_batch: DECODE_BATCH,
     }
 }
 

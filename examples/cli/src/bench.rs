@@ -54,32 +54,47 @@ pub fn run(args: &Args) -> Result<(), String> {
         ignore_eog: true,
         ..GenerateOptions::default()
     };
+    let decode_batch = model.decode_batch();
     let gpu = model.gpu().cloned();
     let (mut ttft, mut prefill, mut decode) = (Vec::new(), Vec::new(), Vec::new());
-    let mut per_token = None;
     let mut tokens = Vec::new();
-    for rep in 0..=reps {
-        let mut first = None;
+    let mut run = |max_tokens: u32| {
+        let opts = GenerateOptions {
+            max_tokens,
+            ..opts.clone()
+        };
+        let before = gpu.as_ref().map(|g| g.counters());
         let generation = model
-            .generate(&prompt, &opts, |_, _| {
-                if first.is_none() {
-                    first = gpu.as_ref().map(|g| g.counters());
-                }
-                ControlFlow::Continue(())
-            })
+            .generate(&prompt, &opts, |_, _| ControlFlow::Continue(()))
             .map_err(|e| e.to_string())?;
-        if let (Some(g), Some(before)) = (&gpu, first) {
-            let n = generation.tokens.len().saturating_sub(1).max(1) as f64;
-            let d = g.counters() - before;
+        let work = gpu.as_ref().zip(before).map(|(g, b)| g.counters() - b);
+        Ok::<_, String>((generation, work))
+    };
+    // The GPU's work per decoded token: a generation minus its prompt's step alone (a batch of
+    // decode steps is submitted before the first token arrives, so counting from the first
+    // token would miss it).
+    let mut per_token = None;
+    if gpu.is_some() && gen_tokens > 1 {
+        run(gen_tokens)?; // warm-up
+        let (_, prompt_only) = run(1)?;
+        let (_, all) = run(gen_tokens)?;
+        if let (Some(p), Some(a)) = (prompt_only, all) {
+            let d = a - p;
+            let n = f64::from(gen_tokens - 1);
             per_token = Some(serde_json::json!({
                 "dispatches": d.dispatches as f64 / n,
                 "submits": d.submits as f64 / n,
+                "waits": d.waits as f64 / n,
                 "buffers_created": d.buffers_created as f64 / n,
                 "pipelines_created": d.pipelines_created as f64 / n,
+                "bind_groups_created": d.bind_groups_created as f64 / n,
                 "bytes_read_back": d.bytes_read_back as f64 / n,
-                "waits": d.waits as f64 / n,
+                "record_us": d.record_ns as f64 / n / 1000.0,
             }));
         }
+    }
+    for rep in 0..=reps {
+        let (generation, _) = run(gen_tokens)?;
         if rep == 0 {
             continue; // warm-up
         }
@@ -97,8 +112,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     if json {
         let v = serde_json::json!({
             "backend": model.backend_name(),
+            "backend_reason": model.backend_reason(),
             "adapter": model.adapter(),
             "threads": threads,
+            "decode_batch": decode_batch,
             "prompt_tokens": prompt.len(),
             "context": model.capacity(),
             "gen_tokens": gen_tokens,

@@ -3,10 +3,10 @@
 //! ```text
 //! kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
 //!               [--top-p P] [--repeat-penalty R] [--seed S] [--backend gpu|cpu|auto]
-//!               [--threads N] [--context N] [--chat] [--json]
+//!               [--threads N] [--context N] [--decode-batch N] [--chat] [--json]
 //! kiln tokenize --model PATH --text TEXT [--json]
 //! kiln bench    --model PATH [--backend gpu|cpu|auto] [--threads N] [--prompt-tokens P]
-//!               [--gen-tokens G] [--reps R] [--json]
+//!               [--gen-tokens G] [--reps R] [--decode-batch N] [--json]
 //! ```
 
 mod args;
@@ -25,10 +25,10 @@ use kiln::tokenizer::{Message, Tokenizer};
 const USAGE: &str = "usage:
   kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
                 [--top-p P] [--repeat-penalty R] [--seed S] [--backend gpu|cpu|auto]
-                [--threads N] [--context N] [--chat] [--json]
+                [--threads N] [--context N] [--decode-batch N] [--chat] [--json]
   kiln tokenize --model PATH --text TEXT [--json]
   kiln bench    --model PATH [--backend gpu|cpu|auto] [--threads N] [--prompt-tokens P]
-                [--gen-tokens G] [--reps R] [--json]
+                [--gen-tokens G] [--reps R] [--decode-batch N] [--json]
   kiln synth    --header PREFIX.gguf --out OUT.gguf [--seed S]   (random weights, real layout)";
 
 fn main() -> ExitCode {
@@ -79,6 +79,7 @@ pub(crate) fn load(args: &Args) -> Result<(Model, f64), String> {
     }
     opts.threads = args.parse_or("threads", 0)?;
     opts.context = args.parse_or("context", opts.context)?;
+    opts.decode_batch = args.parse_or("decode-batch", opts.decode_batch)?;
     let start = Instant::now();
     let mut last = usize::MAX;
     let mut progress = |done: usize, total: usize| {
@@ -91,6 +92,9 @@ pub(crate) fn load(args: &Args) -> Result<(Model, f64), String> {
     };
     let model = Model::load(&path, &opts, &mut progress).map_err(|e| e.to_string())?;
     eprint!("\r{:60}\r", "");
+    if !args.flag("json") {
+        eprintln!("backend: {}", model.backend_reason());
+    }
     Ok((model, start.elapsed().as_secs_f64() * 1000.0))
 }
 
@@ -135,6 +139,7 @@ fn generate(args: &Args) -> Result<(), String> {
     if json {
         let v = serde_json::json!({
             "backend": model.backend_name(),
+            "backend_reason": model.backend_reason(),
             "adapter": model.adapter(),
             "prompt_tokens": ids,
             "tokens": generation.tokens,

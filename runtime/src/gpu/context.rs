@@ -96,6 +96,9 @@ pub(crate) struct GpuInner {
     pub pool: BufferPool,
     pub pipelines: Pipelines,
     pub arena: Arena,
+    /// Bound where a kernel does not use a binding this time: one for read-only bindings and
+    /// one for a writable one (so it aliases no other writable binding of the dispatch).
+    placeholders: [wgpu::Buffer; 2],
     lost: Arc<(AtomicBool, Mutex<String>)>,
     first_error: Arc<Mutex<Option<String>>>,
 }
@@ -170,6 +173,18 @@ impl Gpu {
                     .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
         };
         let pipelines = Pipelines::new(&device, &info, features, opts.cache_dir.as_deref());
+        let placeholder = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 256,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let placeholders = [
+            placeholder("kiln unused input"),
+            placeholder("kiln unused output"),
+        ];
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 device,
@@ -181,6 +196,7 @@ impl Gpu {
                 pool: BufferPool::default(),
                 pipelines,
                 arena: Arena::default(),
+                placeholders,
                 lost,
                 first_error,
             }),
@@ -218,6 +234,12 @@ impl Gpu {
 
     pub fn capabilities(&self) -> Capabilities {
         self.inner.caps
+    }
+
+    /// A small buffer to bind where a kernel ignores a binding this time: `writable` for a
+    /// read-write binding (a different buffer, so that it aliases nothing the dispatch writes).
+    pub fn placeholder(&self, writable: bool) -> crate::gpu::View<'_> {
+        (&self.inner.placeholders[usize::from(writable)]).into()
     }
 
     /// A snapshot of the work counters.
@@ -262,6 +284,23 @@ impl Gpu {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu(e.to_string()))?;
         self.check()
+    }
+
+    /// Waits until the GPU has finished all work submitted so far (counts one wait): natively
+    /// by polling the device, in a browser by awaiting the queue.
+    pub async fn idle(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.wait_idle();
+        #[cfg(target_arch = "wasm32")]
+        {
+            LiveCounters::add(&self.inner.counters.waits, 1);
+            let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+            self.inner.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            rx.receive().await;
+            self.check()
+        }
     }
 
     /// Checks a buffer size against the adapter's limits before creating it.

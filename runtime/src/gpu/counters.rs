@@ -1,5 +1,6 @@
-//! Work counters: how many dispatches, submits, buffer and pipeline creations, bytes moved and
-//! CPU-GPU waits a workload caused. Tests assert on them; benchmarks print them per token.
+//! Work counters: how many dispatches, submits, buffer, pipeline and bind group creations, bytes
+//! moved and CPU-GPU waits a workload caused, and the host time spent recording it. Tests assert
+//! on the counts; benchmarks print them per token.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +21,13 @@ pub struct Counters {
     pub bytes_read_back: u64,
     /// Times the CPU blocked on (or awaited) the GPU.
     pub waits: u64,
+    /// `Device::create_bind_group` calls (cache misses, plans built).
+    pub bind_groups_created: u64,
+    /// Host time spent recording and encoding work, in nanoseconds: from a recorder's creation,
+    /// or a replay's start, to its finished command buffer (the driver's `submit` itself is not
+    /// counted: lavapipe's sometimes waits for earlier work). A time, not a count: it varies
+    /// from run to run.
+    pub record_ns: u64,
 }
 
 impl std::ops::Sub for Counters {
@@ -33,6 +41,8 @@ impl std::ops::Sub for Counters {
             bytes_uploaded: self.bytes_uploaded - rhs.bytes_uploaded,
             bytes_read_back: self.bytes_read_back - rhs.bytes_read_back,
             waits: self.waits - rhs.waits,
+            bind_groups_created: self.bind_groups_created - rhs.bind_groups_created,
+            record_ns: self.record_ns - rhs.record_ns,
         }
     }
 }
@@ -47,6 +57,8 @@ pub(crate) struct LiveCounters {
     pub bytes_uploaded: AtomicU64,
     pub bytes_read_back: AtomicU64,
     pub waits: AtomicU64,
+    pub bind_groups_created: AtomicU64,
+    pub record_ns: AtomicU64,
 }
 
 impl LiveCounters {
@@ -64,6 +76,8 @@ impl LiveCounters {
             bytes_uploaded: get(&self.bytes_uploaded),
             bytes_read_back: get(&self.bytes_read_back),
             waits: get(&self.waits),
+            bind_groups_created: get(&self.bind_groups_created),
+            record_ns: get(&self.record_ns),
         }
     }
 }

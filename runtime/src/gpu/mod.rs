@@ -1,10 +1,11 @@
 //! The GPU core: context and device facts, the generated kernel table, pipelines, the buffer
-//! pool, the recorder with its uniform arena, readback and counters.
+//! pool, the recorder with its uniform arena, prebuilt step plans, readback and counters.
 
 pub mod context;
 pub mod counters;
 pub mod kernels;
 pub mod pipelines;
+pub mod plan;
 pub mod pool;
 pub mod recorder;
 
@@ -12,5 +13,6 @@ pub use context::{Capabilities, Gpu, GpuOptions};
 pub use counters::Counters;
 pub use kernels::{BindingKind, BindingSpec, DType, KernelFeatures, KernelKey, KernelSpec};
 pub use pipelines::Kernel;
+pub use plan::{Plan, Replay, Shift, Shifted, StepArena};
 pub use pool::GpuBuffer;
-pub use recorder::{Readback, Recorder, View};
+pub use recorder::{Readback, Recorder, View, grid_of};

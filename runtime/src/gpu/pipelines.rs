@@ -273,11 +273,23 @@ impl Gpu {
         if groups.len() >= MAX_BIND_GROUPS {
             groups.clear();
         }
+        let group = self.create_bind_group(kernel, &key.entries);
+        groups.insert(key, group.clone());
+        group
+    }
+
+    /// Creates (and counts) a bind group of `kernel` over `entries` (buffer, offset, size) in
+    /// binding order.
+    pub(crate) fn create_bind_group(
+        &self,
+        kernel: &Kernel,
+        entries: &[(wgpu::Buffer, u64, u64)],
+    ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = kernel
             .spec
             .bindings
             .iter()
-            .zip(&key.entries)
+            .zip(entries)
             .map(|(b, (buffer, offset, size))| wgpu::BindGroupEntry {
                 binding: b.binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -287,13 +299,12 @@ impl Gpu {
                 }),
             })
             .collect();
-        let group = self.device().create_bind_group(&wgpu::BindGroupDescriptor {
+        LiveCounters::add(&self.live_counters().bind_groups_created, 1);
+        self.device().create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.spec.name),
             layout: &kernel.layout,
             entries: &entries,
-        });
-        groups.insert(key, group.clone());
-        group
+        })
     }
 
     /// Writes wgpu's pipeline cache to disk so that the next run skips shader compilation.

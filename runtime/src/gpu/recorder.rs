@@ -1,7 +1,8 @@
 //! The command recorder: work is recorded as values (dispatches, copies, readbacks) and encoded
 //! into one command encoder and one submit. Small uniform parameters of every dispatch go into
 //! one arena buffer, carved into aligned slots, written once per submit and bound at a dynamic
-//! offset (so bind groups are cached across steps).
+//! offset (so bind groups are cached across steps). A recording can also be frozen into a
+//! [`crate::gpu::Plan`] that replays it step after step (see `plan.rs`).
 
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +11,7 @@ use crate::gpu::context::Gpu;
 use crate::gpu::counters::LiveCounters;
 use crate::gpu::kernels::BindingKind;
 use crate::gpu::pipelines::{BindKey, Kernel};
+use crate::gpu::plan::Shift;
 use crate::gpu::pool::GpuBuffer;
 
 /// A byte range of a buffer to bind or copy.
@@ -42,13 +44,15 @@ impl<'a> From<&'a GpuBuffer> for View<'a> {
     }
 }
 
-enum Command {
+pub(crate) enum Command {
     Dispatch {
         kernel: Arc<Kernel>,
         groups: [u32; 3],
         /// Byte offset of the parameters in the arena, and their binding size.
         params: Option<(u32, u64)>,
         buffers: Vec<(wgpu::Buffer, u64, u64)>,
+        /// How parameters and grid follow the step's position (kept only when planning).
+        shift: Option<Box<dyn Shift>>,
     },
     Copy {
         src: wgpu::Buffer,
@@ -69,9 +73,13 @@ pub(crate) struct Arena {
 /// Records a step's work; [`Recorder::submit`] encodes it with one encoder and one submit.
 pub struct Recorder {
     gpu: Gpu,
-    commands: Vec<Command>,
-    params: Vec<u8>,
+    pub(crate) commands: Vec<Command>,
+    pub(crate) params: Vec<u8>,
     dispatches: u64,
+    /// Keeps each position-dependent dispatch's [`Shift`] for a plan.
+    planning: bool,
+    /// When recording began (host time spent recording is counted at the submit).
+    started: crate::clock::Instant,
     /// Timestamps around all dispatches: the query set (2 slots), the resolve buffer, and the
     /// staging buffer the ticks are copied to.
     timer: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
@@ -94,19 +102,35 @@ impl Gpu {
             commands: Vec::new(),
             params: Vec::new(),
             dispatches: 0,
+            planning: false,
+            started: crate::clock::Instant::now(),
             timer: None,
+        }
+    }
+
+    /// A recorder whose work becomes a [`crate::gpu::Plan`] ([`Recorder::into_plan`]): it keeps
+    /// how each position-dependent dispatch follows the step's position.
+    pub fn plan_recorder(&self) -> Recorder {
+        Recorder {
+            planning: true,
+            ..self.recorder()
         }
     }
 
     /// Spreads `n` workgroups over x and y so that neither exceeds the per-dimension limit.
     pub fn grid(&self, n: u32) -> [u32; 3] {
-        let max = self.limits().max_compute_workgroups_per_dimension.max(1);
-        if n <= max {
-            [n, 1, 1]
-        } else {
-            let y = n.div_ceil(max);
-            [n.div_ceil(y), y, 1]
-        }
+        grid_of(n, self.limits().max_compute_workgroups_per_dimension)
+    }
+}
+
+/// [`Gpu::grid`] for a per-dimension limit of `max` (for grids computed outside a recording).
+pub fn grid_of(n: u32, max: u32) -> [u32; 3] {
+    let max = max.max(1);
+    if n <= max {
+        [n, 1, 1]
+    } else {
+        let y = n.div_ceil(max);
+        [n.div_ceil(y), y, 1]
     }
 }
 
@@ -124,6 +148,14 @@ impl Recorder {
         self.commands.is_empty()
     }
 
+    /// Dispatches recorded with a [`Shift`] kept for a plan (see [`Gpu::plan_recorder`]).
+    pub fn shifting(&self) -> usize {
+        self.commands
+            .iter()
+            .filter(|c| matches!(c, Command::Dispatch { shift: Some(_), .. }))
+            .count()
+    }
+
     /// Records one dispatch of `kernel` over `groups` workgroups, with `params` as its uniform
     /// (binding 0, if the kernel has one) and `buffers` bound in binding order to its storage
     /// bindings. Checks counts, alignment and sizes against the kernel and the device.
@@ -133,6 +165,36 @@ impl Recorder {
         groups: [u32; 3],
         params: &P,
         buffers: &[View<'_>],
+    ) -> Result<()> {
+        self.dispatch_bytes(kernel, groups, bytemuck::bytes_of(params), buffers, None)
+    }
+
+    /// Records a dispatch whose parameters and grid depend on the step's position: `shift`
+    /// gives them (at its recorded position here; a [`crate::gpu::Plan`] asks again at every
+    /// step it replays).
+    pub fn dispatch_shifting<S: Shift + 'static>(
+        &mut self,
+        kernel: &Arc<Kernel>,
+        shift: S,
+        buffers: &[View<'_>],
+    ) -> Result<()> {
+        let mut bytes = Vec::new();
+        let groups = shift.at(0, &mut bytes);
+        let keep: Option<Box<dyn Shift>> = if self.planning {
+            Some(Box::new(shift))
+        } else {
+            None
+        };
+        self.dispatch_bytes(kernel, groups, &bytes, buffers, keep)
+    }
+
+    fn dispatch_bytes(
+        &mut self,
+        kernel: &Arc<Kernel>,
+        groups: [u32; 3],
+        bytes: &[u8],
+        buffers: &[View<'_>],
+        shift: Option<Box<dyn Shift>>,
     ) -> Result<()> {
         let spec = kernel.spec;
         let limits = self.gpu.limits();
@@ -198,7 +260,6 @@ impl Recorder {
             .find(|b| b.kind == BindingKind::Uniform)
         {
             Some(u) => {
-                let bytes = bytemuck::bytes_of(params);
                 if bytes.len() < u.min_size as usize {
                     return Err(shape(format!(
                         "parameters are {} bytes, the kernel reads {}",
@@ -221,6 +282,7 @@ impl Recorder {
             groups,
             params,
             buffers: bound,
+            shift,
         });
         self.dispatches += 1;
         Ok(())
@@ -394,6 +456,7 @@ impl Recorder {
                     groups,
                     params,
                     buffers,
+                    ..
                 },
             )) = commands.peek()
             {
@@ -421,10 +484,13 @@ impl Recorder {
             encoder.resolve_query_set(set, 0..2, resolve, 0);
             encoder.copy_buffer_to_buffer(resolve, 0, staging, 0, 16);
         }
-        gpu.queue().submit([encoder.finish()]);
+        let commands = encoder.finish();
+        let recorded = self.started.elapsed();
+        gpu.queue().submit([commands]);
         drop(arena);
         LiveCounters::add(&counters.submits, 1);
         LiveCounters::add(&counters.dispatches, self.dispatches);
+        LiveCounters::add(&counters.record_ns, recorded.as_nanos() as u64);
         Ok(())
     }
 }
@@ -445,6 +511,25 @@ impl std::fmt::Debug for Readback {
 }
 
 impl Readback {
+    /// Copies `view` into a pooled staging buffer at this point of `encoder`.
+    pub(crate) fn copy_in(
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        view: View<'_>,
+    ) -> Result<Readback> {
+        let staging = gpu.alloc(
+            "kiln readback",
+            view.size,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        encoder.copy_buffer_to_buffer(view.buffer, view.offset, staging.buffer(), 0, view.size);
+        Ok(Readback {
+            staging,
+            size: view.size,
+            gpu: gpu.clone(),
+        })
+    }
+
     /// Waits for the copy (one CPU-GPU wait) and returns the bytes. On the web this yields to
     /// the browser; natively it polls the device.
     pub async fn bytes(self) -> Result<Vec<u8>> {

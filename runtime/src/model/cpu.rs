@@ -196,6 +196,26 @@ impl CpuModel {
         )
     }
 
+    /// The KV cache's f16 bytes for positions `0..positions`, layer by layer, keys then values,
+    /// kv head by kv head.
+    pub fn kv_prefix(&self, positions: u32) -> Vec<u8> {
+        let hd = self.cfg.head_dim as usize;
+        let (cap, n) = (
+            self.capacity as usize,
+            positions.min(self.capacity) as usize,
+        );
+        let mut bytes = Vec::new();
+        for l in &self.layers {
+            for cache in [&l.k_cache, &l.v_cache] {
+                for h in 0..self.cfg.n_kv_head as usize {
+                    let at = h * cap * hd;
+                    bytes.extend_from_slice(bytemuck::cast_slice(&cache[at..at + n * hd]));
+                }
+            }
+        }
+        bytes
+    }
+
     /// The logits of the last step.
     pub fn logits(&self) -> &[f32] {
         &self.s.logits

@@ -1,24 +1,31 @@
-//! The forward pass on the GPU: weights in their GGUF block formats, the f16 KV cache and every
-//! activation stay resident; a step (a prompt chunk or one decoded token) is recorded into one
-//! submit that ends with the next token chosen on the GPU, so a decode step reads back 4 bytes.
+//! The forward pass on the GPU: weights in their GGUF block formats, the KV cache and every
+//! activation stay resident. A layer's decode step is six dispatches: the q/k/v GEMV with its
+//! input prepared in its prologue (the previous block's residual add and post-norm, RMSNorm,
+//! int8 quantization), `rope_kv` (biases, q/k norms, RoPE, KV append), attention, the
+//! o-projection, the gated FFN GEMV (prologue: residual add, norm) and the down-projection.
+//! Decode steps are replayed from prebuilt plans, several per submit, each choosing its token
+//! on the GPU where the next step's embedding reads it, so a batch of steps reads back 4 bytes
+//! per token and waits once.
 
+use crate::clock::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::gpu::{Gpu, View};
+use crate::gpu::{Gpu, Plan, Readback, StepArena, View};
 use crate::model::config::{Arch, Config, LayerWeights};
-use crate::ops::activation::{Act, add_inplace, gated};
+use crate::ops::activation::{Act, gated};
 use crate::ops::attention::{
-    Attention, KvType, SPLIT_MIN_LEN, Splits, attention, attention_split, attention_tiled,
-    kv_store, partials_bytes,
+    Attention, KvType, SPLIT_MIN_LEN, Splits, attention, attention_split_planned, attention_tiled,
+    partials_bytes, scratch_bytes,
 };
 use crate::ops::gemv::{
-    ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8, quantize,
+    ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8,
 };
 use crate::ops::gemv_gated::{GatedShape, gemv_gated};
+use crate::ops::gemv_prep::{gemv_prep, gemv_prep_gated, takes};
 use crate::ops::matmul_q::{Prefill, matmul_q};
-use crate::ops::norm::rms_norm;
+use crate::ops::prep::{Add, PrepIn, PrepOut, prep};
 use crate::ops::reduce::Combine;
-use crate::ops::rope::{Rope, rope};
+use crate::ops::rope_kv::{RopeKv, rope_kv};
 use crate::ops::sample::{SampleParams, argmax, sample};
 
 mod load;
@@ -28,8 +35,19 @@ pub use load::GpuLoader;
 /// Bytes of a mapped file [`GpuModel::load_with`] hands its loader at a time.
 const FEED_BYTES: usize = 16 << 20;
 
-/// Prompt tokens processed per recorded chunk.
+/// Prompt tokens per recorded chunk: on CPU adapters (GEMV prefill), and on GPUs (tiled matmuls,
+/// where a longer chunk reads the weights fewer times and dispatches less per token).
 pub const CHUNK: u32 = 32;
+const CHUNK_TILED: u32 = 128;
+
+/// Decode steps per submit by default (see [`GpuModel::set_decode_batch`]).
+pub const DECODE_BATCH: u32 = 4;
+/// The most decode steps one submit may hold.
+pub const MAX_DECODE_BATCH: u32 = 16;
+
+/// A prompt's submits are sized to about this much GPU time each, far under the 2 s after
+/// which Windows resets a GPU that has not finished a submit (TDR).
+const SUBMIT_SECONDS: f64 = 0.25;
 
 /// How a GPU model runs attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +99,7 @@ struct Part {
 }
 
 /// A weight matrix `(rows, k)` on the GPU, split by rows into parts that each fit one binding.
-/// The gate and up matrices of an FFN share their parts' buffers (see
-/// [`GpuLoader`]).
+/// The gate and up matrices of an FFN share their parts' buffers (see [`GpuLoader`]).
 #[derive(Debug)]
 pub struct GpuMatrix {
     pub wtype: WType,
@@ -100,93 +117,15 @@ impl GpuMatrix {
         View::new(&p.buffer, p.offset, bytes.next_multiple_of(4))
     }
 
-    /// Records `out[j, :] = act(Wg x[j, :]) * (Wu x[j, :])` with `self` as Wg, in one
-    /// dispatch per part, when `up` shares its buffers (see [`GpuLoader`]);
-    /// returns false, recording nothing, when it does not.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one argument per binding and shape"
-    )]
-    fn gated(
-        &self,
-        rec: &mut crate::gpu::Recorder,
-        up: &GpuMatrix,
-        split: Split,
-        act: Act,
-        acts: &Acts,
-        x: View<'_>,
-        out: View<'_>,
-        m: u32,
-    ) -> Result<bool> {
-        let paired = self.parts.len() == up.parts.len()
+    /// Whether `up` shares this (gate) matrix's buffers, part by part (see [`GpuLoader`]).
+    fn pairs_with(&self, up: &GpuMatrix) -> bool {
+        self.wtype == up.wtype
+            && self.parts.len() == up.parts.len()
             && self
                 .parts
                 .iter()
                 .zip(&up.parts)
-                .all(|(g, u)| g.buffer == u.buffer && g.rows == u.rows);
-        if !paired {
-            return Ok(false);
-        }
-        let input = match ActQuant::for_weights(self.wtype) {
-            Some(quant) => ActInput::Q8(acts.get(quant)),
-            None => ActInput::F32(x),
-        };
-        for (g, u) in self.parts.iter().zip(&up.parts) {
-            let shape = GatedShape {
-                wtype: self.wtype,
-                act,
-                k: self.k,
-                rows: g.rows,
-                m,
-                up_offset: (u.offset - g.offset) as u32,
-                y_stride: self.rows,
-                y_offset: g.row0,
-            };
-            gemv_gated(rec, split, (&g.buffer).into(), input, out, shape)?;
-        }
-        Ok(true)
-    }
-
-    /// Records `y[j, :] (+)= W x[j, :]` for `m` activation rows; `x` must have been prepared
-    /// (quantized for this matrix's type) by [`Acts::prepare`].
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one argument per binding and shape"
-    )]
-    fn gemv(
-        &self,
-        rec: &mut crate::gpu::Recorder,
-        (split, prefill): (Split, Prefill),
-        acts: &Acts,
-        x: View<'_>,
-        y: View<'_>,
-        m: u32,
-        accumulate: bool,
-    ) -> Result<()> {
-        for p in &self.parts {
-            let shape = GemvShape {
-                wtype: self.wtype,
-                k: self.k,
-                rows: p.rows,
-                m,
-                y_stride: self.rows,
-                y_offset: p.row0,
-                accumulate,
-            };
-            let w = self.view(p);
-            let input = match ActQuant::for_weights(self.wtype) {
-                Some(quant) => ActInput::Q8(acts.get(quant)),
-                None => ActInput::F32(x),
-            };
-            // Several rows (prefill) where the device prefers it: the tiled matmul reads each
-            // weight unit once per tile of rows; else the GEMV.
-            match input {
-                _ if m > 1 && prefill == Prefill::Tiled => matmul_q(rec, w, input, y, shape)?,
-                ActInput::Q8(q) => gemv_q8(rec, split, w, q, y, shape)?,
-                ActInput::F32(x) => gemv(rec, split, w, x, y, shape)?,
-            }
-        }
-        Ok(())
+                .all(|(g, u)| g.buffer == u.buffer && g.rows == u.rows)
     }
 
     /// Records the gather of `n_tok` rows named by `tokens[t0..]` into `out`.
@@ -215,102 +154,136 @@ impl GpuMatrix {
     }
 }
 
-/// Scratch for activations quantized to each int8 format, sized for CHUNK rows of the widest
-/// input.
+/// A layer's q, k and v projections: one matrix of their rows back to back where the loader
+/// could join them, else three.
 #[derive(Debug)]
-struct Acts {
-    sets: Vec<(ActQuant, [wgpu::Buffer; 3])>,
+enum Qkv {
+    One(GpuMatrix),
+    Apart([GpuMatrix; 3]),
 }
 
-impl Acts {
-    fn new(gpu: &Gpu, max_k: u32) -> Result<Acts> {
-        let (bq, bd, bs) = QAct::sizes(CHUNK, max_k);
-        let usage = wgpu::BufferUsages::STORAGE;
-        let mut sets = Vec::new();
-        for quant in [ActQuant::Q8_0, ActQuant::Q8_1, ActQuant::Q8K] {
-            sets.push((
-                quant,
-                [
-                    gpu.create_buffer("xq", bq, usage)?,
-                    gpu.create_buffer("xd", bd, usage)?,
-                    gpu.create_buffer("xs", bs, usage)?,
-                ],
-            ));
-        }
-        Ok(Acts { sets })
-    }
-
-    fn get(&self, quant: ActQuant) -> QAct<'_> {
-        let (_, [xq, xd, xs]) = self
-            .sets
-            .iter()
-            .find(|(q, _)| *q == quant)
-            .expect("a set for every format");
-        QAct {
-            quant,
-            xq: xq.into(),
-            xd: xd.into(),
-            xs: xs.into(),
-        }
-    }
-
-    /// Quantizes `x` (m, k) once for each int8 format the given matrices need.
-    fn prepare(
-        &self,
-        rec: &mut crate::gpu::Recorder,
-        x: View<'_>,
-        m: u32,
-        mats: &[&GpuMatrix],
-    ) -> Result<()> {
-        // At most one quantization per int8 format (3 of them), tracked without allocating.
-        let mut done = [None; 3];
-        for mat in mats {
-            if let Some(quant) = ActQuant::for_weights(mat.wtype)
-                && !done.contains(&Some(quant))
-            {
-                quantize(rec, x, self.get(quant), m, mat.k)?;
-                if let Some(slot) = done.iter_mut().find(|d| d.is_none()) {
-                    *slot = Some(quant);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
+/// One layer's weights on the GPU; vectors (norm weights, biases) are float offsets into the
+/// model's vector buffer.
 #[derive(Debug)]
 struct Layer {
-    w: LayerWeights<GpuMatrix, wgpu::Buffer>,
-    k_cache: wgpu::Buffer,
-    v_cache: wgpu::Buffer,
+    attn_norm: u32,
+    qkv: Qkv,
+    o: GpuMatrix,
+    /// The q, k and v biases, back to back from this offset (Qwen2).
+    bias: Option<u32>,
+    /// Per-head q and k norm weights (Gemma 3).
+    qk_norm: Option<[u32; 2]>,
+    post_attn_norm: Option<u32>,
+    ffn_norm: u32,
+    gate: GpuMatrix,
+    up: GpuMatrix,
+    down: GpuMatrix,
+    post_ffn_norm: Option<u32>,
+    /// Attends through the sliding window.
+    local: bool,
 }
 
-/// Activations, allocated once for chunks of up to [`CHUNK`] tokens.
+impl Layer {
+    /// The layer from the loader's weights, checked against the config's shapes.
+    fn new(cfg: &Config, il: u32, w: LayerWeights<Option<GpuMatrix>, u32>) -> Result<Layer> {
+        let bad = |what: &str| {
+            Error::Unsupported(format!(
+                "layer {il}'s tensor shapes do not match the metadata ({what})"
+            ))
+        };
+        let (d, qd, kvd, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
+        let qkv = match (w.q, w.k, w.v) {
+            (Some(m), None, None) if m.rows == qd + 2 * kvd && m.k == d => Qkv::One(m),
+            (Some(q), Some(k), Some(v))
+                if q.rows == qd && k.rows == kvd && v.rows == kvd && [q.k, k.k, v.k] == [d; 3] =>
+            {
+                Qkv::Apart([q, k, v])
+            }
+            _ => return Err(bad("q, k, v")),
+        };
+        let (o, gate, up, down) = match (w.o, w.gate, w.up, w.down) {
+            (Some(o), Some(g), Some(u), Some(dn)) => (o, g, u, dn),
+            _ => return Err(bad("a matrix is missing")),
+        };
+        let ok = o.rows == d
+            && o.k == qd
+            && gate.rows == ff
+            && gate.k == d
+            && up.rows == ff
+            && up.k == d
+            && down.rows == d
+            && down.k == ff;
+        if !ok {
+            return Err(bad("o, gate, up, down"));
+        }
+        let bias = match w.bias {
+            Some([q, k, v]) if k == q + qd && v == k + kvd => Some(q),
+            Some(_) => return Err(bad("biases are not back to back")),
+            None => None,
+        };
+        Ok(Layer {
+            attn_norm: w.attn_norm,
+            qkv,
+            o,
+            bias,
+            qk_norm: w.qk_norm,
+            post_attn_norm: w.post_attn_norm,
+            ffn_norm: w.ffn_norm,
+            gate,
+            up,
+            down,
+            post_ffn_norm: w.post_ffn_norm,
+            local: cfg.is_local(il),
+        })
+    }
+}
+
+/// Everything the loader hands over to build a model.
+struct Weights {
+    gpu: Gpu,
+    cfg: Config,
+    capacity: u32,
+    attn: AttnOptions,
+    embd: GpuMatrix,
+    output: Option<GpuMatrix>,
+    output_norm: u32,
+    layers: Vec<Layer>,
+    vecs: wgpu::Buffer,
+}
+
+/// Activations, allocated once for chunks of up to `chunk` tokens.
 #[derive(Debug)]
 struct Scratch {
-    x: wgpu::Buffer,
-    xn: wgpu::Buffer,
+    /// (chunk, d_model): the residual stream, in one buffer or the other as the step goes
+    /// (a prologue reads one and writes the other).
+    x: [wgpu::Buffer; 2],
+    /// (chunk, d_model): a block's output before its residual add.
+    t: wgpu::Buffer,
+    /// (chunk, q_dim + 2 kv_dim): the q/k/v projection.
+    qkv: wgpu::Buffer,
+    /// (chunk, q_dim): q after RoPE.
     q: wgpu::Buffer,
-    k: wgpu::Buffer,
-    v: wgpu::Buffer,
-    qn: wgpu::Buffer,
-    kn: wgpu::Buffer,
+    /// (chunk, q_dim): attention's output.
     att: wgpu::Buffer,
-    tmp: wgpu::Buffer,
-    tmp2: wgpu::Buffer,
+    /// (chunk, d_ff): the gated FFN's activation.
+    hidden: wgpu::Buffer,
+    /// (chunk, d_ff) each: gate and up apart (tiled prefill).
     gate: wgpu::Buffer,
     up: wgpu::Buffer,
-    hidden: wgpu::Buffer,
-    last: wgpu::Buffer,
-    last_norm: wgpu::Buffer,
+    /// (chunk, widest input) f32: the prepared input of f16/f32 weights.
+    xn: wgpu::Buffer,
+    /// The prepared int8 input: (chunk, widest / 4) words, (chunk, widest / 32) scales, sums.
+    xq: wgpu::Buffer,
+    xd: wgpu::Buffer,
+    xs: wgpu::Buffer,
+    /// (vocab).
     logits: wgpu::Buffer,
     /// The one-pass decode kernel's scores (n_head, capacity).
     scores: wgpu::Buffer,
-    /// Split attention's partial results, for CHUNK tokens and the most splits.
+    /// Split attention's partial results, for a chunk and the most splits.
     partials: wgpu::Buffer,
+    /// (capacity + 1): the prompt and every chosen id; a step reads its token here.
     tokens: wgpu::Buffer,
-    /// The repetition penalty's window of recent ids.
-    recent: wgpu::Buffer,
 }
 
 /// How a step chooses the next token.
@@ -340,6 +313,29 @@ pub enum StepOutput {
     Logits(Vec<f32>),
 }
 
+/// Where a chunk's residual stream stands after its layers: the buffer holding it, and whether
+/// the last block's output (in `t`) still has to be added (with this post-norm, if any).
+#[derive(Clone, Copy, Debug)]
+struct Stream {
+    cur: usize,
+    pending: Option<Option<u32>>,
+}
+
+/// A decode step's plans: the step itself per attention layout (which layers split attention
+/// changes with the position), the greedy choice, and the sampled choice of the settings last
+/// used.
+#[derive(Debug)]
+struct DecodePlans {
+    arena: StepArena,
+    /// (first position, layers that split) and the step's plan recorded at that position.
+    bodies: Vec<(u32, [bool; 2], Plan)>,
+    /// Argmax recorded at position 0 (slot 1).
+    greedy: Plan,
+    /// Sampling: settings, penalty window, `pos - step` (constant in a generation), the
+    /// position it was recorded at, and the plan.
+    sampled: Option<(SampleParams, u32, u32, u32, Plan)>,
+}
+
 /// A model loaded onto a GPU, with its KV cache.
 #[derive(Debug)]
 pub struct GpuModel {
@@ -348,14 +344,25 @@ pub struct GpuModel {
     combine: Combine,
     split: Split,
     prefill: Prefill,
-    acts: Acts,
+    /// Tokens per recorded prompt chunk.
+    chunk: u32,
     embd: GpuMatrix,
     output: Option<GpuMatrix>,
-    output_norm: wgpu::Buffer,
+    output_norm: u32,
     layers: Vec<Layer>,
+    /// Per layer: the key and value caches (n_kv_head, capacity, head_dim).
+    caches: Vec<[wgpu::Buffer; 2]>,
+    /// Every norm weight and bias (f32), at the layers' offsets.
+    vecs: wgpu::Buffer,
     s: Scratch,
     capacity: u32,
     attn: AttnOptions,
+    /// Built once the model exists (recording them needs it).
+    plans: Option<DecodePlans>,
+    /// Decode steps per submit.
+    batch: u32,
+    /// Seconds of GPU time per prompt token, once measured (sizes a prompt's submits).
+    secs_per_token: Option<f64>,
     /// Pipelines created when the pipeline cache was last written to disk.
     cached_pipelines: u64,
 }
@@ -395,12 +402,169 @@ impl GpuModel {
         loader.finish()
     }
 
-    /// Creates the pipelines of a one-token chunk (the GEMVs; a prompt's chunks use the tiled
-    /// matmul instead) by recording one and dropping it unsubmitted, so that no decode step
-    /// compiles a pipeline, even after a prefill that never ran a one-token chunk.
-    fn prewarm_decode(&self) -> Result<()> {
-        let mut rec = self.gpu.recorder();
-        self.record_chunk(&mut rec, 0, 1)
+    /// The model from its uploaded weights: KV cache, scratch, and the decode plans (which
+    /// create every pipeline and bind group a decode step uses, so no step creates one).
+    fn assemble(w: Weights) -> Result<GpuModel> {
+        let Weights {
+            gpu,
+            cfg,
+            capacity,
+            attn,
+            embd,
+            output,
+            output_norm,
+            layers,
+            vecs,
+        } = w;
+        let prefill = Prefill::best(&gpu);
+        let chunk = if prefill == Prefill::Tiled {
+            CHUNK_TILED
+        } else {
+            CHUNK
+        };
+        let storage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        let a = Attention {
+            n_head: cfg.n_head,
+            n_kv_head: cfg.n_kv_head,
+            head_dim: cfg.head_dim,
+            capacity,
+            n_tok: chunk,
+            pos0: 0,
+            window: 0,
+            scale: cfg.attn_scale,
+            softcap: cfg.attn_softcap,
+            kv: attn.kv,
+        };
+        let mut caches = Vec::with_capacity(layers.len());
+        for _ in &layers {
+            caches.push([
+                gpu.create_buffer("k cache", a.cache_bytes(), storage)?,
+                gpu.create_buffer("v cache", a.cache_bytes(), storage)?,
+            ]);
+        }
+        // The most splits a step can use: the last position's, without a window.
+        let max_splits = if attn.split_min_len > 0 {
+            let last = Attention {
+                n_tok: 1,
+                pos0: capacity - 1,
+                ..a
+            };
+            Splits::plan(&last, attn.split_min_len).count
+        } else {
+            0
+        };
+        let c = u64::from(chunk);
+        let widest = u64::from(cfg.d_model.max(cfg.d_ff).max(cfg.q_dim()));
+        let f = |label: &str, floats: u64| gpu.create_buffer(label, floats.max(1) * 4, storage);
+        let (bq, bd, bs) = QAct::sizes(chunk, widest as u32);
+        let s = Scratch {
+            x: [
+                f("x", c * u64::from(cfg.d_model))?,
+                f("x", c * u64::from(cfg.d_model))?,
+            ],
+            t: f("block output", c * u64::from(cfg.d_model))?,
+            qkv: f("qkv", c * u64::from(cfg.q_dim() + 2 * cfg.kv_dim()))?,
+            q: f("q", c * u64::from(cfg.q_dim()))?,
+            att: f("att", c * u64::from(cfg.q_dim()))?,
+            hidden: f("hidden", c * u64::from(cfg.d_ff))?,
+            gate: f("gate", c * u64::from(cfg.d_ff))?,
+            up: f("up", c * u64::from(cfg.d_ff))?,
+            xn: f("xn", c * widest)?,
+            xq: gpu.create_buffer("xq", bq, storage)?,
+            xd: gpu.create_buffer("xd", bd, storage)?,
+            xs: gpu.create_buffer("xs", bs, storage)?,
+            logits: f("logits", u64::from(cfg.vocab))?,
+            scores: gpu.create_buffer(
+                "scores",
+                scratch_bytes(&Attention { n_tok: 1, ..a }),
+                storage,
+            )?,
+            partials: gpu.create_buffer(
+                "attention partials",
+                partials_bytes(&a, max_splits).max(4),
+                storage,
+            )?,
+            tokens: f("tokens", u64::from(capacity) + 1)?,
+        };
+        let mut model = GpuModel {
+            combine: Combine::best(&gpu),
+            split: Split::best(&gpu),
+            prefill,
+            chunk,
+            embd,
+            output,
+            output_norm,
+            layers,
+            caches,
+            vecs,
+            s,
+            capacity,
+            attn,
+            plans: None,
+            batch: DECODE_BATCH,
+            secs_per_token: None,
+            cached_pipelines: 0,
+            cfg,
+            gpu,
+        };
+        model.build_plans()?;
+        Ok(model)
+    }
+
+    /// Records the decode step once per attention layout that positions within the cache
+    /// reach, and the greedy choice, and freezes them into plans.
+    fn build_plans(&mut self) -> Result<()> {
+        // Natively, wait for the driver's verdict on the pipelines and bind groups created
+        // here (a browser cannot wait: errors reach the device's handler, checked at the first
+        // readback).
+        #[cfg(not(target_arch = "wasm32"))]
+        let scope = self
+            .gpu
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut layouts: Vec<(u32, [bool; 2])> = Vec::new();
+        for pos in 0..self.capacity.saturating_sub(1) {
+            let layout = self.layout_at(pos);
+            if layouts.last().is_none_or(|l| l.1 != layout) {
+                layouts.push((pos, layout));
+            }
+        }
+        let mut recorded = Vec::with_capacity(layouts.len());
+        for &(pos, layout) in &layouts {
+            let mut rec = self.gpu.plan_recorder();
+            let st = self.record_chunk(&mut rec, pos, 1)?;
+            self.record_head(&mut rec, st, 0)?;
+            recorded.push((pos, layout, rec));
+        }
+        let mut greedy = self.gpu.plan_recorder();
+        self.record_choice(&mut greedy, &Choice::Greedy, 1)?;
+        // Room for the most position-dependent dispatches a batch replays: its steps' and the
+        // sampled choice's (one per step).
+        let per_step = recorded
+            .iter()
+            .map(|(_, _, r)| r.shifting())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let arena = StepArena::new(&self.gpu, per_step * MAX_DECODE_BATCH as usize)?;
+        let mut bodies = Vec::with_capacity(recorded.len());
+        for (pos, layout, rec) in recorded {
+            bodies.push((pos, layout, rec.into_plan(&arena)?));
+        }
+        let greedy = greedy.into_plan(&arena)?;
+        self.plans = Some(DecodePlans {
+            arena,
+            bodies,
+            greedy,
+            sampled: None,
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(e.to_string()));
+        }
+        self.gpu.check()
     }
 
     pub fn config(&self) -> &Config {
@@ -420,10 +584,37 @@ impl GpuModel {
         self.prefill = prefill;
     }
 
-    /// Runs `tokens` at positions `pos0..`, in chunks of [`CHUNK`], all in one submit, and
-    /// chooses the next token on the GPU (or returns the last position's logits), as `choice`
-    /// says. Passing no tokens continues from the token the previous step chose, already on the
-    /// GPU. Blocks on the readback (native only; see [`GpuModel::step_async`]).
+    /// Decode steps recorded into one submit (1 to [`MAX_DECODE_BATCH`]; default
+    /// [`DECODE_BATCH`]).
+    pub fn set_decode_batch(&mut self, n: u32) -> Result<()> {
+        if !(1..=MAX_DECODE_BATCH).contains(&n) {
+            return Err(Error::Unsupported(format!(
+                "{n} decode steps per submit: use 1 to {MAX_DECODE_BATCH}"
+            )));
+        }
+        self.batch = n;
+        Ok(())
+    }
+
+    /// Decode steps per submit.
+    pub fn decode_batch(&self) -> u32 {
+        self.batch
+    }
+
+    /// Dispatches of one decode step as planned at position `pos` (without the choice).
+    pub fn decode_dispatches(&self, pos: u32) -> usize {
+        let plans = self.plans();
+        plans.bodies[self.body_at(pos)].2.dispatches()
+    }
+
+    fn plans(&self) -> &DecodePlans {
+        self.plans.as_ref().expect("built at load")
+    }
+
+    /// Runs `tokens` at positions `pos0..`, and chooses the next token on the GPU (or returns
+    /// the last position's logits), as `choice` says. Passing no tokens continues from the
+    /// token the previous step chose, already on the GPU. Blocks on the readback (native only;
+    /// see [`GpuModel::step_async`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn step(
         &mut self,
@@ -432,9 +623,7 @@ impl GpuModel {
         n_new: u32,
         choice: &Choice,
     ) -> Result<StepOutput> {
-        let (back, want_logits) = self.submit_step(tokens, pos0, n_new, choice)?;
-        let bytes = pollster::block_on(back.bytes())?;
-        self.finish_step(&bytes, want_logits)
+        pollster::block_on(self.step_async(tokens, pos0, n_new, choice))
     }
 
     /// [`GpuModel::step`] awaiting the readback instead of blocking on it: the form a browser
@@ -446,19 +635,27 @@ impl GpuModel {
         n_new: u32,
         choice: &Choice,
     ) -> Result<StepOutput> {
-        let (back, want_logits) = self.submit_step(tokens, pos0, n_new, choice)?;
+        let back = self.submit_prompt(tokens, pos0, n_new, choice).await?;
         let bytes = back.bytes().await?;
-        self.finish_step(&bytes, want_logits)
+        self.save_pipelines()?;
+        Ok(if matches!(choice, Choice::Logits) {
+            StepOutput::Logits(bytemuck::pod_collect_to_vec(&bytes))
+        } else {
+            StepOutput::Token(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        })
     }
 
-    /// Records and submits a step; returns its readback and whether it carries the logits.
-    fn submit_step(
+    /// Records and submits `n_new` positions from `pos0` (`tokens` written first, unless
+    /// empty) in chunks, ending with the choice; returns the readback of the chosen id (or of
+    /// the logits). A long prompt is split over several submits of about [`SUBMIT_SECONDS`]
+    /// each, measured on the first (so no submit can trip a driver's timeout).
+    pub async fn submit_prompt(
         &mut self,
         tokens: &[u32],
         pos0: u32,
         n_new: u32,
         choice: &Choice,
-    ) -> Result<(crate::gpu::Readback, bool)> {
+    ) -> Result<Readback> {
         if n_new == 0 || pos0 + n_new > self.capacity {
             return Err(Error::ContextFull {
                 capacity: self.capacity,
@@ -487,338 +684,561 @@ impl GpuModel {
             );
         }
         let mut rec = self.gpu.recorder();
+        let mut in_submit = 0;
         let mut done = 0;
-        while done < n_new {
-            let n = CHUNK.min(n_new - done);
-            self.record_chunk(&mut rec, pos0 + done, n)?;
+        loop {
+            let n = self.chunk.min(n_new - done);
+            let st = self.record_chunk(&mut rec, pos0 + done, n)?;
             done += n;
+            in_submit += n;
+            if done == n_new {
+                self.record_head(&mut rec, st, n - 1)?;
+                let slot = pos0 + n_new;
+                self.record_choice(&mut rec, choice, slot)?;
+                let view = match choice {
+                    Choice::Logits => View::new(&self.s.logits, 0, u64::from(self.cfg.vocab) * 4),
+                    _ => View::new(&self.s.tokens, u64::from(slot) * 4, 4),
+                };
+                let back = rec.read(view)?;
+                rec.submit()?;
+                return Ok(back);
+            }
+            let limit = self
+                .secs_per_token
+                .map_or(self.chunk, |s| self.tokens_per_submit(s));
+            if in_submit >= limit {
+                let started = Instant::now();
+                rec.submit()?;
+                if self.secs_per_token.is_none() {
+                    // The first long prompt measures how long a chunk takes.
+                    self.gpu.idle().await?;
+                    let secs = started.elapsed().as_secs_f64() / f64::from(in_submit);
+                    self.secs_per_token = Some(secs.max(1e-9));
+                }
+                rec = self.gpu.recorder();
+                in_submit = 0;
+            }
         }
-        let cfg = &self.cfg;
-        let s = &self.s;
-        let d = u64::from(cfg.d_model) * 4;
-        rec.copy(
-            View::new(
-                &s.x,
-                u64::from(n_new - 1 - (n_new - 1) / CHUNK * CHUNK) * d,
-                d,
-            ),
-            (&s.last).into(),
-        )?;
-        rms_norm(
-            &mut rec,
-            self.combine,
-            (&s.last).into(),
-            (&self.output_norm).into(),
-            (&s.last_norm).into(),
-            1,
-            cfg.d_model,
-            cfg.eps,
-            0.0,
-        )?;
-        let output = self.output.as_ref().unwrap_or(&self.embd);
-        self.acts
-            .prepare(&mut rec, (&s.last_norm).into(), 1, &[output])?;
-        output.gemv(
-            &mut rec,
-            (self.split, self.prefill),
-            &self.acts,
-            (&s.last_norm).into(),
-            (&s.logits).into(),
-            1,
-            false,
-        )?;
-        let next_slot = pos0 + n_new;
-        match *choice {
-            Choice::Greedy | Choice::Logits => argmax(
-                &mut rec,
-                (&s.logits).into(),
-                (&s.tokens).into(),
-                cfg.vocab,
-                next_slot,
-            )?,
+    }
+
+    /// Whole chunks per submit for about [`SUBMIT_SECONDS`] of GPU time, at least one.
+    fn tokens_per_submit(&self, secs_per_token: f64) -> u32 {
+        let tokens = (SUBMIT_SECONDS / secs_per_token).min(f64::from(u32::MAX / 2)) as u32;
+        (tokens / self.chunk).max(1) * self.chunk
+    }
+
+    /// Submits `n` decode steps at positions `pos..pos + n`: each embeds the token at its
+    /// position (the previous step's choice, already on the GPU) and chooses the next, as
+    /// `choice` says for the first of them (a sampled choice's step counts on by one per step).
+    /// One submit; the returned readback holds the `n` chosen ids (4 bytes each).
+    pub fn submit_decode(&mut self, pos: u32, n: u32, choice: &Choice) -> Result<Readback> {
+        if n == 0 || n > MAX_DECODE_BATCH || pos + n >= self.capacity {
+            return Err(Error::ContextFull {
+                capacity: self.capacity,
+            });
+        }
+        // The chooser's plan and the position it was recorded at.
+        let chooser_at = match *choice {
+            Choice::Greedy => 0,
             Choice::Sample {
                 params,
                 step,
                 last_n,
             } => {
-                // The penalty window: the last `last_n` ids (prompt included), copied out of
-                // the token buffer (copies need only 4-byte alignment, bindings 256).
-                let n_recent = last_n.min(next_slot);
-                if n_recent > 0 {
-                    rec.copy(
-                        View::new(
-                            &s.tokens,
-                            u64::from(next_slot - n_recent) * 4,
-                            u64::from(n_recent) * 4,
-                        ),
-                        View::new(&s.recent, 0, u64::from(n_recent) * 4),
-                    )?;
+                let key = pos.wrapping_sub(step);
+                let fresh = self
+                    .plans()
+                    .sampled
+                    .as_ref()
+                    .is_some_and(|(p, l, k, _, _)| *p == params && *l == last_n && *k == key);
+                if !fresh {
+                    let mut rec = self.gpu.plan_recorder();
+                    self.record_choice(&mut rec, choice, pos + 1)?;
+                    let plan = rec.into_plan(&self.plans().arena)?;
+                    if let Some(plans) = self.plans.as_mut() {
+                        plans.sampled = Some((params, last_n, key, pos, plan));
+                    }
                 }
-                sample(
-                    &mut rec,
-                    (&s.logits).into(),
-                    (&s.recent).into(),
-                    (&s.tokens).into(),
-                    cfg.vocab,
-                    n_recent,
-                    next_slot,
-                    step,
-                    &params,
-                )?;
+                self.plans().sampled.as_ref().map_or(pos, |s| s.3)
             }
-        }
-        let want_logits = matches!(choice, Choice::Logits);
-        let back = if want_logits {
-            rec.read(View::new(&s.logits, 0, u64::from(cfg.vocab) * 4))?
-        } else {
-            rec.read(View::new(&s.tokens, u64::from(next_slot) * 4, 4))?
+            Choice::Logits => {
+                return Err(Error::Unsupported(
+                    "logits from a planned decode step (use step)".into(),
+                ));
+            }
         };
-        rec.submit()?;
-        Ok((back, want_logits))
+        let mut which = [0usize; MAX_DECODE_BATCH as usize];
+        for (i, w) in which.iter_mut().take(n as usize).enumerate() {
+            *w = self.body_at(pos + i as u32);
+        }
+        let read = View::new(&self.s.tokens, u64::from(pos + 1) * 4, u64::from(n) * 4);
+        let sampled = matches!(choice, Choice::Sample { .. });
+        let plans = self.plans.as_mut().expect("built at load");
+        let DecodePlans {
+            arena,
+            bodies,
+            greedy,
+            sampled: sample_plan,
+        } = plans;
+        let chooser = match (sampled, sample_plan.as_ref()) {
+            (true, Some(s)) => &s.4,
+            _ => &*greedy,
+        };
+        let back = arena.submit(Some(read), |r| {
+            for (i, &b) in which.iter().take(n as usize).enumerate() {
+                let p = pos + i as u32;
+                let (at, _, body) = &bodies[b];
+                r.run(body, p - at)?;
+                r.run(chooser, p - chooser_at)?;
+            }
+            Ok(())
+        })?;
+        Ok(back.expect("a readback was asked for"))
     }
 
-    /// The output of a step from its read-back bytes.
-    fn finish_step(&mut self, bytes: &[u8], want_logits: bool) -> Result<StepOutput> {
-        // A step that compiled new pipelines (the first prefill, the first sampled token)
-        // persists the pipeline cache, so the next run of the program skips compilation.
+    /// The key and value caches' bytes for positions `0..positions`, layer by layer (keys,
+    /// then values; kv head by kv head): the state a context leaves, for comparing two runs.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn kv_prefix(&self, positions: u32) -> Result<Vec<u8>> {
+        let positions = positions.min(self.capacity);
+        let row = u64::from(self.cfg.head_dim) * self.attn.kv.bytes();
+        let mut rec = self.gpu.recorder();
+        let mut backs = Vec::new();
+        for pair in &self.caches {
+            for cache in pair {
+                for h in 0..u64::from(self.cfg.n_kv_head) {
+                    let at = h * u64::from(self.capacity) * row;
+                    let len = u64::from(positions) * row;
+                    if len > 0 {
+                        backs.push(rec.read(View::new(cache, at, len))?);
+                    }
+                }
+            }
+        }
+        rec.submit()?;
+        let mut bytes = Vec::new();
+        for back in backs {
+            bytes.extend(back.wait()?);
+        }
+        Ok(bytes)
+    }
+
+    /// The ids in a decode readback's bytes; persists the pipeline cache if pipelines were
+    /// created since it was last written.
+    pub fn tokens_from(&mut self, bytes: &[u8]) -> Result<Vec<u32>> {
+        self.save_pipelines()?;
+        Ok(bytemuck::pod_collect_to_vec(bytes))
+    }
+
+    /// A step that compiled new pipelines (the first prefill, the first sampled token)
+    /// persists the pipeline cache, so the next run of the program skips compilation.
+    fn save_pipelines(&mut self) -> Result<()> {
         let created = self.gpu.counters().pipelines_created;
         if created != self.cached_pipelines {
             self.cached_pipelines = created;
             self.gpu.save_pipeline_cache()?;
         }
-        Ok(if want_logits {
-            StepOutput::Logits(bytemuck::pod_collect_to_vec(bytes))
-        } else {
-            StepOutput::Token(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        Ok(())
+    }
+
+    /// The layers that split attention at `pos` (local, global) for a decode step.
+    fn layout_at(&self, pos: u32) -> [bool; 2] {
+        [true, false].map(|local| self.splits(&self.attention(local, pos, 1)))
+    }
+
+    /// The index of the step plan for position `pos` (recorded at the first position of its
+    /// attention layout).
+    fn body_at(&self, pos: u32) -> usize {
+        let layout = self.layout_at(pos);
+        self.plans()
+            .bodies
+            .iter()
+            .rposition(|(at, l, _)| *at <= pos && *l == layout)
+            .expect("a plan for every layout positions reach")
+    }
+
+    /// The attention of `n` tokens from `pos0` in a local (windowed) or global layer.
+    fn attention(&self, local: bool, pos0: u32, n: u32) -> Attention {
+        let cfg = &self.cfg;
+        Attention {
+            n_head: cfg.n_head,
+            n_kv_head: cfg.n_kv_head,
+            head_dim: cfg.head_dim,
+            capacity: self.capacity,
+            n_tok: n,
+            pos0,
+            window: if local { cfg.window } else { 0 },
+            scale: cfg.attn_scale,
+            softcap: cfg.attn_softcap,
+            kv: self.attn.kv,
+        }
+    }
+
+    /// Whether attention `a` is split over the KV length.
+    fn splits(&self, a: &Attention) -> bool {
+        self.attn.split_min_len > 0 && Splits::plan(a, self.attn.split_min_len).count > 1
+    }
+
+    /// The input of a block's first product, from the residual stream: the pending block
+    /// output added (stored to the other buffer) and RMS-normed with `norm`.
+    fn block_input(&self, st: &Stream, norm: u32) -> PrepIn<'_> {
+        let s = &self.s;
+        PrepIn {
+            x: (&s.x[st.cur]).into(),
+            add: st.pending.map(|post| Add {
+                t: (&s.t).into(),
+                post,
+            }),
+            norm: Some(norm),
+            vecs: Some((&self.vecs).into()),
+            write: st.pending.map(|_| (&s.x[st.cur ^ 1]).into()),
+            k: self.cfg.d_model,
+            eps: self.cfg.eps,
+            x_row0: 0,
+        }
+    }
+
+    /// The int8 scratch as activations for `quant`.
+    fn qact(&self, quant: ActQuant) -> QAct<'_> {
+        QAct {
+            quant,
+            xq: (&self.s.xq).into(),
+            xd: (&self.s.xd).into(),
+            xs: (&self.s.xs).into(),
+        }
+    }
+
+    /// Records the preparation of `m` rows of `input` for weights of `wtype`.
+    fn prepared(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        wtype: WType,
+        input: &PrepIn<'_>,
+        m: u32,
+    ) -> Result<ActInput<'_>> {
+        Ok(match ActQuant::for_weights(wtype) {
+            Some(quant) => {
+                let q = self.qact(quant);
+                prep(rec, input, PrepOut::Q8(q), m)?;
+                ActInput::Q8(q)
+            }
+            None => {
+                let x: View<'_> = (&self.s.xn).into();
+                prep(rec, input, PrepOut::F32(x), m)?;
+                ActInput::F32(x)
+            }
         })
     }
 
-    /// RMSNorm of `rows` rows of `len` (the model's eps, plain `w`).
+    /// Records `y[j, y_offset..] = mat · x[j]` for `m` prepared rows: the tiled matmul for
+    /// several rows where the device prefers it, else a GEMV, one dispatch per part.
     #[allow(
         clippy::too_many_arguments,
         reason = "one argument per binding and shape"
     )]
-    fn norm(
-        &self,
-        rec: &mut crate::gpu::Recorder,
-        x: &wgpu::Buffer,
-        w: &wgpu::Buffer,
-        out: &wgpu::Buffer,
-        rows: u32,
-        len: u32,
-    ) -> Result<()> {
-        rms_norm(
-            rec,
-            self.combine,
-            x.into(),
-            w.into(),
-            out.into(),
-            rows,
-            len,
-            self.cfg.eps,
-            0.0,
-        )
-    }
-
-    /// `x += [post_norm](W input)` for `n` rows: the output projection of a block and its
-    /// residual add, fused into the GEMV where there is no post-norm (Gemma 3 has one).
-    fn residual(
+    fn multiply(
         &self,
         rec: &mut crate::gpu::Recorder,
         mat: &GpuMatrix,
-        input: &wgpu::Buffer,
-        post_norm: Option<&wgpu::Buffer>,
-        n: u32,
+        x: ActInput<'_>,
+        y: View<'_>,
+        (y_stride, y_offset): (u32, u32),
+        m: u32,
     ) -> Result<()> {
-        let s = &self.s;
-        let d = self.cfg.d_model;
-        self.acts.prepare(rec, input.into(), n, &[mat])?;
-        match post_norm {
-            Some(w) => {
-                mat.gemv(
-                    rec,
-                    (self.split, self.prefill),
-                    &self.acts,
-                    input.into(),
-                    (&s.tmp).into(),
-                    n,
-                    false,
-                )?;
-                self.norm(rec, &s.tmp, w, &s.tmp2, n, d)?;
-                add_inplace(rec, (&s.x).into(), (&s.tmp2).into(), n * d, n * d)
+        for p in &mat.parts {
+            let shape = GemvShape {
+                wtype: mat.wtype,
+                k: mat.k,
+                rows: p.rows,
+                m,
+                y_stride,
+                y_offset: y_offset + p.row0,
+                accumulate: false,
+            };
+            let w = mat.view(p);
+            match x {
+                _ if m > 1 && self.prefill == Prefill::Tiled => matmul_q(rec, w, x, y, shape)?,
+                ActInput::Q8(q) => gemv_q8(rec, self.split, w, q, y, shape)?,
+                ActInput::F32(v) => gemv(rec, self.split, w, v, y, shape)?,
             }
-            None => mat.gemv(
-                rec,
-                (self.split, self.prefill),
-                &self.acts,
-                input.into(),
-                (&s.x).into(),
-                n,
-                true,
-            ),
         }
+        Ok(())
     }
 
-    /// Attention of the chunk's `q` against layer `l`'s cache into `att`: split over the KV
+    /// Records `y[j, y_offset..] = mat · v[j]` with `v` the prepared `input`: one fused
+    /// dispatch per part (`gemv_prep`) where the kernels take the weights and GEMVs run, else
+    /// `prep` and the product. Only the first part stores the new residual.
+    fn project(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        mat: &GpuMatrix,
+        input: &PrepIn<'_>,
+        y: View<'_>,
+        (y_stride, y_offset): (u32, u32),
+        m: u32,
+    ) -> Result<()> {
+        let tiled = m > 1 && self.prefill == Prefill::Tiled;
+        if tiled || !takes(mat.wtype, mat.k) {
+            let x = self.prepared(rec, mat.wtype, input, m)?;
+            return self.multiply(rec, mat, x, y, (y_stride, y_offset), m);
+        }
+        for (i, p) in mat.parts.iter().enumerate() {
+            let input = if i == 0 {
+                *input
+            } else {
+                PrepIn {
+                    write: None,
+                    ..*input
+                }
+            };
+            let shape = GemvShape {
+                wtype: mat.wtype,
+                k: mat.k,
+                rows: p.rows,
+                m,
+                y_stride,
+                y_offset: y_offset + p.row0,
+                accumulate: false,
+            };
+            gemv_prep(rec, self.split, mat.view(p), &input, y, shape)?;
+        }
+        Ok(())
+    }
+
+    /// Records the gated FFN `hidden = act(gate · v) * (up · v)` on the prepared `input`: the
+    /// fused `gemv_prep_gated` where it takes the weights, else `prep` then `gemv_gated`, or
+    /// (tiled prefill, unpaired weights) the two products and `gated`.
+    fn ffn(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        l: &Layer,
+        act: Act,
+        input: &PrepIn<'_>,
+        m: u32,
+    ) -> Result<()> {
+        let s = &self.s;
+        let ff = self.cfg.d_ff;
+        let hidden: View<'_> = (&s.hidden).into();
+        let tiled = m > 1 && self.prefill == Prefill::Tiled;
+        let paired = l.gate.pairs_with(&l.up);
+        if !tiled && paired {
+            let fused = takes(l.gate.wtype, l.gate.k);
+            let x = if fused {
+                None
+            } else {
+                Some(self.prepared(rec, l.gate.wtype, input, m)?)
+            };
+            for (i, (g, u)) in l.gate.parts.iter().zip(&l.up.parts).enumerate() {
+                let shape = GatedShape {
+                    wtype: l.gate.wtype,
+                    act,
+                    k: l.gate.k,
+                    rows: g.rows,
+                    m,
+                    up_offset: (u.offset - g.offset) as u32,
+                    y_stride: ff,
+                    y_offset: g.row0,
+                };
+                let w: View<'_> = (&g.buffer).into();
+                match x {
+                    Some(x) => gemv_gated(rec, self.split, w, x, hidden, shape)?,
+                    None => {
+                        let input = if i == 0 {
+                            *input
+                        } else {
+                            PrepIn {
+                                write: None,
+                                ..*input
+                            }
+                        };
+                        gemv_prep_gated(rec, self.split, w, &input, hidden, shape)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let x = self.prepared(rec, l.gate.wtype, input, m)?;
+        self.multiply(rec, &l.gate, x, (&s.gate).into(), (ff, 0), m)?;
+        let x = if ActQuant::for_weights(l.up.wtype) == ActQuant::for_weights(l.gate.wtype) {
+            x
+        } else {
+            // The residual was stored by the first preparation.
+            let again = PrepIn {
+                write: None,
+                ..*input
+            };
+            self.prepared(rec, l.up.wtype, &again, m)?
+        };
+        self.multiply(rec, &l.up, x, (&s.up).into(), (ff, 0), m)?;
+        gated(rec, act, (&s.gate).into(), (&s.up).into(), hidden, m * ff)
+    }
+
+    /// Attention of the chunk's q against layer `il`'s cache into `att`: split over the KV
     /// length where the tokens see at least two minimal splits' worth of positions, else the
     /// tiled kernel for a prompt chunk (K and V read once per tile of query rows, not once per
     /// row) and the one-pass kernel for a decode step (whose f16-rounded weights match
     /// llama.cpp's arithmetic exactly).
-    fn attend(
-        &self,
-        rec: &mut crate::gpu::Recorder,
-        combine: Combine,
-        q: &wgpu::Buffer,
-        l: &Layer,
-        a: Attention,
-    ) -> Result<()> {
+    fn attend(&self, rec: &mut crate::gpu::Recorder, il: usize, a: Attention) -> Result<()> {
         let s = &self.s;
-        let (k, v) = ((&l.k_cache).into(), (&l.v_cache).into());
-        let splits = Splits::plan(&a, self.attn.split_min_len);
-        if self.attn.split_min_len > 0 && splits.count > 1 {
-            let partials = View::new(&s.partials, 0, partials_bytes(&a, splits.count));
-            attention_split(rec, q.into(), k, v, partials, (&s.att).into(), a, splits)
+        let [kc, vc] = &self.caches[il];
+        let (q, k, v, out) = ((&s.q).into(), kc.into(), vc.into(), (&s.att).into());
+        if self.splits(&a) {
+            let partials = (&s.partials).into();
+            attention_split_planned(rec, q, k, v, partials, out, a, self.attn.split_min_len)
         } else if a.n_tok > 1 {
-            attention_tiled(rec, q.into(), k, v, (&s.att).into(), a)
+            attention_tiled(rec, q, k, v, out, a)
         } else {
-            attention(
-                rec,
-                combine,
-                q.into(),
-                k,
-                v,
-                (&s.scores).into(),
-                (&s.att).into(),
-                a,
-            )
+            attention(rec, self.combine, q, k, v, (&s.scores).into(), out, a)
         }
     }
 
-    fn record_chunk(&self, rec: &mut crate::gpu::Recorder, pos0: u32, n: u32) -> Result<()> {
+    /// Records the layers for `n` tokens at positions `pos0..` (their ids in the token
+    /// buffer); returns where the residual stream ends.
+    fn record_chunk(&self, rec: &mut crate::gpu::Recorder, pos0: u32, n: u32) -> Result<Stream> {
         let cfg = &self.cfg;
         let s = &self.s;
-        let cb = self.combine;
-        let sp = (self.split, self.prefill);
-        let d = cfg.d_model;
+        let (qd, kvd, ff) = (cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
         self.embd.embed(
             rec,
             (&s.tokens).into(),
-            (&s.x).into(),
+            (&s.x[0]).into(),
             n,
             pos0,
             cfg.embed_scale,
         )?;
+        let act = if cfg.arch == Arch::Gemma3 {
+            Act::Gelu
+        } else {
+            Act::Silu
+        };
+        let vecs: View<'_> = (&self.vecs).into();
+        let mut st = Stream {
+            cur: 0,
+            pending: None,
+        };
         for (il, l) in self.layers.iter().enumerate() {
-            let local = cfg.is_local(il as u32);
-            self.norm(rec, &s.x, &l.w.attn_norm, &s.xn, n, d)?;
-            let acts = &self.acts;
-            acts.prepare(rec, (&s.xn).into(), n, &[&l.w.q, &l.w.k, &l.w.v])?;
-            l.w.q
-                .gemv(rec, sp, acts, (&s.xn).into(), (&s.q).into(), n, false)?;
-            l.w.k
-                .gemv(rec, sp, acts, (&s.xn).into(), (&s.k).into(), n, false)?;
-            l.w.v
-                .gemv(rec, sp, acts, (&s.xn).into(), (&s.v).into(), n, false)?;
-            if let Some([bq, bk, bv]) = &l.w.bias {
-                add_inplace(rec, (&s.q).into(), bq.into(), n * cfg.q_dim(), cfg.q_dim())?;
-                add_inplace(
-                    rec,
-                    (&s.k).into(),
-                    bk.into(),
-                    n * cfg.kv_dim(),
-                    cfg.kv_dim(),
-                )?;
-                add_inplace(
-                    rec,
-                    (&s.v).into(),
-                    bv.into(),
-                    n * cfg.kv_dim(),
-                    cfg.kv_dim(),
-                )?;
-            }
-            let (q, k) = match &l.w.qk_norm {
-                Some([nq, nk]) => {
-                    self.norm(rec, &s.q, nq, &s.qn, n * cfg.n_head, cfg.head_dim)?;
-                    self.norm(rec, &s.k, nk, &s.kn, n * cfg.n_kv_head, cfg.head_dim)?;
-                    (&s.qn, &s.kn)
+            // Attention block: q|k|v from the prepared stream, then rope_kv and attention.
+            let input = self.block_input(&st, l.attn_norm);
+            let row = qd + 2 * kvd;
+            let qkv: View<'_> = (&s.qkv).into();
+            match &l.qkv {
+                Qkv::One(m) => self.project(rec, m, &input, qkv, (row, 0), n)?,
+                Qkv::Apart(ms) => {
+                    for (i, (m, at)) in ms.iter().zip([0, qd, qd + kvd]).enumerate() {
+                        let input = if i == 0 {
+                            input
+                        } else {
+                            PrepIn {
+                                write: None,
+                                ..input
+                            }
+                        };
+                        self.project(rec, m, &input, qkv, (row, at), n)?;
+                    }
                 }
-                None => (&s.q, &s.k),
-            };
-            let r = Rope {
-                layout: cfg.rope_layout,
+            }
+            if st.pending.is_some() {
+                st.cur ^= 1;
+            }
+            let [kc, vc] = &self.caches[il];
+            let r = RopeKv {
                 n_head: cfg.n_head,
+                n_kv_head: cfg.n_kv_head,
                 head_dim: cfg.head_dim,
                 rot_dims: cfg.rope_dims,
                 n_tok: n,
                 pos0,
-                base: if local {
+                capacity: self.capacity,
+                layout: cfg.rope_layout,
+                kv: self.attn.kv,
+                base: if l.local {
                     cfg.rope_base_local
                 } else {
                     cfg.rope_base
                 },
-                freq_scale: if local { 1.0 } else { cfg.rope_freq_scale },
+                freq_scale: if l.local { 1.0 } else { cfg.rope_freq_scale },
+                eps: cfg.eps,
+                bias: l.bias,
+                qk_norm: l.qk_norm,
             };
-            rope(rec, q.into(), r)?;
-            rope(
+            rope_kv(rec, qkv, Some(vecs), (&s.q).into(), kc.into(), vc.into(), r)?;
+            self.attend(rec, il, self.attention(l.local, pos0, n))?;
+            self.project(
                 rec,
-                k.into(),
-                Rope {
-                    n_head: cfg.n_kv_head,
-                    ..r
-                },
+                &l.o,
+                &PrepIn::plain((&s.att).into(), qd),
+                (&s.t).into(),
+                (cfg.d_model, 0),
+                n,
             )?;
-            let a = Attention {
-                n_head: cfg.n_head,
-                n_kv_head: cfg.n_kv_head,
-                head_dim: cfg.head_dim,
-                capacity: self.capacity,
-                n_tok: n,
-                pos0,
-                window: if local { cfg.window } else { 0 },
-                scale: cfg.attn_scale,
-                softcap: cfg.attn_softcap,
-                kv: self.attn.kv,
-            };
-            kv_store(rec, k.into(), (&l.k_cache).into(), a)?;
-            kv_store(rec, (&s.v).into(), (&l.v_cache).into(), a)?;
-            self.attend(rec, cb, q, l, a)?;
-            self.residual(rec, &l.w.o, &s.att, l.w.post_attn_norm.as_ref(), n)?;
-            self.norm(rec, &s.x, &l.w.ffn_norm, &s.xn, n, d)?;
-            acts.prepare(rec, (&s.xn).into(), n, &[&l.w.gate, &l.w.up])?;
-            let act = if cfg.arch == Arch::Gemma3 {
-                Act::Gelu
-            } else {
-                Act::Silu
-            };
-            // One token, or several through GEMVs: the fused gated GEMV. Several through the
-            // tiled matmul: gate and up each tiled (each half of the pair binds alone).
-            let fused = (n == 1 || self.prefill == Prefill::Gemv)
-                && l.w.gate.gated(
-                    rec,
-                    &l.w.up,
-                    self.split,
-                    act,
-                    acts,
-                    (&s.xn).into(),
-                    (&s.hidden).into(),
-                    n,
-                )?;
-            if !fused {
-                l.w.gate
-                    .gemv(rec, sp, acts, (&s.xn).into(), (&s.gate).into(), n, false)?;
-                l.w.up
-                    .gemv(rec, sp, acts, (&s.xn).into(), (&s.up).into(), n, false)?;
-                gated(
-                    rec,
-                    act,
-                    (&s.gate).into(),
-                    (&s.up).into(),
-                    (&s.hidden).into(),
-                    n * cfg.d_ff,
-                )?;
-            }
-            self.residual(rec, &l.w.down, &s.hidden, l.w.post_ffn_norm.as_ref(), n)?;
+            st.pending = Some(l.post_attn_norm);
+            // FFN block.
+            let input = self.block_input(&st, l.ffn_norm);
+            self.ffn(rec, l, act, &input, n)?;
+            st.cur ^= 1;
+            self.project(
+                rec,
+                &l.down,
+                &PrepIn::plain((&s.hidden).into(), ff),
+                (&s.t).into(),
+                (cfg.d_model, 0),
+                n,
+            )?;
+            st.pending = Some(l.post_ffn_norm);
         }
-        Ok(())
+        Ok(st)
+    }
+
+    /// Records the logits of row `row` of a chunk that ended at `st`: the last block's
+    /// residual add and the final norm prepared for the output matrix, then its GEMV.
+    fn record_head(&self, rec: &mut crate::gpu::Recorder, st: Stream, row: u32) -> Result<()> {
+        let input = PrepIn {
+            x_row0: row,
+            write: None,
+            ..self.block_input(&st, self.output_norm)
+        };
+        let output = self.output.as_ref().unwrap_or(&self.embd);
+        let x = self.prepared(rec, output.wtype, &input, 1)?;
+        self.multiply(
+            rec,
+            output,
+            x,
+            (&self.s.logits).into(),
+            (self.cfg.vocab, 0),
+            1,
+        )
+    }
+
+    /// Records the choice of the token for `slot` from the logits.
+    fn record_choice(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        choice: &Choice,
+        slot: u32,
+    ) -> Result<()> {
+        let s = &self.s;
+        match *choice {
+            Choice::Greedy | Choice::Logits => argmax(
+                rec,
+                (&s.logits).into(),
+                (&s.tokens).into(),
+                self.cfg.vocab,
+                slot,
+            ),
+            Choice::Sample {
+                params,
+                step,
+                last_n,
+            } => sample(
+                rec,
+                (&s.logits).into(),
+                (&s.tokens).into(),
+                self.cfg.vocab,
+                last_n,
+                slot,
+                step,
+                &params,
+            ),
+        }
     }
 }

@@ -14,15 +14,19 @@ pub enum Act {
     Gelu,
 }
 
+impl Act {
+    /// The manifest word (`ACT=silu`).
+    pub fn word(self) -> &'static str {
+        match self {
+            Act::Silu => "silu",
+            Act::Gelu => "gelu",
+        }
+    }
+}
+
 pub fn gated_key(act: Act) -> KernelKey {
     KernelKey::new("gated")
-        .word(
-            "ACT",
-            match act {
-                Act::Silu => "silu",
-                Act::Gelu => "gelu",
-            },
-        )
+        .word("ACT", act.word())
         .uint("WG_SIZE", 256)
 }
 

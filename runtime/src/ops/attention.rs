@@ -5,7 +5,7 @@
 //! caller asks for it ([`KvType`]).
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, Shifted, View, grid_of};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
 
@@ -227,12 +227,14 @@ pub fn attention(
         softcap: a.softcap,
         pad: [0; 3],
     };
-    rec.dispatch(
-        &kernel,
-        groups,
-        &params,
-        &[q, k_cache, v_cache, scratch, out],
-    )
+    let shift = Shifted {
+        params,
+        f: move |p: &mut Params, delta: u32| {
+            p.pos0 += delta;
+            groups
+        },
+    };
+    rec.dispatch_shifting(&kernel, shift, &[q, k_cache, v_cache, scratch, out])
 }
 
 /// Fewest positions per split of split-KV attention that kiln's models use by default: a
@@ -350,32 +352,31 @@ struct CombineParams {
     pad: u32,
 }
 
-/// Checks the inputs shared by the tiled kernels and records one dispatch of the tiled kernel
-/// into `dst` (the output, or the partials when `splits` is given).
-fn flash_dispatch(
-    rec: &mut Recorder,
-    q: View<'_>,
-    k_cache: View<'_>,
-    v_cache: View<'_>,
-    dst: View<'_>,
-    a: Attention,
-    splits: Option<Splits>,
-) -> Result<()> {
-    a.check()?;
-    need("attention", "q", &q, a.q_bytes())?;
-    need("attention", "k_cache", &k_cache, a.cache_bytes())?;
-    need("attention", "v_cache", &v_cache, a.cache_bytes())?;
-    let key = attention_flash_key(a.kv, a.head_dim, splits.is_some());
-    let (_, br, _) = flash_tile(a.kv, a.head_dim);
-    let kernel = rec.gpu().kernel(&key)?;
-    let s = splits.unwrap_or(Splits {
-        kv0: 0,
-        len: a.capacity,
-        count: 1,
-    });
-    let tiles = (a.n_tok * (a.n_head / a.n_kv_head)).div_ceil(br);
-    let groups = rec.gpu().grid((tiles * a.n_kv_head * s.count).max(1));
-    let params = FlashParams {
+/// How split attention divides the positions: fixed, or by [`Splits::plan`] with a minimal
+/// split length at whatever position the step runs (what a plan replays).
+#[derive(Clone, Copy, Debug)]
+enum Rule {
+    Whole,
+    Fixed(Splits),
+    Planned(u32),
+}
+
+impl Rule {
+    fn splits(self, a: &Attention) -> Splits {
+        match self {
+            Rule::Whole => Splits {
+                kv0: 0,
+                len: a.capacity,
+                count: 1,
+            },
+            Rule::Fixed(s) => s,
+            Rule::Planned(min_len) => Splits::plan(a, min_len),
+        }
+    }
+}
+
+fn flash_params(a: &Attention, s: &Splits) -> FlashParams {
+    FlashParams {
         n_head: a.n_head,
         n_kv_head: a.n_kv_head,
         head_dim: a.head_dim,
@@ -388,8 +389,48 @@ fn flash_dispatch(
         kv0: s.kv0,
         split_len: s.len,
         n_split: s.count,
+    }
+}
+
+/// Checks the inputs shared by the tiled kernels and records one dispatch of the tiled kernel
+/// into `dst` (the output, or the partials when splitting).
+fn flash_dispatch(
+    rec: &mut Recorder,
+    q: View<'_>,
+    k_cache: View<'_>,
+    v_cache: View<'_>,
+    dst: View<'_>,
+    a: Attention,
+    rule: Rule,
+) -> Result<()> {
+    a.check()?;
+    need("attention", "q", &q, a.q_bytes())?;
+    need("attention", "k_cache", &k_cache, a.cache_bytes())?;
+    need("attention", "v_cache", &v_cache, a.cache_bytes())?;
+    let split = !matches!(rule, Rule::Whole);
+    let key = attention_flash_key(a.kv, a.head_dim, split);
+    let (_, br, _) = flash_tile(a.kv, a.head_dim);
+    let kernel = rec.gpu().kernel(&key)?;
+    let tiles = (a.n_tok * (a.n_head / a.n_kv_head)).div_ceil(br);
+    let max = rec.gpu().limits().max_compute_workgroups_per_dimension;
+    let grid = move |s: &Splits| grid_of((tiles * a.n_kv_head * s.count).max(1), max);
+    let s = rule.splits(&a);
+    let shift = Shifted {
+        params: flash_params(&a, &s),
+        f: move |p: &mut FlashParams, delta: u32| {
+            let moved = Attention {
+                pos0: a.pos0 + delta,
+                ..a
+            };
+            let s = match rule {
+                Rule::Planned(_) => rule.splits(&moved),
+                _ => s,
+            };
+            *p = flash_params(&moved, &s);
+            grid(&s)
+        },
     };
-    rec.dispatch(&kernel, groups, &params, &[q, k_cache, v_cache, dst])
+    rec.dispatch_shifting(&kernel, shift, &[q, k_cache, v_cache, dst])
 }
 
 /// Records tiled causal attention with an online softmax (FlashAttention style) of `q`
@@ -406,13 +447,14 @@ pub fn attention_tiled(
     a: Attention,
 ) -> Result<()> {
     need("attention", "out", &out, a.q_bytes())?;
-    flash_dispatch(rec, q, k_cache, v_cache, out, a, None)
+    flash_dispatch(rec, q, k_cache, v_cache, out, a, Rule::Whole)
 }
 
 /// Records split-KV attention: the tiled kernel once per (tile of query rows, kv head, split),
 /// each split covering a piece of the positions and writing a partial result to `partials`
 /// ([`partials_bytes`]), then a combine pass that merges the splits into `out`. Two dispatches;
-/// numerics as [`attention_tiled`].
+/// numerics as [`attention_tiled`]. The splits are fixed: a plan replays
+/// [`attention_split_planned`] instead.
 #[allow(clippy::too_many_arguments, reason = "one argument per binding")]
 pub fn attention_split(
     rec: &mut Recorder,
@@ -426,24 +468,94 @@ pub fn attention_split(
 ) -> Result<()> {
     a.check()?;
     splits.check(&a)?;
+    split_and_combine(
+        rec,
+        q,
+        k_cache,
+        v_cache,
+        partials,
+        out,
+        a,
+        Rule::Fixed(splits),
+    )
+}
+
+/// [`attention_split`] with kiln's splits for each step: [`Splits::plan`] with `min_len`, at the
+/// recorded position and, in a plan, at every position it replays. `partials` must hold the
+/// splits of the last position the cache has room for.
+#[allow(clippy::too_many_arguments, reason = "one argument per binding")]
+pub fn attention_split_planned(
+    rec: &mut Recorder,
+    q: View<'_>,
+    k_cache: View<'_>,
+    v_cache: View<'_>,
+    partials: View<'_>,
+    out: View<'_>,
+    a: Attention,
+    min_len: u32,
+) -> Result<()> {
+    a.check()?;
+    let last = Attention {
+        pos0: a.capacity - a.n_tok,
+        ..a
+    };
+    need(
+        "attention",
+        "partials",
+        &partials,
+        partials_bytes(&a, Splits::plan(&last, min_len).count),
+    )?;
+    split_and_combine(
+        rec,
+        q,
+        k_cache,
+        v_cache,
+        partials,
+        out,
+        a,
+        Rule::Planned(min_len),
+    )
+}
+
+#[allow(clippy::too_many_arguments, reason = "one argument per binding")]
+fn split_and_combine(
+    rec: &mut Recorder,
+    q: View<'_>,
+    k_cache: View<'_>,
+    v_cache: View<'_>,
+    partials: View<'_>,
+    out: View<'_>,
+    a: Attention,
+    rule: Rule,
+) -> Result<()> {
     need("attention", "out", &out, a.q_bytes())?;
     need(
         "attention",
         "partials",
         &partials,
-        partials_bytes(&a, splits.count),
+        partials_bytes(&a, rule.splits(&a).count),
     )?;
-    flash_dispatch(rec, q, k_cache, v_cache, partials, a, Some(splits))?;
+    flash_dispatch(rec, q, k_cache, v_cache, partials, a, rule)?;
     let kernel = rec.gpu().kernel(&attention_combine_key())?;
     let n = a.n_tok * a.n_head * a.head_dim;
     let groups = rec
         .gpu()
         .grid(n.div_ceil(kernel.spec.workgroup_size[0]).max(1));
-    let params = CombineParams {
-        n_rows: a.n_tok * a.n_head,
-        head_dim: a.head_dim,
-        n_split: splits.count,
-        pad: 0,
+    let shift = Shifted {
+        params: CombineParams {
+            n_rows: a.n_tok * a.n_head,
+            head_dim: a.head_dim,
+            n_split: rule.splits(&a).count,
+            pad: 0,
+        },
+        f: move |p: &mut CombineParams, delta: u32| {
+            let moved = Attention {
+                pos0: a.pos0 + delta,
+                ..a
+            };
+            p.n_split = rule.splits(&moved).count;
+            groups
+        },
     };
-    rec.dispatch(&kernel, groups, &params, &[partials, out])
+    rec.dispatch_shifting(&kernel, shift, &[partials, out])
 }

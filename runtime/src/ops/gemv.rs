@@ -2,8 +2,9 @@
 //! weights stay in their GGUF block format on the GPU and are read in place.
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, KernelKey, Recorder, View};
+use crate::gpu::{DType, KernelKey, Recorder, Shifted, View};
 use crate::ops::need;
+use crate::ops::prep::{PrepIn, PrepOut};
 use crate::ops::reduce::Combine;
 
 /// A weight storage format the kernels read in place.
@@ -269,7 +270,8 @@ struct EmbedParams {
     pad: u32,
 }
 
-/// Records `out[t, :] = scale * E[tokens[t0 + t], :]` for the tokens whose rows this part holds.
+/// Records `out[t, :] = scale * E[tokens[t0 + t], :]` for the tokens whose rows this part holds
+/// (in a plan, `t0` follows the replayed step's position).
 pub fn embed(
     rec: &mut Recorder,
     table: View<'_>,
@@ -303,7 +305,15 @@ pub fn embed(
         rows: s.rows,
         pad: 0,
     };
-    rec.dispatch(&kernel, groups, &params, &[table, tokens, out])
+    // In a plan, a later step reads its token `delta` slots further on.
+    let shift = Shifted {
+        params,
+        f: move |p: &mut EmbedParams, delta: u32| {
+            p.t0 += delta;
+            groups
+        },
+    };
+    rec.dispatch_shifting(&kernel, shift, &[table, tokens, out])
 }
 
 /// The int8 activation format llama.cpp's CPU path pairs with each weight format.
@@ -328,7 +338,8 @@ impl ActQuant {
         }
     }
 
-    fn word(self) -> &'static str {
+    /// The manifest word of this format (`QTYPE=q8_0`).
+    pub fn word(self) -> &'static str {
         match self {
             ActQuant::Q8_0 => "q8_0",
             ActQuant::Q8_1 => "q8_1",
@@ -336,7 +347,7 @@ impl ActQuant {
         }
     }
 
-    fn block(self) -> u32 {
+    pub fn block(self) -> u32 {
         match self {
             ActQuant::Q8K => 256,
             _ => 32,
@@ -376,12 +387,6 @@ impl QAct<'_> {
     }
 }
 
-pub fn quantize_key(quant: ActQuant) -> KernelKey {
-    KernelKey::new("quantize")
-        .word("QTYPE", quant.word())
-        .uint("WG_SIZE", 64)
-}
-
 /// How `gemv_q8` multiplies 4 int8 weights by 4 int8 activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IntDot {
@@ -415,14 +420,8 @@ pub fn gemv_q8_key(wtype: WType, split: Split, dot: IntDot, accumulate: bool) ->
     split.key(key)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct QuantParams {
-    k: u32,
-    m: u32,
-}
-
-/// Records the quantization of `x` (m, k) f32 into `q`.
+/// Records the quantization of `x` (m, k) f32 into `q` (a [`crate::ops::prep`] that only
+/// quantizes).
 pub fn quantize(rec: &mut Recorder, x: View<'_>, q: QAct<'_>, m: u32, k: u32) -> Result<()> {
     if k == 0 || !k.is_multiple_of(q.quant.block()) {
         return Err(Error::Shape {
@@ -430,22 +429,7 @@ pub fn quantize(rec: &mut Recorder, x: View<'_>, q: QAct<'_>, m: u32, k: u32) ->
             detail: format!("rows of {k} are not whole {:?} blocks", q.quant),
         });
     }
-    let (bq, bd, bs) = QAct::sizes(m, k);
-    need("quantize", "x", &x, u64::from(m) * u64::from(k) * 4)?;
-    need("quantize", "xq", &q.xq, bq)?;
-    need("quantize", "xd", &q.xd, bd)?;
-    let kernel = rec.gpu().kernel(&quantize_key(q.quant))?;
-    let blocks = m * (k / q.quant.block());
-    let groups = rec
-        .gpu()
-        .grid(blocks.div_ceil(kernel.spec.workgroup_size[0]).max(1));
-    let params = QuantParams { k, m };
-    if q.quant.has_sums() {
-        need("quantize", "xs", &q.xs, bs)?;
-        rec.dispatch(&kernel, groups, &params, &[x, q.xq, q.xd, q.xs])
-    } else {
-        rec.dispatch(&kernel, groups, &params, &[x, q.xq, q.xd])
-    }
+    crate::ops::prep::prep(rec, &PrepIn::plain(x, k), PrepOut::Q8(q), m)
 }
 
 /// Records `y[j, y_offset + r] (+)= W[r, :] . x[j, :]` on activations quantized for `W`'s type,

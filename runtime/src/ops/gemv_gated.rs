@@ -27,13 +27,7 @@ pub struct GatedShape {
 pub fn gemv_gated_key(wtype: WType, act: Act, split: Split) -> KernelKey {
     let mut key = KernelKey::new("gemv_gated")
         .word("WTYPE", wtype.word())
-        .word(
-            "ACT",
-            match act {
-                Act::Silu => "silu",
-                Act::Gelu => "gelu",
-            },
-        )
+        .word("ACT", act.word())
         .word(
             "ACTS",
             if ActQuant::for_weights(wtype).is_some() {

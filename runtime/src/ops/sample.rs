@@ -3,7 +3,7 @@
 //! ([`sample`]: penalty, temperature, top-k, top-p, seeded RNG).
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, Shifted, View};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
 
@@ -21,7 +21,7 @@ struct Params {
 }
 
 /// `tokens[slot] = argmax(logits[0..n])`, the lowest index on ties, reduced the device's best
-/// way ([`Combine::best`]).
+/// way ([`Combine::best`]). In a plan, `slot` follows the replayed step's position.
 pub fn argmax(
     rec: &mut Recorder,
     logits: View<'_>,
@@ -45,7 +45,14 @@ pub fn argmax_with(
     need("argmax", "logits", &logits, u64::from(n) * 4)?;
     need("argmax", "tokens", &tokens, (u64::from(slot) + 1) * 4)?;
     let kernel = rec.gpu().kernel(&argmax_key(combine))?;
-    rec.dispatch(&kernel, [1, 1, 1], &Params { n, slot }, &[logits, tokens])
+    let shift = Shifted {
+        params: Params { n, slot },
+        f: |p: &mut Params, delta: u32| {
+            p.slot += delta;
+            [1, 1, 1]
+        },
+    };
+    rec.dispatch_shifting(&kernel, shift, &[logits, tokens])
 }
 
 pub fn sample_key() -> KernelKey {
@@ -82,12 +89,13 @@ struct SampleUniform {
 }
 
 /// Records `tokens[slot] = ` one id drawn from `logits[0..n]` at step `step`, in one workgroup.
+/// In a plan, `slot` and `step` follow the replayed step's position.
 ///
 /// Semantics, in order (`z` below is a scaled logit, "kept" a candidate that survives):
-/// 1. **Repetition penalty** (if not 1): for each *distinct* id among `recent[0..n_recent]`
-///    (ids `>= n` are ignored), `logits[id]` is divided by the penalty if positive, multiplied
-///    if not. This is written back into `logits` (like `kiln_cpu::Sampler`, which penalizes
-///    its slice in place).
+/// 1. **Repetition penalty** (if not 1): for each *distinct* id among the penalty's window, the
+///    `min(last_n, slot)` ids before `slot` in `tokens` (ids `>= n` are ignored), `logits[id]`
+///    is divided by the penalty if positive, multiplied if not. This is written back into
+///    `logits` (like `kiln_cpu::Sampler`, which penalizes its slice in place).
 /// 2. NaN logits are never chosen. **Temperature `<= 0`**: the largest logit, lowest id on ties
 ///    (as [`argmax`]); if every logit is NaN, `u32::MAX` is written.
 /// 3. `z[i] = logits[i] * (1 / temperature)`.
@@ -121,10 +129,9 @@ struct SampleUniform {
 pub fn sample(
     rec: &mut Recorder,
     logits: View<'_>,
-    recent: View<'_>,
     tokens: View<'_>,
     n: u32,
-    n_recent: u32,
+    last_n: u32,
     slot: u32,
     step: u32,
     s: &SampleParams,
@@ -143,19 +150,13 @@ pub fn sample(
         });
     }
     need("sample", "logits", &logits, u64::from(n) * 4)?;
-    need(
-        "sample",
-        "recent",
-        &recent,
-        (u64::from(n_recent) * 4).max(4),
-    )?;
     need("sample", "tokens", &tokens, (u64::from(slot) + 1) * 4)?;
     let kernel = rec.gpu().kernel(&sample_key())?;
     let params = SampleUniform {
         n,
         slot,
         top_k: s.top_k,
-        n_recent,
+        n_recent: last_n.min(slot),
         temperature: s.temperature,
         top_p: s.top_p,
         penalty: s.repetition_penalty,
@@ -163,5 +164,14 @@ pub fn sample(
         step,
         pad: [0; 3],
     };
-    rec.dispatch(&kernel, [1, 1, 1], &params, &[logits, recent, tokens])
+    let shift = Shifted {
+        params,
+        f: move |p: &mut SampleUniform, delta: u32| {
+            p.slot += delta;
+            p.step += delta;
+            p.n_recent = last_n.min(p.slot);
+            [1, 1, 1]
+        },
+    };
+    rec.dispatch_shifting(&kernel, shift, &[logits, tokens])
 }

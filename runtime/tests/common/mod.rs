@@ -3,6 +3,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod quant;
 pub mod tiny;
 
 use std::path::PathBuf;
@@ -132,6 +133,37 @@ pub fn read_guarded(gpu: &Gpu, buffer: &wgpu::Buffer, words: usize) -> Vec<u32> 
         "a kernel wrote past its output"
     );
     out.to_vec()
+}
+
+/// A storage buffer holding `data`.
+pub fn upload_f32(gpu: &Gpu, data: &[f32]) -> wgpu::Buffer {
+    gpu.upload("test input", bytemuck::cast_slice(data))
+        .expect("upload")
+}
+
+/// Words read back as f32.
+pub fn as_f32(words: &[u32]) -> Vec<f32> {
+    words.iter().map(|&w| f32::from_bits(w)).collect()
+}
+
+/// Every way the adapter can combine a workgroup reduction.
+pub fn combines(gpu: &Gpu) -> Vec<kiln::ops::reduce::Combine> {
+    use kiln::ops::reduce::Combine;
+    let mut c = vec![Combine::SharedMemory];
+    if gpu.capabilities().subgroup {
+        c.push(Combine::Subgroup);
+    } else {
+        eprintln!("adapter has no subgroups: only the shared-memory variants are tested");
+    }
+    c
+}
+
+/// Every way the adapter can split a GEMV.
+pub fn splits(gpu: &Gpu) -> Vec<kiln::ops::gemv::Split> {
+    use kiln::ops::gemv::Split;
+    let mut s = vec![Split::Thread];
+    s.extend(combines(gpu).into_iter().map(Split::Group));
+    s
 }
 
 /// Asserts `got` matches `want` within `atol + rtol * |want|`, and that nothing is NaN or inf.

@@ -14,18 +14,12 @@
 //! Natively [`GpuModel::load_with`] feeds the mapped file through the same three phases; a
 //! browser feeds the chunks of a `fetch()` body, so the file is never held in wasm memory.
 
-use super::{Acts, AttnOptions, CHUNK, GpuMatrix, GpuModel, Layer, Part, Scratch};
+use super::{AttnOptions, GpuMatrix, GpuModel, Layer, Part};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufError, GgufHeader};
 use crate::gpu::Gpu;
 use crate::model::config::{Config, LayerWeights, matrix, vector_info, vector_values};
-use crate::ops::attention::{
-    Attention, MAX_SPLITS, attention_combine_key, attention_flash_key, attention_key,
-    partials_bytes, scratch_bytes,
-};
-use crate::ops::gemv::{Split, WType};
-use crate::ops::matmul_q::Prefill;
-use crate::ops::reduce::Combine;
+use crate::ops::gemv::WType;
 
 /// Small writes are gathered up to this many bytes before they go to the queue (a chunk of at
 /// least this size is written straight from the caller's bytes).
@@ -48,6 +42,8 @@ enum Target {
     Buffer { buffer: wgpu::Buffer, offset: u64 },
     /// Into [`GpuLoader::vectors`]`[i]`, uploaded at the end.
     Host(usize),
+    /// Into [`GpuLoader::widen`]`[i]`: kept until complete, then rewritten as Q8_0 rows.
+    Widen(usize),
 }
 
 /// A tensor the model uses and how much of it has arrived.
@@ -59,11 +55,25 @@ struct Arrival {
     received: u64,
 }
 
-/// A vector tensor kept on the CPU until complete, and the buffer it then goes to.
+/// A vector tensor kept on the CPU until complete, and where it then goes in the model's
+/// vector buffer (a float offset).
 #[derive(Debug)]
 struct HostVector {
     bytes: Vec<u8>,
-    buffer: wgpu::Buffer,
+    offset: u32,
+}
+
+/// A Q4_0 or Q5_0 matrix that joins a Q8_0 one in a concatenated q/k/v matrix: its bytes are
+/// kept until complete (one tensor at a time), then each block is rewritten as the Q8_0 block
+/// of the same values (exact: same scale, the same small integers) and written to its places.
+#[derive(Debug)]
+struct Widening {
+    from: WType,
+    bytes: Vec<u8>,
+    len: usize,
+    /// (buffer, byte offset, first row, rows) of the rewritten rows.
+    places: Vec<(wgpu::Buffer, u64, u32, u32)>,
+    k: u32,
 }
 
 /// A weight matrix's description, checked against its bytes in the file.
@@ -86,6 +96,9 @@ struct Planner<'h> {
     dests: Vec<Dest>,
     tensors: Vec<Arrival>,
     vectors: Vec<HostVector>,
+    /// Floats of the vector buffer laid out so far.
+    vector_floats: u32,
+    widen: Vec<Widening>,
 }
 
 impl Planner<'_> {
@@ -124,18 +137,24 @@ impl Planner<'_> {
 
     /// Rows per part when each part holds `copies` matrices' rows (and `extra` bytes).
     fn rows_per_part(&self, m: &MatrixInfo, copies: u64, extra: u64) -> Result<u32> {
-        if copies * m.row_bytes + extra > self.max_bytes {
+        self.rows_fitting(m.row_bytes, m.rows, copies, extra)
+    }
+
+    /// Rows (of at most `rows`) of `row_bytes` per part when each part holds `copies` rows per
+    /// row (and `extra` bytes).
+    fn rows_fitting(&self, row_bytes: u64, rows: u32, copies: u64, extra: u64) -> Result<u32> {
+        if copies * row_bytes + extra > self.max_bytes {
             return Err(Error::BufferTooLarge {
                 what: "weight row",
-                size: copies * m.row_bytes + extra,
+                size: copies * row_bytes + extra,
                 limit: self.max_bytes,
             });
         }
-        Ok(u32::try_from(
-            ((self.max_bytes - extra) / (copies * m.row_bytes)).min(u64::from(m.rows)),
+        Ok(
+            u32::try_from(((self.max_bytes - extra) / (copies * row_bytes)).min(u64::from(rows)))
+                .unwrap_or(rows)
+                .max(1),
         )
-        .unwrap_or(m.rows)
-        .max(1))
     }
 
     /// Records that rows `row0..row0 + n` of `m` go to `buffer` from `offset`.
@@ -227,18 +246,19 @@ impl Planner<'_> {
         Ok(Some((mat(gate_parts), mat(up_parts))))
     }
 
-    /// The vector `name` of `len` f32 values: its buffer, written when the vector is complete.
-    fn vector(&mut self, name: &str, len: u32) -> Result<wgpu::Buffer> {
+    /// The vector `name` of `len` f32 values: its float offset in the model's vector buffer
+    /// (written when the vector is complete).
+    fn vector(&mut self, name: &str, len: u32) -> Result<u32> {
         let t = vector_info(self.header, name, len)?;
         let (start, n_bytes) = (t.offset, t.n_bytes);
-        let usage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST
-            | wgpu::BufferUsages::COPY_SRC;
-        let buffer = self.gpu.create_buffer(name, n_bytes, usage)?;
+        let offset = self.vector_floats;
+        self.vector_floats = offset.checked_add(len).ok_or_else(|| {
+            Error::Unsupported("more than 2^32 floats of norm weights and biases".into())
+        })?;
         let tensor = self.arrival(name, start, n_bytes);
         self.vectors.push(HostVector {
             bytes: Vec::with_capacity(n_bytes as usize),
-            buffer: buffer.clone(),
+            offset,
         });
         self.dests.push(Dest {
             start,
@@ -246,8 +266,133 @@ impl Planner<'_> {
             tensor,
             target: Target::Host(self.vectors.len() - 1),
         });
-        Ok(buffer)
+        Ok(offset)
     }
+
+    /// q, k and v (in that order) as one matrix of their rows back to back, so that one GEMV
+    /// projects all three: in their own format when the three share it, as Q8_0 when each is
+    /// Q4_0, Q5_0 or Q8_0 (the others rewritten exactly, see [`Widening`]); None otherwise
+    /// (they are then loaded apart).
+    fn qkv(&mut self, names: [&str; 3]) -> Result<Option<GpuMatrix>> {
+        let mut shapes = Vec::with_capacity(3);
+        for name in names {
+            let (_, wtype, rows, k) = matrix(self.header, name)?;
+            shapes.push((wtype, rows, k));
+        }
+        let (t0, _, k) = shapes[0];
+        if shapes.iter().any(|s| s.2 != k) {
+            return Ok(None);
+        }
+        let target = if shapes.iter().all(|s| s.0 == t0) {
+            t0
+        } else if shapes
+            .iter()
+            .all(|s| matches!(s.0, WType::Q4_0 | WType::Q5_0 | WType::Q8_0))
+        {
+            WType::Q8_0
+        } else {
+            return Ok(None);
+        };
+        let infos = [
+            self.matrix_info(names[0])?,
+            self.matrix_info(names[1])?,
+            self.matrix_info(names[2])?,
+        ];
+        let rows: u32 = infos.iter().map(|m| m.rows).sum();
+        let row_bytes = u64::from(target.row_bytes(k)?);
+        // An even number of rows per part keeps every row boundary where a source starts (q
+        // and k span an even number of rows) at a multiple of 4 bytes, as writes need.
+        let per_part = (self.rows_fitting(row_bytes, rows, 1, 0)? & !1).max(2);
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = per_part.min(rows - row0);
+            let buffer = self
+                .gpu
+                .create_buffer("attn q|k|v", u64::from(n) * row_bytes, usage)?;
+            parts.push(Part {
+                buffer,
+                offset: 0,
+                row0,
+                rows: n,
+            });
+            row0 += n;
+        }
+        // Each source's rows, split where the parts split them.
+        let mut first = 0;
+        for m in &infos {
+            let mut places = Vec::new();
+            for part in &parts {
+                let lo = first.max(part.row0);
+                let hi = (first + m.rows).min(part.row0 + part.rows);
+                if lo < hi {
+                    let at = u64::from(lo - part.row0) * row_bytes;
+                    places.push((part.buffer.clone(), at, lo - first, hi - lo));
+                }
+            }
+            if m.wtype == target {
+                for (buffer, at, src_row, n) in &places {
+                    self.rows_to(m, *src_row, *n, buffer, *at);
+                }
+            } else {
+                let len = u64::from(m.rows) * m.row_bytes;
+                self.widen.push(Widening {
+                    from: m.wtype,
+                    bytes: Vec::with_capacity(len as usize),
+                    len: len as usize,
+                    places,
+                    k,
+                });
+                self.dests.push(Dest {
+                    start: m.start,
+                    len,
+                    tensor: m.tensor,
+                    target: Target::Widen(self.widen.len() - 1),
+                });
+            }
+            first += m.rows;
+        }
+        Ok(Some(GpuMatrix {
+            wtype: target,
+            rows,
+            k,
+            parts,
+        }))
+    }
+}
+
+/// The Q8_0 rows holding exactly the values of `bytes`, rows of `k` Q4_0 or Q5_0 weights: each
+/// block keeps its f16 scale, and its 4- or 5-bit integers (minus their offset) become int8.
+fn widen_to_q8_0(from: WType, bytes: &[u8]) -> Vec<u8> {
+    let block = from.block_bytes() as usize;
+    let mut out = Vec::with_capacity(bytes.len() / block * 34);
+    for b in bytes.chunks_exact(block) {
+        out.extend_from_slice(&b[..2]);
+        let mut q = [0i8; 32];
+        match from {
+            WType::Q4_0 => {
+                for j in 0..16 {
+                    q[j] = (b[2 + j] & 0x0f) as i8 - 8;
+                    q[j + 16] = (b[2 + j] >> 4) as i8 - 8;
+                }
+            }
+            WType::Q5_0 => {
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                for j in 0..16 {
+                    let lo = (b[6 + j] & 0x0f) | (((qh >> j) & 1) << 4) as u8;
+                    let hi = (b[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+                    q[j] = lo as i8 - 16;
+                    q[j + 16] = hi as i8 - 16;
+                }
+            }
+            _ => unreachable!("only Q4_0 and Q5_0 are widened"),
+        }
+        out.extend(q.iter().map(|&v| v as u8));
+    }
+    out
 }
 
 /// A GPU model whose weight buffers exist and whose file is arriving (see the module docs).
@@ -259,14 +404,16 @@ pub struct GpuLoader {
     attn: AttnOptions,
     embd: GpuMatrix,
     output: Option<GpuMatrix>,
-    output_norm: wgpu::Buffer,
-    layers: Vec<LayerWeights<GpuMatrix, wgpu::Buffer>>,
+    output_norm: u32,
+    layers: Vec<Layer>,
     /// Destinations in file order, none overlapping.
     dests: Vec<Dest>,
     /// The first destination not yet complete.
     next: usize,
     tensors: Vec<Arrival>,
     vectors: Vec<HostVector>,
+    vector_floats: u32,
+    widen: Vec<Widening>,
     done: usize,
     /// Bytes of the file received.
     pos: u64,
@@ -317,6 +464,8 @@ impl GpuLoader {
             dests: Vec::new(),
             tensors: Vec::new(),
             vectors: Vec::new(),
+            vector_floats: 0,
+            widen: Vec::new(),
         };
         let embd = p.matrix("token_embd.weight")?;
         let output = match header.tensor("output.weight") {
@@ -326,45 +475,65 @@ impl GpuLoader {
         let output_norm = p.vector("output_norm.weight", cfg.d_model)?;
         let mut layers = Vec::with_capacity(cfg.n_layer as usize);
         for il in 0..cfg.n_layer {
-            // The FFN's gate and up matrices go into shared buffers for the fused gated GEMV;
-            // the up half waits here until the layer asks for it (right after the gate).
+            // q, k and v go into one matrix where their formats allow, and the FFN's gate and
+            // up matrices into shared buffers for the fused gated GEMV; the absorbed k and v
+            // (and the up half, which waits until the layer asks for it) come back as None or
+            // from `up_half`. Biases lie back to back (q's, k's, v's) for rope_kv.
             let mut up_half = None;
+            let mut in_qkv = false;
+            let mut bias_rest = None;
             let planner = std::cell::RefCell::new(&mut p);
-            let mat = |name: &str| {
+            let n = |s: &str| format!("blk.{il}.{s}");
+            let mat = |name: &str| -> Result<Option<GpuMatrix>> {
                 let mut p = planner.borrow_mut();
+                if name.ends_with("attn_q.weight") {
+                    let names = [n("attn_q.weight"), n("attn_k.weight"), n("attn_v.weight")];
+                    if let Some(qkv) = p.qkv([&names[0], &names[1], &names[2]])? {
+                        in_qkv = true;
+                        return Ok(Some(qkv));
+                    }
+                }
+                if in_qkv && (name.ends_with("attn_k.weight") || name.ends_with("attn_v.weight")) {
+                    return Ok(None);
+                }
                 if let Some(stem) = name.strip_suffix("ffn_gate.weight") {
                     let up = format!("{stem}ffn_up.weight");
                     if let Some((gate, up)) = p.pair(name, &up)? {
                         up_half = Some(up);
-                        return Ok(gate);
+                        return Ok(Some(gate));
                     }
                 }
                 if name.ends_with("ffn_up.weight")
                     && let Some(up) = up_half.take()
                 {
-                    return Ok(up);
+                    return Ok(Some(up));
                 }
-                p.matrix(name)
+                p.matrix(name).map(Some)
             };
-            let vec = |name: &str, len| planner.borrow_mut().vector(name, len);
+            let vec = |name: &str, len| -> Result<u32> {
+                let mut p = planner.borrow_mut();
+                if name.ends_with("attn_q.bias") {
+                    let q = p.vector(name, len)?;
+                    let k = p.vector(&n("attn_k.bias"), cfg.kv_dim())?;
+                    let v = p.vector(&n("attn_v.bias"), cfg.kv_dim())?;
+                    bias_rest = Some([k, v]);
+                    return Ok(q);
+                }
+                match (name, bias_rest) {
+                    (_, Some([k, _])) if name.ends_with("attn_k.bias") => Ok(k),
+                    (_, Some([_, v])) if name.ends_with("attn_v.bias") => Ok(v),
+                    _ => p.vector(name, len),
+                }
+            };
             let w = LayerWeights::load(cfg, il, mat, vec)?;
-            let shapes_ok = w.q.rows == cfg.q_dim()
-                && w.k.rows == cfg.kv_dim()
-                && w.v.rows == cfg.kv_dim()
-                && w.o.k == cfg.q_dim()
-                && w.gate.rows == cfg.d_ff
-                && w.down.k == cfg.d_ff;
-            if !shapes_ok {
-                return Err(Error::Unsupported(format!(
-                    "layer {il}'s tensor shapes do not match the metadata"
-                )));
-            }
-            layers.push(w);
+            layers.push(Layer::new(cfg, il, w)?);
         }
         let Planner {
             mut dests,
             tensors,
             vectors,
+            vector_floats,
+            widen,
             ..
         } = p;
         dests.sort_by_key(|d| d.start);
@@ -393,6 +562,8 @@ impl GpuLoader {
             next: 0,
             tensors,
             vectors,
+            vector_floats,
+            widen,
             done: 0,
             pos: 0,
             file_len: header.data_end(),
@@ -466,6 +637,21 @@ impl GpuLoader {
                 self.vectors[*i].bytes.extend_from_slice(data);
                 return;
             }
+            Target::Widen(i) => {
+                let w = &mut self.widen[*i];
+                w.bytes.extend_from_slice(data);
+                if w.bytes.len() == w.len {
+                    let rows = widen_to_q8_0(w.from, &w.bytes);
+                    let row_bytes = (w.k / 32 * 34) as usize;
+                    for (buffer, at, row0, n) in &w.places {
+                        let lo = *row0 as usize * row_bytes;
+                        let hi = lo + *n as usize * row_bytes;
+                        self.gpu.write(buffer, *at, &rows[lo..hi]);
+                    }
+                    w.bytes = Vec::new();
+                }
+                return;
+            }
             Target::Buffer { buffer, offset } => (buffer, *offset),
         };
         if !last && self.stage.len() + data.len() < STAGE_BYTES {
@@ -498,8 +684,8 @@ impl GpuLoader {
         }
     }
 
-    /// Checks that every tensor arrived, uploads the vectors, allocates the KV cache and
-    /// scratch and builds the decode pipelines.
+    /// Checks that every tensor arrived, uploads the vectors, and builds the model (its KV
+    /// cache, scratch, pipelines and decode plans).
     pub fn finish(self) -> Result<GpuModel> {
         // The first destination not filled is in the first tensor the file has not given.
         if let Some(d) = self.dests.get(self.next) {
@@ -521,105 +707,67 @@ impl GpuLoader {
             .into());
         }
         let gpu = &self.gpu;
+        let vecs = gpu.create_buffer(
+            "norm weights and biases",
+            u64::from(self.vector_floats) * 4,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        )?;
         for v in &self.vectors {
-            gpu.write(&v.buffer, 0, bytemuck::cast_slice(&vector_values(&v.bytes)));
+            let values = vector_values(&v.bytes);
+            gpu.write(
+                &vecs,
+                u64::from(v.offset) * 4,
+                bytemuck::cast_slice(&values),
+            );
         }
-        let (cfg, capacity, attn) = (&self.cfg, self.capacity, self.attn);
-        let a = Attention {
-            n_head: cfg.n_head,
-            n_kv_head: cfg.n_kv_head,
-            head_dim: cfg.head_dim,
-            capacity,
-            n_tok: CHUNK,
-            pos0: 0,
-            window: 0,
-            scale: cfg.attn_scale,
-            softcap: cfg.attn_softcap,
-            kv: attn.kv,
-        };
-        // The most splits a step can use: spans of fewer than two minimal splits are not split.
-        let max_splits =
-            if attn.split_min_len > 0 && capacity >= attn.split_min_len.saturating_mul(2) {
-                capacity.div_ceil(attn.split_min_len).min(MAX_SPLITS)
-            } else {
-                0
-            };
-        let storage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST
-            | wgpu::BufferUsages::COPY_SRC;
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for w in self.layers {
-            layers.push(Layer {
-                w,
-                k_cache: gpu.create_buffer("k cache", a.cache_bytes(), storage)?,
-                v_cache: gpu.create_buffer("v cache", a.cache_bytes(), storage)?,
-            });
-        }
-        let f = |label: &str, floats: u64| gpu.create_buffer(label, floats.max(1) * 4, storage);
-        let c = u64::from(CHUNK);
-        let s = Scratch {
-            x: f("x", c * u64::from(cfg.d_model))?,
-            xn: f("xn", c * u64::from(cfg.d_model))?,
-            q: f("q", c * u64::from(cfg.q_dim()))?,
-            k: f("k", c * u64::from(cfg.kv_dim()))?,
-            v: f("v", c * u64::from(cfg.kv_dim()))?,
-            qn: f("qn", c * u64::from(cfg.q_dim()))?,
-            kn: f("kn", c * u64::from(cfg.kv_dim()))?,
-            att: f("att", c * u64::from(cfg.q_dim()))?,
-            tmp: f("tmp", c * u64::from(cfg.d_model))?,
-            tmp2: f("tmp2", c * u64::from(cfg.d_model))?,
-            gate: f("gate", c * u64::from(cfg.d_ff))?,
-            up: f("up", c * u64::from(cfg.d_ff))?,
-            hidden: f("hidden", c * u64::from(cfg.d_ff))?,
-            last: f("last", u64::from(cfg.d_model))?,
-            last_norm: f("last norm", u64::from(cfg.d_model))?,
-            logits: f("logits", u64::from(cfg.vocab))?,
-            scores: gpu.create_buffer(
-                "scores",
-                scratch_bytes(&Attention { n_tok: 1, ..a }),
-                storage,
-            )?,
-            partials: gpu.create_buffer(
-                "attention partials",
-                partials_bytes(&a, max_splits).max(4),
-                storage,
-            )?,
-            tokens: f("tokens", u64::from(capacity) + 1)?,
-            recent: f("recent", u64::from(capacity) + 1)?,
-        };
-        // The kernels only decode steps use (the prompt compiles its own on the first step),
-        // created now so that no decode step compiles a pipeline, however long the context.
-        let combine = Combine::best(gpu);
-        let mut decode_kernels = vec![attention_key(combine, attn.kv)];
-        if max_splits > 0 {
-            decode_kernels.push(attention_flash_key(attn.kv, cfg.head_dim, true));
-            decode_kernels.push(attention_combine_key());
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        pollster::block_on(gpu.prewarm(&decode_kernels))?;
-        // A browser cannot block on the validation scope: build the pipelines without it (their
-        // errors reach the device's error handler, which the first readback checks).
-        #[cfg(target_arch = "wasm32")]
-        for key in &decode_kernels {
-            gpu.kernel(key)?;
-        }
-        let model = GpuModel {
-            gpu: gpu.clone(),
-            cfg: self.cfg.clone(),
-            combine,
-            split: Split::best(gpu),
-            prefill: Prefill::best(gpu),
-            acts: Acts::new(gpu, cfg.d_model.max(cfg.d_ff).max(cfg.q_dim()))?,
+        GpuModel::assemble(super::Weights {
+            gpu: self.gpu.clone(),
+            cfg: self.cfg,
+            capacity: self.capacity,
+            attn: self.attn,
             embd: self.embd,
             output: self.output,
             output_norm: self.output_norm,
-            layers,
-            s,
-            capacity,
-            attn,
-            cached_pipelines: 0,
+            layers: self.layers,
+            vecs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::widen_to_q8_0;
+    use crate::ops::gemv::WType;
+    use kiln_cpu::QType;
+
+    /// Widened blocks dequantize to exactly the values of the originals.
+    #[test]
+    fn widening_to_q8_0_keeps_every_value() {
+        let mut seed = 0x2545f491u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
         };
-        model.prewarm_decode()?;
-        Ok(model)
+        for (from, qtype) in [(WType::Q4_0, QType::Q4_0), (WType::Q5_0, QType::Q5_0)] {
+            let k = 64;
+            let mut bytes = Vec::new();
+            for _ in 0..3 * k / 32 {
+                // A finite f16 scale, then random quants.
+                let d = half::f16::from_f32((next() % 1000) as f32 / 997.0 - 0.5);
+                bytes.extend_from_slice(&d.to_bits().to_le_bytes());
+                for _ in 2..from.block_bytes() {
+                    bytes.push(next() as u8);
+                }
+            }
+            let wide = widen_to_q8_0(from, &bytes);
+            for row in 0..3 {
+                let (mut a, mut b) = (vec![0f32; k], vec![0f32; k]);
+                kiln_cpu::ops::embed_row(qtype, &bytes, row, &mut a).unwrap();
+                kiln_cpu::ops::embed_row(QType::Q8_0, &wide, row, &mut b).unwrap();
+                assert_eq!(a, b, "{from:?} row {row}");
+            }
+        }
     }
 }
