@@ -25,8 +25,14 @@ CARGO_TARGET_DIR=target/wasm-scalar cargo test -p kiln-cpu --target wasm32-unkno
 RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR=target/wasm-simd \
   cargo test -p kiln-cpu --target wasm32-unknown-unknown
 
-# The benchmark tools (bench/compare.py's ratios and parsing, bench/render.py's tables and chart).
+# The benchmark tools (bench/compare.py's ratios and parsing, bench/render.py's tables and chart,
+# the device kit's comparisons).
 python3 -m unittest discover -s bench -p 'test_*.py'
+python3 -m unittest discover -s bench/device -p 'test_*.py'
+
+# The real-GPU verification kit, shortened (bench/device/README.md): SmolLM2's synthesized layout
+# on this adapter against its CPU-path reference, as a lent GPU runs it, so that it cannot rot.
+bench/device/run.sh --quick --out "$(mktemp -d)/device-quick.json"
 
 # The runtime crate builds for browsers (wasm32 + WebGPU).
 CARGO_TARGET_DIR=target/wasm-check cargo check -p kiln --lib --target wasm32-unknown-unknown

@@ -496,6 +496,53 @@ impl Model {
         }
     }
 
+    /// The logits after each prefix `ids[..=p]` for `p` in `positions`, from a fresh context:
+    /// each prefix run as one prompt, or (`steps`) the ids fed one decode step at a time (the
+    /// kernels of generation's decode steps). For comparing with a reference runtime without a
+    /// tokenizer (`kiln logits`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn logits_at(
+        &mut self,
+        ids: &[u32],
+        positions: &[usize],
+        steps: bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        let last = positions.iter().copied().max().unwrap_or(0);
+        if positions.is_empty() || last >= ids.len() {
+            return Err(Error::Shape {
+                op: "logits",
+                detail: format!(
+                    "positions {positions:?} for {} ids: each must be below the id count",
+                    ids.len()
+                ),
+            });
+        }
+        if !steps {
+            return positions
+                .iter()
+                .map(|&p| self.prompt_logits(&ids[..=p]))
+                .collect();
+        }
+        self.check_prompt(&ids[..=last])?;
+        let mut out = Vec::with_capacity(positions.len());
+        for (i, &id) in ids[..=last].iter().enumerate() {
+            let logits = match &mut self.engine {
+                Engine::Gpu(m) => {
+                    use crate::model::gpu::StepOutput;
+                    match m.step(&[id], i as u32, 1, &Choice::Logits)? {
+                        StepOutput::Logits(l) => l,
+                        StepOutput::Token(_) => unreachable!("logits were asked for"),
+                    }
+                }
+                Engine::Cpu(m) => m.step(&[id], i as u32)?.to_vec(),
+            };
+            if positions.contains(&i) {
+                out.push(logits);
+            }
+        }
+        Ok(out)
+    }
+
     fn check_prompt(&self, prompt: &[u32]) -> Result<u32> {
         if prompt.is_empty() {
             return Err(Error::Shape {

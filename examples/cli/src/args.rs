@@ -11,7 +11,7 @@ pub struct Args {
 }
 
 /// Options that take no value.
-const FLAGS: &[&str] = &["json", "chat"];
+const FLAGS: &[&str] = &["json", "chat", "steps"];
 
 impl Args {
     pub fn parse(argv: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -46,6 +46,23 @@ impl Args {
 
     pub fn flag(&self, name: &str) -> bool {
         self.flags.iter().any(|f| f == name)
+    }
+
+    /// A comma-separated list (`--ids 1,2,3`), or None when the option is absent.
+    pub fn list<T: FromStr>(&self, name: &str) -> Result<Option<Vec<T>>, String> {
+        self.values
+            .get(name)
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| {
+                        s.trim()
+                            .parse()
+                            .map_err(|_| format!("`--{name}`: `{s}` is not a valid value"))
+                    })
+                    .collect()
+            })
+            .transpose()
     }
 
     pub fn parse_or<T: FromStr>(&self, name: &str, default: T) -> Result<T, String> {

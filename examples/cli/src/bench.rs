@@ -48,6 +48,14 @@ pub fn run(args: &Args) -> Result<(), String> {
     let (mut model, load_ms) = crate::load(args)?;
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(prompt_tokens.max(1));
     let mut prompt = model.encode_prompt(&text);
+    if prompt.len() < prompt_tokens {
+        // A tokenizer that cannot spell the text (a synthesized model's `<0>`, `<1>`, ...):
+        // a fixed id sequence instead.
+        let vocab = model.config().vocab as usize;
+        prompt = (0..prompt_tokens)
+            .map(|i| ((i * 7919 + 13) % vocab) as u32)
+            .collect();
+    }
     prompt.truncate(prompt_tokens.max(1));
     let opts = GenerateOptions {
         max_tokens: gen_tokens,

@@ -1,10 +1,12 @@
 //! `kiln`: generate text, tokenize, and benchmark with a GGUF model.
 //!
 //! ```text
-//! kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
-//!               [--top-p P] [--repeat-penalty R] [--seed S] [--backend gpu|cpu|auto]
+//! kiln generate --model PATH (--prompt TEXT | --ids N,N,...) [--max-tokens N] [--temperature T]
+//!               [--top-k K] [--top-p P] [--repeat-penalty R] [--seed S] [--backend gpu|cpu|auto]
 //!               [--threads N] [--context N] [--decode-batch N] [--chat] [--json]
 //! kiln tokenize --model PATH --text TEXT [--json]
+//! kiln logits   --model PATH --ids N,N,... [--positions P,P,...] [--steps] [--top K]
+//!               [--pick N,N,...] [--backend gpu|cpu|auto] [--json]
 //! kiln bench    --model PATH [--backend gpu|cpu|auto] [--threads N] [--prompt-tokens P]
 //!               [--gen-tokens G] [--reps R] [--decode-batch N] [--json]
 //! ```
@@ -23,13 +25,17 @@ use kiln::generate::{GenerateOptions, LoadOptions, Model};
 use kiln::tokenizer::{Message, Tokenizer};
 
 const USAGE: &str = "usage:
-  kiln generate --model PATH --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K]
-                [--top-p P] [--repeat-penalty R] [--seed S] [--backend gpu|cpu|auto]
+  kiln generate --model PATH (--prompt TEXT | --ids N,N,...) [--max-tokens N] [--temperature T]
+                [--top-k K] [--top-p P] [--repeat-penalty R] [--seed S] [--backend gpu|cpu|auto]
                 [--threads N] [--context N] [--decode-batch N] [--chat] [--json]
   kiln tokenize --model PATH --text TEXT [--json]
+  kiln logits   --model PATH --ids N,N,... [--positions P,P,...] [--steps] [--top K]
+                [--pick N,N,...] [--backend gpu|cpu|auto] [--json]
   kiln bench    --model PATH [--backend gpu|cpu|auto] [--threads N] [--prompt-tokens P]
                 [--gen-tokens G] [--reps R] [--decode-batch N] [--json]
-  kiln synth    --header PREFIX.gguf --out OUT.gguf [--seed S]   (random weights, real layout)";
+  kiln synth    (--header PREFIX.gguf | --layout LAYOUT.json) --out OUT.gguf [--seed S] [--gain G]
+                (random weights in a real layout; `--header REAL.gguf --layout-out L.json`
+                writes a layout)";
 
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "generate" => generate(&args),
         "tokenize" => tokenize(&args),
+        "logits" => logits(&args),
         "bench" => bench::run(&args),
         "synth" => synth::run(&args),
         "-h" | "--help" | "help" => {
@@ -99,7 +106,13 @@ pub(crate) fn load(args: &Args) -> Result<(Model, f64), String> {
 }
 
 fn generate(args: &Args) -> Result<(), String> {
-    let prompt = args.required("prompt")?;
+    // A prompt as text, or as token ids (`--ids`: no tokenizer in between).
+    let given_ids: Option<Vec<u32>> = args.list("ids")?;
+    let prompt = match (&given_ids, args.get("prompt")) {
+        (Some(_), None) => String::new(),
+        (None, Some(p)) => p,
+        _ => return Err("give one of `--prompt TEXT` or `--ids N,N,...`".into()),
+    };
     let json = args.flag("json");
     let (mut model, _load_ms) = load(args)?;
     let defaults = GenerateOptions::default();
@@ -112,7 +125,9 @@ fn generate(args: &Args) -> Result<(), String> {
         seed: args.parse_or("seed", defaults.seed)?,
         ..defaults
     };
-    let ids = if args.flag("chat") {
+    let ids = if let Some(ids) = given_ids {
+        ids
+    } else if args.flag("chat") {
         let messages = [Message {
             role: "user".into(),
             content: prompt.clone(),
@@ -165,6 +180,69 @@ fn generate(args: &Args) -> Result<(), String> {
             s.decode_tok_s,
             bench::peak_rss_mb(),
         );
+    }
+    Ok(())
+}
+
+/// `kiln logits`: the logits after each prefix of a token-id sequence, as full vectors or as the
+/// top `K` (id, logit) pairs plus the logits of picked ids.
+fn logits(args: &Args) -> Result<(), String> {
+    let ids: Vec<u32> = args
+        .list("ids")?
+        .ok_or("`--ids N,N,...` is required (token ids)")?;
+    let positions: Vec<usize> = args
+        .list("positions")?
+        .unwrap_or_else(|| (0..ids.len()).collect());
+    let steps = args.flag("steps");
+    let top: Option<usize> = args
+        .get("top")
+        .map(|v| v.parse())
+        .transpose()
+        .map_err(|_| "`--top K`: K must be a count".to_string())?;
+    let pick: Vec<u32> = args.list("pick")?.unwrap_or_default();
+    let (mut model, _) = load(args)?;
+    let all = model
+        .logits_at(&ids, &positions, steps)
+        .map_err(|e| e.to_string())?;
+    let best = |l: &[f32], k: usize| -> Vec<(u32, f32)> {
+        let mut order: Vec<u32> = (0..l.len() as u32).collect();
+        order.sort_by(|&a, &b| l[b as usize].total_cmp(&l[a as usize]).then(a.cmp(&b)));
+        order.iter().take(k).map(|&i| (i, l[i as usize])).collect()
+    };
+    let picked: Vec<Vec<f32>> = all
+        .iter()
+        .map(|l| {
+            pick.iter()
+                .map(|&i| l.get(i as usize).copied().unwrap_or(f32::NAN))
+                .collect()
+        })
+        .collect();
+    if args.flag("json") {
+        let mut v = serde_json::json!({
+            "backend": model.backend_name(),
+            "adapter": model.adapter(),
+            "ids": ids,
+            "positions": positions,
+            "steps": steps,
+            "pick": pick,
+            "picked": picked,
+        });
+        match top {
+            Some(k) => {
+                let t: Vec<Vec<(u32, f32)>> = all.iter().map(|l| best(l, k)).collect();
+                v["top"] = serde_json::json!(t);
+            }
+            None => v["logits"] = serde_json::json!(all),
+        }
+        println!("{v}");
+    } else {
+        for (p, l) in positions.iter().zip(&all) {
+            let t: Vec<String> = best(l, top.unwrap_or(5))
+                .iter()
+                .map(|(i, v)| format!("{i}:{v:.4}"))
+                .collect();
+            println!("position {p}: {}", t.join(" "));
+        }
     }
     Ok(())
 }

@@ -15,8 +15,12 @@ use super::{Array, DEFAULT_ALIGNMENT, GgmlType, GgufError, Value, tensor_bytes};
 #[derive(Debug, Default)]
 pub struct GgufWriter {
     metadata: Vec<(String, Value)>,
-    tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+    tensors: Vec<Tensor>,
 }
+
+/// A tensor to write: name, dims, type, size in bytes and the data (None: declared only, see
+/// [`GgufWriter::declare_tensor`]).
+type Tensor = (String, Vec<u64>, GgmlType, u64, Option<Vec<u8>>);
 
 impl GgufWriter {
     /// An empty file.
@@ -46,8 +50,28 @@ impl GgufWriter {
                 expected,
             });
         }
+        self.tensors.push((
+            name.to_string(),
+            dims.to_vec(),
+            ty,
+            expected,
+            Some(data.to_vec()),
+        ));
+        Ok(self)
+    }
+
+    /// Declares a tensor without its data: the header lists it (its offset reserves its size)
+    /// but [`GgufWriter::to_bytes`] writes no data for it, so a file whose tensors are all
+    /// declared is a header prefix (what `kiln synth` fills with random blocks).
+    pub fn declare_tensor(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        ty: GgmlType,
+    ) -> Result<&mut Self, GgufError> {
+        let size = tensor_bytes(name, dims, ty)?;
         self.tensors
-            .push((name.to_string(), dims.to_vec(), ty, data.to_vec()));
+            .push((name.to_string(), dims.to_vec(), ty, size, None));
         Ok(self)
     }
 
@@ -61,7 +85,7 @@ impl GgufWriter {
             .unwrap_or(DEFAULT_ALIGNMENT.into())
     }
 
-    /// The file's bytes.
+    /// The file's bytes (up to the data of the first declared-only tensor).
     pub fn to_bytes(&self) -> Vec<u8> {
         let align = self.alignment();
         let pad = |out: &mut Vec<u8>| {
@@ -80,7 +104,7 @@ impl GgufWriter {
             put_value(&mut out, v);
         }
         let mut offset = 0u64;
-        for (name, dims, ty, data) in &self.tensors {
+        for (name, dims, ty, size, _) in &self.tensors {
             put_str(&mut out, name);
             out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
             for d in dims {
@@ -88,10 +112,11 @@ impl GgufWriter {
             }
             out.extend_from_slice(&(*ty as u32).to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
-            offset = (offset + data.len() as u64).div_ceil(align) * align;
+            offset = (offset + size).div_ceil(align) * align;
         }
         pad(&mut out);
-        for (_, _, _, data) in &self.tensors {
+        for (_, _, _, _, data) in &self.tensors {
+            let Some(data) = data else { break };
             out.extend_from_slice(data);
             pad(&mut out);
         }

@@ -25,6 +25,10 @@ pub struct GpuOptions {
     /// Use WGSL's `dot4I8Packed` where the platform has it (`KILN_DOT4=0` turns it off, to
     /// measure or to work around a driver); true by default.
     pub packed_int_dot: bool,
+    /// Use subgroup operations where the adapter has them (`KILN_SUBGROUPS=0` turns them off,
+    /// so the shared-memory reductions run: to measure, or to work around a driver); true by
+    /// default.
+    pub subgroups: bool,
 }
 
 impl Default for GpuOptions {
@@ -35,13 +39,14 @@ impl Default for GpuOptions {
             adapter_name: None,
             cache_dir: None,
             packed_int_dot: true,
+            subgroups: true,
         }
     }
 }
 
 impl GpuOptions {
     /// Defaults, overridden by `KILN_BACKEND`, `KILN_POWER`, `KILN_ADAPTER`, `KILN_CACHE_DIR`,
-    /// `KILN_DOT4`.
+    /// `KILN_DOT4`, `KILN_SUBGROUPS`.
     pub fn from_env() -> Self {
         let mut opts = GpuOptions::default();
         if let Ok(list) = std::env::var("KILN_BACKEND") {
@@ -56,6 +61,7 @@ impl GpuOptions {
         opts.adapter_name = std::env::var("KILN_ADAPTER").ok().filter(|s| !s.is_empty());
         opts.cache_dir = std::env::var_os("KILN_CACHE_DIR").map(Into::into);
         opts.packed_int_dot = std::env::var("KILN_DOT4").as_deref() != Ok("0");
+        opts.subgroups = std::env::var("KILN_SUBGROUPS").as_deref() != Ok("0");
         opts
     }
 }
@@ -128,7 +134,11 @@ impl Gpu {
         let instance = wgpu::Instance::new(desc);
         let adapter = pick_adapter(&instance, &opts).await?;
         let info = adapter.get_info();
-        let features = adapter.features() & WANTED_FEATURES;
+        let mut wanted = WANTED_FEATURES;
+        if !opts.subgroups {
+            wanted.remove(wgpu::Features::SUBGROUP | wgpu::Features::SUBGROUP_BARRIER);
+        }
+        let features = adapter.features() & wanted;
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {

@@ -73,18 +73,23 @@ impl Default for AttnOptions {
 impl AttnOptions {
     /// What suits the device: no split on CPU adapters (lavapipe), whose few cores gain
     /// nothing from more workgroups (there a split decode step at 2048 positions took 2.3x
-    /// the one-pass kernel's time), [`SPLIT_MIN_LEN`] on GPUs.
+    /// the one-pass kernel's time), [`SPLIT_MIN_LEN`] on GPUs; `KILN_ATTN_SPLIT=N` sets the
+    /// fewest positions per split (0: never split).
     /// The cache is `kv`, except f32 where the device lacks SHADER_F16 (the f16 cache's kernels
     /// need it; e.g. Chromium's SwiftShader, some mobile GPUs).
     pub fn for_gpu(gpu: &Gpu, kv: KvType) -> AttnOptions {
         let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+        let split_min_len = std::env::var("KILN_ATTN_SPLIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if cpu { 0 } else { SPLIT_MIN_LEN });
         AttnOptions {
             kv: if gpu.capabilities().f16 {
                 kv
             } else {
                 KvType::F32
             },
-            split_min_len: if cpu { 0 } else { SPLIT_MIN_LEN },
+            split_min_len,
         }
     }
 }
