@@ -6,7 +6,8 @@
 
 The generated parts are rewritten on every run. Hand-written blocks between
 `<!-- keep:NAME -->` and `<!-- /keep:NAME -->` in the existing output file are carried over
-(the real-GPU figures and the profile notes), so regenerating never loses them.
+(the real-GPU figures, the GPU decode figures and the profile notes), so regenerating never loses
+them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ KEEP_DEFAULTS = {
         "bench --json` prints it), the driver, the host CPU and the date next to each one.\n"
     ),
     "profile": "No profile notes yet.\n",
+    "gpu-decode": "No GPU decode figures yet.\n",
 }
 
 # Bar colours of the chart, one per runtime and thread count.
@@ -358,6 +360,8 @@ def render(result: dict, source: Path, svg_name: str, blocks: dict[str, str]) ->
         lines.append("- Nothing: every runtime ran on every model.")
     lines += ["", "## Where kiln's CPU time goes", ""]
     lines += keep(blocks, "profile")
+    lines += ["", "## GPU decode: dispatches, submits and waits per token", ""]
+    lines += keep(blocks, "gpu-decode")
     lines += ["", "## Real-GPU figures", ""]
     lines += keep(blocks, "real-gpu")
     return "\n".join(lines) + "\n"

@@ -24,8 +24,8 @@ use std::time::Instant;
 use kiln::gpu::DType;
 use kiln::ops::activation::Act;
 use kiln::ops::attention::{
-    Attention, KvType, SPLIT_MIN_LEN, Splits, attention, attention_split, attention_tiled,
-    partials_bytes, scratch_bytes,
+    Attention, KvType, SPLIT_MIN_LEN, SplitRule, Splits, attention, attention_split,
+    attention_tiled, partials_bytes, scratch_bytes,
 };
 use kiln::ops::gemv::{
     ActInput, ActQuant, GemvShape, IntDot, QAct, Split, WType, gemv_q8_with, quantize,
@@ -400,7 +400,7 @@ fn attention_case(
                 AttnPath::Tiled => attention_tiled(rec, q, k, v, out, a),
                 AttnPath::Split => {
                     let partials = (&b[2 * copies + 3]).into();
-                    attention_split(rec, q, k, v, partials, out, a, splits)
+                    attention_split(rec, q, k, v, partials, out, a, SplitRule::Fixed(splits))
                 }
             }
         }),

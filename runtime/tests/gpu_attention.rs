@@ -11,8 +11,8 @@ use half::f16;
 use kiln::gpu::View;
 use kiln::model::gpu::{AttnOptions, Choice, GpuModel, StepOutput};
 use kiln::ops::attention::{
-    Attention, KvType, MAX_SPLITS, Splits, attention, attention_split, attention_tiled, kv_store,
-    partials_bytes, scratch_bytes,
+    Attention, KvType, MAX_SPLITS, SplitRule, Splits, attention, attention_split, attention_tiled,
+    kv_store, partials_bytes, scratch_bytes,
 };
 use kiln::ops::reduce::Combine;
 use kiln::{Error, Gpu};
@@ -199,7 +199,17 @@ fn run(gpu: &Gpu, c: &Case, kv: KvType, path: Path, x: &Inputs) -> Vec<f32> {
             let words = (partials_bytes(&a, splits.count) / 4) as usize;
             let (pb, po) = guarded_output(gpu, words);
             let pv = View::new(&pb, po, words as u64 * 4);
-            attention_split(&mut rec, (&qb).into(), k, v, pv, out_view, a, splits).unwrap();
+            attention_split(
+                &mut rec,
+                (&qb).into(),
+                k,
+                v,
+                pv,
+                out_view,
+                a,
+                SplitRule::Fixed(splits),
+            )
+            .unwrap();
             partials = Some((pb, words));
         }
     }
@@ -539,7 +549,7 @@ fn bad_shapes_and_splits_are_errors() {
             (&part).into(),
             (&out).into(),
             a,
-            s,
+            SplitRule::Fixed(s),
         );
         assert!(matches!(r, Err(Error::Shape { .. })), "{s:?}: {r:?}");
     }
@@ -552,11 +562,11 @@ fn bad_shapes_and_splits_are_errors() {
         (&small).into(),
         (&out).into(),
         a,
-        Splits {
+        SplitRule::Fixed(Splits {
             kv0: lo,
             len: (hi - lo).div_ceil(2),
             count: 2,
-        },
+        }),
     );
     assert!(matches!(r, Err(Error::Shape { .. })), "{r:?}");
     let wide = Attention { head_dim: 258, ..a };

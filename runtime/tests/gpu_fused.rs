@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::quant::{QUANTIZED, dequant_rows, random_weights, reference_quantize, test_k};
+use common::quant::{
+    QUANTIZED, dequant_rows, int8_bound, random_weights, reference_quantize, test_k,
+};
 use common::{Rng, as_f32, assert_close, gpu, guarded_output, read_guarded, splits, upload_f32};
 use half::f16;
 use kiln::Gpu;
@@ -451,21 +453,7 @@ fn fused_gemv_matches_its_cpu_twin() {
                     .zip(xs)
                     .map(|(&a, &b)| f64::from(a) * f64::from(b))
                     .sum();
-                let (mut var, mut scale_err) = (0f64, 0f64);
-                for b in 0..k / block {
-                    let (xb, wb) = (
-                        &xs[b * block..(b + 1) * block],
-                        &wr[b * block..(b + 1) * block],
-                    );
-                    let step = f64::from(xb.iter().fold(0f32, |a, v| a.max(v.abs()))) / 127.0;
-                    let mut partial = 0f64;
-                    for (wi, xi) in wb.iter().zip(xb) {
-                        var += f64::from(*wi).powi(2) * step * step / 6.0;
-                        partial += f64::from(*wi) * f64::from(*xi);
-                    }
-                    scale_err += partial.abs() / 1024.0;
-                }
-                let bound = 6.0 * var.sqrt() + scale_err + 1e-5;
+                let bound = int8_bound(wr, xs, block);
                 let g = f64::from(got[j * rows + r]);
                 assert!(
                     (g - exact).abs() <= bound,

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::quant::{dequant_rows, qtype, random_weights, reference_quantize, test_k};
+use common::quant::{
+    QUANTIZED, dequant_rows, int8_bound, qtype, random_weights, reference_quantize, test_k,
+};
 use common::{
     Rng, as_f32, assert_close, combines, gpu, guarded_output, read_guarded, splits, upload_f32,
 };
@@ -291,14 +293,7 @@ fn quantize_matches_llama_cpp_rules() {
 fn gemv_q8_every_type_and_split() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(12);
-    for w in [
-        WType::Q4_0,
-        WType::Q4_1,
-        WType::Q5_0,
-        WType::Q8_0,
-        WType::Q4K,
-        WType::Q6K,
-    ] {
+    for w in QUANTIZED {
         let quant = ActQuant::for_weights(w).unwrap();
         let k = test_k(w);
         for m in [1usize, 3] {
@@ -929,14 +924,7 @@ fn int8_path_agrees_with_kiln_cpu() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(20);
     let pool = kiln_cpu::ThreadPool::new(1);
-    for w in [
-        WType::Q4_0,
-        WType::Q4_1,
-        WType::Q5_0,
-        WType::Q8_0,
-        WType::Q4K,
-        WType::Q6K,
-    ] {
+    for w in QUANTIZED {
         let quant = ActQuant::for_weights(w).unwrap();
         let (k, rows, m) = (test_k(w), 29usize, 3usize);
         let weights = random_weights(&mut rng, w, rows, k);
@@ -988,19 +976,8 @@ fn int8_path_agrees_with_kiln_cpu() {
         let block = if quant == ActQuant::Q8K { 256 } else { 32 };
         for j in 0..m {
             for r in 0..rows {
-                let (mut var, mut scale_err) = (0f64, 0f64);
-                for b in 0..k / block {
-                    let xs = &x[j * k + b * block..j * k + (b + 1) * block];
-                    let ws = &wf[r * k + b * block..r * k + (b + 1) * block];
-                    let step = f64::from(xs.iter().fold(0f32, |a, v| a.max(v.abs()))) / 127.0;
-                    let mut partial = 0f64;
-                    for (wi, xi) in ws.iter().zip(xs) {
-                        var += f64::from(*wi).powi(2) * step * step / 6.0;
-                        partial += f64::from(*wi) * f64::from(*xi);
-                    }
-                    scale_err += partial.abs() / 1024.0;
-                }
-                let bound = (6.0 * var.sqrt() + scale_err + 1e-5) as f32;
+                let bound =
+                    int8_bound(&wf[r * k..(r + 1) * k], &x[j * k..(j + 1) * k], block) as f32;
                 let (g, c) = (got[j * rows + r], want[j * rows + r]);
                 assert!(
                     g.is_finite() && (g - c).abs() <= bound,

@@ -14,8 +14,8 @@ use crate::gpu::{Gpu, Plan, Readback, StepArena, View};
 use crate::model::config::{Arch, Config, LayerWeights};
 use crate::ops::activation::{Act, gated};
 use crate::ops::attention::{
-    Attention, KvType, SPLIT_MIN_LEN, Splits, attention, attention_split_planned, attention_tiled,
-    partials_bytes, scratch_bytes,
+    Attention, KvType, SPLIT_MIN_LEN, SplitRule, Splits, attention, attention_split,
+    attention_tiled, partials_bytes, scratch_bytes,
 };
 use crate::ops::gemv::{
     ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8,
@@ -243,7 +243,9 @@ impl Layer {
     }
 }
 
-/// Everything the loader hands over to build a model.
+/// A model's weights on the GPU and what it was loaded for: what the loader fills and hands
+/// over (with the vector buffer) to build the model.
+#[derive(Debug)]
 struct Weights {
     gpu: Gpu,
     cfg: Config,
@@ -253,7 +255,6 @@ struct Weights {
     output: Option<GpuMatrix>,
     output_norm: u32,
     layers: Vec<Layer>,
-    vecs: wgpu::Buffer,
 }
 
 /// Activations, allocated once for chunks of up to `chunk` tokens.
@@ -409,7 +410,7 @@ impl GpuModel {
 
     /// The model from its uploaded weights: KV cache, scratch, and the decode plans (which
     /// create every pipeline and bind group a decode step uses, so no step creates one).
-    fn assemble(w: Weights) -> Result<GpuModel> {
+    fn assemble(w: Weights, vecs: wgpu::Buffer) -> Result<GpuModel> {
         let Weights {
             gpu,
             cfg,
@@ -419,7 +420,6 @@ impl GpuModel {
             output,
             output_norm,
             layers,
-            vecs,
         } = w;
         let prefill = Prefill::best(&gpu);
         let chunk = if prefill == Prefill::Tiled {
@@ -1089,7 +1089,8 @@ impl GpuModel {
         let (q, k, v, out) = ((&s.q).into(), kc.into(), vc.into(), (&s.att).into());
         if self.splits(&a) {
             let partials = (&s.partials).into();
-            attention_split_planned(rec, q, k, v, partials, out, a, self.attn.split_min_len)
+            let rule = SplitRule::Planned(self.attn.split_min_len);
+            attention_split(rec, q, k, v, partials, out, a, rule)
         } else if a.n_tok > 1 {
             attention_tiled(rec, q, k, v, out, a)
         } else {

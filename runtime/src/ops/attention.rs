@@ -352,26 +352,26 @@ struct CombineParams {
     pad: u32,
 }
 
-/// How split attention divides the positions: fixed, or by [`Splits::plan`] with a minimal
-/// split length at whatever position the step runs (what a plan replays).
-#[derive(Clone, Copy, Debug)]
-enum Rule {
-    Whole,
+/// How split attention divides the positions a step sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitRule {
+    /// These splits.
     Fixed(Splits),
+    /// [`Splits::plan`] with this minimal split length, at the recorded position and, in a
+    /// plan, at every position it replays (the grid follows).
     Planned(u32),
 }
 
-impl Rule {
-    fn splits(self, a: &Attention) -> Splits {
-        match self {
-            Rule::Whole => Splits {
-                kv0: 0,
-                len: a.capacity,
-                count: 1,
-            },
-            Rule::Fixed(s) => s,
-            Rule::Planned(min_len) => Splits::plan(a, min_len),
-        }
+/// The splits `rule` (None: one piece over the whole cache) gives attention `a`.
+fn splits_of(rule: Option<SplitRule>, a: &Attention) -> Splits {
+    match rule {
+        None => Splits {
+            kv0: 0,
+            len: a.capacity,
+            count: 1,
+        },
+        Some(SplitRule::Fixed(s)) => s,
+        Some(SplitRule::Planned(min_len)) => Splits::plan(a, min_len),
     }
 }
 
@@ -401,20 +401,20 @@ fn flash_dispatch(
     v_cache: View<'_>,
     dst: View<'_>,
     a: Attention,
-    rule: Rule,
+    rule: Option<SplitRule>,
 ) -> Result<()> {
     a.check()?;
     need("attention", "q", &q, a.q_bytes())?;
     need("attention", "k_cache", &k_cache, a.cache_bytes())?;
     need("attention", "v_cache", &v_cache, a.cache_bytes())?;
-    let split = !matches!(rule, Rule::Whole);
+    let split = rule.is_some();
     let key = attention_flash_key(a.kv, a.head_dim, split);
     let (_, br, _) = flash_tile(a.kv, a.head_dim);
     let kernel = rec.gpu().kernel(&key)?;
     let tiles = (a.n_tok * (a.n_head / a.n_kv_head)).div_ceil(br);
     let max = rec.gpu().limits().max_compute_workgroups_per_dimension;
     let grid = move |s: &Splits| grid_of((tiles * a.n_kv_head * s.count).max(1), max);
-    let s = rule.splits(&a);
+    let s = splits_of(rule, &a);
     let shift = Shifted {
         params: flash_params(&a, &s),
         f: move |p: &mut FlashParams, delta: u32| {
@@ -423,7 +423,7 @@ fn flash_dispatch(
                 ..a
             };
             let s = match rule {
-                Rule::Planned(_) => rule.splits(&moved),
+                Some(SplitRule::Planned(_)) => splits_of(rule, &moved),
                 _ => s,
             };
             *p = flash_params(&moved, &s);
@@ -447,14 +447,15 @@ pub fn attention_tiled(
     a: Attention,
 ) -> Result<()> {
     need("attention", "out", &out, a.q_bytes())?;
-    flash_dispatch(rec, q, k_cache, v_cache, out, a, Rule::Whole)
+    flash_dispatch(rec, q, k_cache, v_cache, out, a, None)
 }
 
 /// Records split-KV attention: the tiled kernel once per (tile of query rows, kv head, split),
 /// each split covering a piece of the positions and writing a partial result to `partials`
 /// ([`partials_bytes`]), then a combine pass that merges the splits into `out`. Two dispatches;
-/// numerics as [`attention_tiled`]. The splits are fixed: a plan replays
-/// [`attention_split_planned`] instead.
+/// numerics as [`attention_tiled`]. A plan replays [`SplitRule::Planned`] (its splits follow
+/// the position); `partials` must then hold the splits of the last position the cache has room
+/// for.
 #[allow(clippy::too_many_arguments, reason = "one argument per binding")]
 pub fn attention_split(
     rec: &mut Recorder,
@@ -464,78 +465,27 @@ pub fn attention_split(
     partials: View<'_>,
     out: View<'_>,
     a: Attention,
-    splits: Splits,
+    rule: SplitRule,
 ) -> Result<()> {
     a.check()?;
-    splits.check(&a)?;
-    split_and_combine(
-        rec,
-        q,
-        k_cache,
-        v_cache,
-        partials,
-        out,
-        a,
-        Rule::Fixed(splits),
-    )
-}
-
-/// [`attention_split`] with kiln's splits for each step: [`Splits::plan`] with `min_len`, at the
-/// recorded position and, in a plan, at every position it replays. `partials` must hold the
-/// splits of the last position the cache has room for.
-#[allow(clippy::too_many_arguments, reason = "one argument per binding")]
-pub fn attention_split_planned(
-    rec: &mut Recorder,
-    q: View<'_>,
-    k_cache: View<'_>,
-    v_cache: View<'_>,
-    partials: View<'_>,
-    out: View<'_>,
-    a: Attention,
-    min_len: u32,
-) -> Result<()> {
-    a.check()?;
-    let last = Attention {
-        pos0: a.capacity - a.n_tok,
-        ..a
+    let most = match rule {
+        SplitRule::Fixed(s) => {
+            s.check(&a)?;
+            s.count
+        }
+        SplitRule::Planned(min_len) => {
+            let last = Attention {
+                pos0: a.capacity - a.n_tok,
+                ..a
+            };
+            Splits::plan(&last, min_len)
+                .count
+                .max(Splits::plan(&a, min_len).count)
+        }
     };
-    need(
-        "attention",
-        "partials",
-        &partials,
-        partials_bytes(&a, Splits::plan(&last, min_len).count),
-    )?;
-    split_and_combine(
-        rec,
-        q,
-        k_cache,
-        v_cache,
-        partials,
-        out,
-        a,
-        Rule::Planned(min_len),
-    )
-}
-
-#[allow(clippy::too_many_arguments, reason = "one argument per binding")]
-fn split_and_combine(
-    rec: &mut Recorder,
-    q: View<'_>,
-    k_cache: View<'_>,
-    v_cache: View<'_>,
-    partials: View<'_>,
-    out: View<'_>,
-    a: Attention,
-    rule: Rule,
-) -> Result<()> {
     need("attention", "out", &out, a.q_bytes())?;
-    need(
-        "attention",
-        "partials",
-        &partials,
-        partials_bytes(&a, rule.splits(&a).count),
-    )?;
-    flash_dispatch(rec, q, k_cache, v_cache, partials, a, rule)?;
+    need("attention", "partials", &partials, partials_bytes(&a, most))?;
+    flash_dispatch(rec, q, k_cache, v_cache, partials, a, Some(rule))?;
     let kernel = rec.gpu().kernel(&attention_combine_key())?;
     let n = a.n_tok * a.n_head * a.head_dim;
     let groups = rec
@@ -545,7 +495,7 @@ fn split_and_combine(
         params: CombineParams {
             n_rows: a.n_tok * a.n_head,
             head_dim: a.head_dim,
-            n_split: rule.splits(&a).count,
+            n_split: splits_of(Some(rule), &a).count,
             pad: 0,
         },
         f: move |p: &mut CombineParams, delta: u32| {
@@ -553,7 +503,7 @@ fn split_and_combine(
                 pos0: a.pos0 + delta,
                 ..a
             };
-            p.n_split = rule.splits(&moved).count;
+            p.n_split = splits_of(Some(rule), &moved).count;
             groups
         },
     };

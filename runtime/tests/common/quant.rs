@@ -157,3 +157,23 @@ pub fn reference_quantize(quant: ActQuant, x: &[f32]) -> (Vec<i8>, Vec<f32>, Vec
     }
     (q, d, s)
 }
+
+/// How far an int8 product of weight row `w` with activation row `x` may be from the exact f64
+/// product: each activation is off by at most half a quantization step d of its block (variance
+/// d^2/12 per value; 6 sigma over the row) and each block's scale is f16-rounded (2^-11 of its
+/// partial dot), with `block` activations per scale.
+pub fn int8_bound(w: &[f32], x: &[f32], block: usize) -> f64 {
+    let (mut var, mut scale_err) = (0f64, 0f64);
+    for b in 0..x.len() / block {
+        let xs = &x[b * block..(b + 1) * block];
+        let ws = &w[b * block..(b + 1) * block];
+        let step = f64::from(xs.iter().fold(0f32, |a, v| a.max(v.abs()))) / 127.0;
+        let mut partial = 0f64;
+        for (wi, xi) in ws.iter().zip(xs) {
+            var += f64::from(*wi).powi(2) * step * step / 6.0;
+            partial += f64::from(*wi) * f64::from(*xi);
+        }
+        scale_err += partial.abs() / 1024.0;
+    }
+    6.0 * var.sqrt() + scale_err + 1e-5
+}

@@ -14,7 +14,7 @@
 //! Natively [`GpuModel::load_with`] feeds the mapped file through the same three phases; a
 //! browser feeds the chunks of a `fetch()` body, so the file is never held in wasm memory.
 
-use super::{AttnOptions, GpuMatrix, GpuModel, Layer, Part};
+use super::{AttnOptions, GpuMatrix, GpuModel, Layer, Part, Weights};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufError, GgufHeader};
 use crate::gpu::Gpu;
@@ -170,21 +170,18 @@ impl Planner<'_> {
         });
     }
 
-    /// The matrix `name` in buffers of one part each.
-    fn matrix(&mut self, name: &str) -> Result<GpuMatrix> {
-        let m = self.matrix_info(name)?;
-        let rows_per_part = self.rows_per_part(&m, 1, 0)?;
+    /// Buffers of `per_part` rows of `row_bytes` each (the last holds the rest) for `rows` rows.
+    fn parts(&self, label: &str, rows: u32, per_part: u32, row_bytes: u64) -> Result<Vec<Part>> {
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
         let mut parts = Vec::new();
         let mut row0 = 0;
-        while row0 < m.rows {
-            let n = rows_per_part.min(m.rows - row0);
+        while row0 < rows {
+            let n = per_part.min(rows - row0);
             let buffer = self
                 .gpu
-                .create_buffer(name, u64::from(n) * m.row_bytes, usage)?;
-            self.rows_to(&m, row0, n, &buffer, 0);
+                .create_buffer(label, u64::from(n) * row_bytes, usage)?;
             parts.push(Part {
                 buffer,
                 offset: 0,
@@ -192,6 +189,17 @@ impl Planner<'_> {
                 rows: n,
             });
             row0 += n;
+        }
+        Ok(parts)
+    }
+
+    /// The matrix `name` in buffers of one part each.
+    fn matrix(&mut self, name: &str) -> Result<GpuMatrix> {
+        let m = self.matrix_info(name)?;
+        let per_part = self.rows_per_part(&m, 1, 0)?;
+        let parts = self.parts(name, m.rows, per_part, m.row_bytes)?;
+        for p in &parts {
+            self.rows_to(&m, p.row0, p.rows, &p.buffer, 0);
         }
         Ok(GpuMatrix {
             wtype: m.wtype,
@@ -303,24 +311,7 @@ impl Planner<'_> {
         // An even number of rows per part keeps every row boundary where a source starts (q
         // and k span an even number of rows) at a multiple of 4 bytes, as writes need.
         let per_part = (self.rows_fitting(row_bytes, rows, 1, 0)? & !1).max(2);
-        let usage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST
-            | wgpu::BufferUsages::COPY_SRC;
-        let mut parts = Vec::new();
-        let mut row0 = 0;
-        while row0 < rows {
-            let n = per_part.min(rows - row0);
-            let buffer = self
-                .gpu
-                .create_buffer("attn q|k|v", u64::from(n) * row_bytes, usage)?;
-            parts.push(Part {
-                buffer,
-                offset: 0,
-                row0,
-                rows: n,
-            });
-            row0 += n;
-        }
+        let parts = self.parts("attn q|k|v", rows, per_part, row_bytes)?;
         // Each source's rows, split where the parts split them.
         let mut first = 0;
         for m in &infos {
@@ -398,14 +389,8 @@ fn widen_to_q8_0(from: WType, bytes: &[u8]) -> Vec<u8> {
 /// A GPU model whose weight buffers exist and whose file is arriving (see the module docs).
 #[derive(Debug)]
 pub struct GpuLoader {
-    gpu: Gpu,
-    cfg: Config,
-    capacity: u32,
-    attn: AttnOptions,
-    embd: GpuMatrix,
-    output: Option<GpuMatrix>,
-    output_norm: u32,
-    layers: Vec<Layer>,
+    /// The model's weights, their buffers created and being filled.
+    weights: Weights,
     /// Destinations in file order, none overlapping.
     dests: Vec<Dest>,
     /// The first destination not yet complete.
@@ -550,14 +535,16 @@ impl GpuLoader {
             }
         }
         Ok(GpuLoader {
-            gpu: gpu.clone(),
-            cfg: cfg.clone(),
-            capacity,
-            attn,
-            embd,
-            output,
-            output_norm,
-            layers,
+            weights: Weights {
+                gpu: gpu.clone(),
+                cfg: cfg.clone(),
+                capacity,
+                attn,
+                embd,
+                output,
+                output_norm,
+                layers,
+            },
             dests,
             next: 0,
             tensors,
@@ -646,7 +633,7 @@ impl GpuLoader {
                     for (buffer, at, row0, n) in &w.places {
                         let lo = *row0 as usize * row_bytes;
                         let hi = lo + *n as usize * row_bytes;
-                        self.gpu.write(buffer, *at, &rows[lo..hi]);
+                        self.weights.gpu.write(buffer, *at, &rows[lo..hi]);
                     }
                     w.bytes = Vec::new();
                 }
@@ -663,20 +650,24 @@ impl GpuLoader {
             let fill = ((4 - self.stage.len() % 4) % 4).min(data.len());
             self.stage.extend_from_slice(&data[..fill]);
             data = &data[fill..];
-            self.gpu.write(buffer, offset + self.written, &self.stage);
+            self.weights
+                .gpu
+                .write(buffer, offset + self.written, &self.stage);
             self.written += self.stage.len() as u64;
             self.stage.clear();
         }
         let whole = data.len() / 4 * 4;
         if whole > 0 {
-            self.gpu
+            self.weights
+                .gpu
                 .write(buffer, offset + self.written, &data[..whole]);
             self.written += whole as u64;
         }
         if last {
             // The tail, padded to a word (the buffer is padded too).
             if whole < data.len() {
-                self.gpu
+                self.weights
+                    .gpu
                     .write(buffer, offset + self.written, &data[whole..]);
             }
         } else {
@@ -706,7 +697,7 @@ impl GpuLoader {
             }
             .into());
         }
-        let gpu = &self.gpu;
+        let gpu = &self.weights.gpu;
         let vecs = gpu.create_buffer(
             "norm weights and biases",
             u64::from(self.vector_floats) * 4,
@@ -720,17 +711,7 @@ impl GpuLoader {
                 bytemuck::cast_slice(&values),
             );
         }
-        GpuModel::assemble(super::Weights {
-            gpu: self.gpu.clone(),
-            cfg: self.cfg,
-            capacity: self.capacity,
-            attn: self.attn,
-            embd: self.embd,
-            output: self.output,
-            output_norm: self.output_norm,
-            layers: self.layers,
-            vecs,
-        })
+        GpuModel::assemble(self.weights, vecs)
     }
 }
 
