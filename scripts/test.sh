@@ -29,6 +29,7 @@ RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR=target/wasm-simd \
 # the device kit's comparisons).
 python3 -m unittest discover -s bench -p 'test_*.py'
 python3 -m unittest discover -s bench/device -p 'test_*.py'
+python3 -m unittest discover -s bench/vulkan -p 'test_*.py'
 
 # The real-GPU verification kit, shortened (bench/device/README.md): SmolLM2's synthesized layout
 # on this adapter against its CPU-path reference, as a lent GPU runs it, so that it cannot rot.

@@ -61,10 +61,12 @@ VARIANTS = [
     ("attn-split-16", {"KILN_ATTN_SPLIT": "16"}),
     ("attn-one-pass", {"KILN_ATTN_SPLIT": "0"}),
     ("decode-batch-1", {"KILN_DECODE_BATCH": "1"}),
+    ("fused", {"KILN_FUSE": "1"}),
+    ("unfused", {"KILN_FUSE": "0"}),
 ]
-# Quick runs (lavapipe in CI, SmolLM2 only): the defaults, and the split attention and tiled
-# prefill a GPU would pick.
-QUICK_VARIANTS = ["default", "prefill-tiled", "attn-split-16"]
+# Quick runs (lavapipe in CI, SmolLM2 only): the defaults, and the fused GEMVs, split attention
+# and tiled prefill a GPU would pick.
+QUICK_VARIANTS = ["default", "fused", "prefill-tiled", "attn-split-16"]
 
 
 def ids_for(vocab, n, seed):
@@ -158,7 +160,8 @@ def make_reference(kiln, model, out_dir):
     }
     # The noise floor: kiln's GPU path here against the CPU path, at the quick positions.
     noise, adapter = 0.0, None
-    for env, steps in [({}, False), ({"KILN_GEMV_SPLIT": "group"}, False), ({}, True)]:
+    for env, steps in [({}, False), ({"KILN_FUSE": "1"}, False), ({"KILN_GEMV_SPLIT": "group"}, False),
+                       ({}, True)]:
         got, _ = run_json(logits_cmd(kiln, path, ids[: max(QUICK_POSITIONS) + 1],
                                      QUICK_POSITIONS, "gpu", steps=steps, top=2,
                                      pick=check_ids(ref)), env)

@@ -6,7 +6,7 @@
 #
 #   bench/device/run.sh [--quick] [--models smollm2,gemma3,qwen2] [--out FILE]
 #
-# --quick: SmolLM2 only, three variant families, short benchmarks, no kernel tests (CI runs it
+# --quick: SmolLM2 only, four variant families, short benchmarks, no kernel tests (CI runs it
 # on lavapipe after the workspace tests, so that the kit cannot rot). Uses the binaries of
 # bench/device/pack.sh where bench/device/carry/ holds them (a lent machine), else builds them.
 set -euo pipefail

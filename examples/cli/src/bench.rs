@@ -124,6 +124,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             "adapter": model.adapter(),
             "threads": threads,
             "decode_batch": decode_batch,
+            "fused": model.fused(),
             "prompt_tokens": prompt.len(),
             "context": model.capacity(),
             "gen_tokens": gen_tokens,
@@ -159,7 +160,8 @@ pub fn run(args: &Args) -> Result<(), String> {
             peak_rss_mb()
         );
         if let Some(p) = per_token {
-            println!("per decoded token: {p}");
+            let plan = if model.fused() { "fused" } else { "unfused" };
+            println!("per decoded token ({plan} GEMVs, {decode_batch} per submit): {p}");
         }
     }
     Ok(())

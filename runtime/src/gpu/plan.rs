@@ -181,7 +181,10 @@ impl StepArena {
         }
         let commands = encoder.finish();
         let recorded = started.elapsed();
-        gpu.queue().submit([commands]);
+        let index = gpu.queue().submit([commands]);
+        if let Some(b) = &back {
+            b.submitted(index);
+        }
         self.next ^= 1;
         let counters = gpu.live_counters();
         LiveCounters::add(&counters.submits, 1);

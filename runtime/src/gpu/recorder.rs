@@ -78,6 +78,8 @@ pub struct Recorder {
     dispatches: u64,
     /// Keeps each position-dependent dispatch's [`Shift`] for a plan.
     planning: bool,
+    /// Where the readbacks recorded here learn their submit.
+    submissions: Vec<Arc<std::sync::OnceLock<wgpu::SubmissionIndex>>>,
     /// When recording began (host time spent recording is counted at the submit).
     started: crate::clock::Instant,
     /// Timestamps around all dispatches: the query set (2 slots), the resolve buffer, and the
@@ -103,6 +105,7 @@ impl Gpu {
             params: Vec::new(),
             dispatches: 0,
             planning: false,
+            submissions: Vec::new(),
             started: crate::clock::Instant::now(),
             timer: None,
         }
@@ -332,11 +335,14 @@ impl Recorder {
             view,
             View::new(staging.buffer(), 0, staging.buffer().size()),
         )?;
-        Ok(Readback {
+        let back = Readback {
             staging,
             size: view.size,
             gpu: self.gpu.clone(),
-        })
+            submission: Arc::default(),
+        };
+        self.submissions.push(back.submission.clone());
+        Ok(back)
     }
 
     /// Asks for GPU timestamps at the start of the first compute pass and the end of the last
@@ -368,11 +374,14 @@ impl Recorder {
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         )?;
         self.timer = Some((set, resolve, staging.buffer().clone()));
-        Ok(Readback {
+        let back = Readback {
             staging,
             size: 16,
             gpu: self.gpu.clone(),
-        })
+            submission: Arc::default(),
+        };
+        self.submissions.push(back.submission.clone());
+        Ok(back)
     }
 
     /// Encodes everything recorded into one command buffer and submits it: one submit, one
@@ -486,7 +495,10 @@ impl Recorder {
         }
         let commands = encoder.finish();
         let recorded = self.started.elapsed();
-        gpu.queue().submit([commands]);
+        let index = gpu.queue().submit([commands]);
+        for s in &self.submissions {
+            let _ = s.set(index.clone());
+        }
         drop(arena);
         LiveCounters::add(&counters.submits, 1);
         LiveCounters::add(&counters.dispatches, self.dispatches);
@@ -500,6 +512,9 @@ pub struct Readback {
     staging: GpuBuffer,
     size: u64,
     gpu: Gpu,
+    /// The submit that carries the copy, once submitted: waiting polls until that one is done,
+    /// not until everything submitted after it is (decode batches queue behind their readback).
+    submission: Arc<std::sync::OnceLock<wgpu::SubmissionIndex>>,
 }
 
 impl std::fmt::Debug for Readback {
@@ -511,6 +526,11 @@ impl std::fmt::Debug for Readback {
 }
 
 impl Readback {
+    /// Marks the submit that carries the copy.
+    pub(crate) fn submitted(&self, index: wgpu::SubmissionIndex) {
+        let _ = self.submission.set(index);
+    }
+
     /// Copies `view` into a pooled staging buffer at this point of `encoder`.
     pub(crate) fn copy_in(
         gpu: &Gpu,
@@ -527,6 +547,7 @@ impl Readback {
             staging,
             size: view.size,
             gpu: gpu.clone(),
+            submission: Arc::default(),
         })
     }
 
@@ -543,7 +564,10 @@ impl Readback {
         #[cfg(not(target_arch = "wasm32"))]
         self.gpu
             .device()
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: self.submission.get().cloned(),
+                timeout: None,
+            })
             .map_err(|e| Error::Readback(e.to_string()))?;
         match rx.receive().await {
             Some(Ok(())) => {}

@@ -21,7 +21,7 @@ use crate::ops::gemv::{
     ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8,
 };
 use crate::ops::gemv_gated::{GatedShape, gemv_gated};
-use crate::ops::gemv_prep::{gemv_prep, gemv_prep_gated, takes};
+use crate::ops::gemv_prep::{fuse_by_default, gemv_prep, gemv_prep_gated, takes};
 use crate::ops::matmul_q::{Prefill, matmul_q};
 use crate::ops::prep::{Add, PrepIn, PrepOut, prep};
 use crate::ops::reduce::Combine;
@@ -367,6 +367,8 @@ pub struct GpuModel {
     plans: Option<DecodePlans>,
     /// Decode steps per submit.
     batch: u32,
+    /// Whether a decode step prepares each product's input in its GEMV (`gemv_prep`).
+    fused: bool,
     /// Seconds of GPU time per prompt token, once measured (sizes a prompt's submits).
     secs_per_token: Option<f64>,
     /// Pipelines created when the pipeline cache was last written to disk.
@@ -509,6 +511,7 @@ impl GpuModel {
             attn,
             plans: None,
             batch: DECODE_BATCH,
+            fused: fuse_by_default(&gpu),
             secs_per_token: None,
             cached_pipelines: 0,
             cfg,
@@ -604,6 +607,22 @@ impl GpuModel {
     /// Decode steps per submit.
     pub fn decode_batch(&self) -> u32 {
         self.batch
+    }
+
+    /// Whether a decode step prepares each product's input inside its GEMV (one dispatch per
+    /// product, at most 6 per layer) or in a `prep` dispatch before it (10 per layer); the
+    /// default is [`fuse_by_default`]'s. The decode plans are built again on a change.
+    pub fn set_fused(&mut self, on: bool) -> Result<()> {
+        if on != self.fused {
+            self.fused = on;
+            self.build_plans()?;
+        }
+        Ok(())
+    }
+
+    /// Whether decode steps run the fused GEMVs.
+    pub fn fused(&self) -> bool {
+        self.fused
     }
 
     /// Dispatches of one decode step as planned at position `pos` (without the choice).
@@ -970,9 +989,12 @@ impl GpuModel {
         Ok(())
     }
 
-    /// Records `y[j, y_offset..] = mat · v[j]` with `v` the prepared `input`: one fused
-    /// dispatch per part (`gemv_prep`) where the kernels take the weights and GEMVs run, else
-    /// `prep` and the product. Only the first part stores the new residual.
+    /// Records `y[j, y_offset..] = mat · v[j]` with `v` the prepared `input`: for one token, one
+    /// fused dispatch per part (`gemv_prep`) where fusing is on and the kernels take the
+    /// weights; else `prep`
+    /// and the product (several tokens: each workgroup of a fused GEMV would prepare every row
+    /// again, while the dispatch it saves is shared by the chunk's tokens). Only the first part
+    /// stores the new residual.
     fn project(
         &self,
         rec: &mut crate::gpu::Recorder,
@@ -982,8 +1004,7 @@ impl GpuModel {
         (y_stride, y_offset): (u32, u32),
         m: u32,
     ) -> Result<()> {
-        let tiled = m > 1 && self.prefill == Prefill::Tiled;
-        if tiled || !takes(mat.wtype, mat.k) {
+        if m > 1 || !self.fused || !takes(mat.wtype, mat.k) {
             let x = self.prepared(rec, mat.wtype, input, m)?;
             return self.multiply(rec, mat, x, y, (y_stride, y_offset), m);
         }
@@ -1011,8 +1032,8 @@ impl GpuModel {
     }
 
     /// Records the gated FFN `hidden = act(gate · v) * (up · v)` on the prepared `input`: the
-    /// fused `gemv_prep_gated` where it takes the weights, else `prep` then `gemv_gated`, or
-    /// (tiled prefill, unpaired weights) the two products and `gated`.
+    /// fused `gemv_prep_gated` for one token where it takes the weights, else `prep` then
+    /// `gemv_gated`, or (tiled prefill, unpaired weights) the two products and `gated`.
     fn ffn(
         &self,
         rec: &mut crate::gpu::Recorder,
@@ -1027,7 +1048,7 @@ impl GpuModel {
         let tiled = m > 1 && self.prefill == Prefill::Tiled;
         let paired = l.gate.pairs_with(&l.up);
         if !tiled && paired {
-            let fused = takes(l.gate.wtype, l.gate.k);
+            let fused = m == 1 && self.fused && takes(l.gate.wtype, l.gate.k);
             let x = if fused {
                 None
             } else {
