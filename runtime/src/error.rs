@@ -85,6 +85,18 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// A weight whose shape contradicts the model's metadata (a corrupt or crafted file).
+    #[error(
+        "tensor `{tensor}` has shape {found:?}, but the metadata says {expected:?} ({from}): \
+         the file is inconsistent; download or convert it again"
+    )]
+    TensorShape {
+        tensor: String,
+        found: Vec<u64>,
+        expected: Vec<u64>,
+        from: &'static str,
+    },
+
     /// The CPU path refused an input.
     #[error("CPU path: {0}")]
     Cpu(#[from] kiln_cpu::CpuError),

@@ -423,6 +423,15 @@ impl Model {
         }
     }
 
+    /// Takes the warnings collected so far: side effects that failed without stopping
+    /// generation, such as a pipeline cache that could not be written.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        match &mut self.engine {
+            Engine::Gpu(m) => m.take_warnings(),
+            Engine::Cpu(_) => Vec::new(),
+        }
+    }
+
     /// Whether GPU decode steps prepare each product's input inside its GEMV (see
     /// [`GpuModel::set_fused`]; the default depends on the adapter). Ignored on the CPU path.
     pub fn set_fused(&mut self, on: bool) -> Result<()> {

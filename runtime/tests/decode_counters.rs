@@ -222,3 +222,82 @@ fn the_pipeline_cache_is_written_after_the_first_step() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pipeline cache that cannot be written is a warning, never a failed generation; two models
+/// saving into one folder at once both finish and leave a whole file (each writes its own
+/// temporary file and renames it).
+#[test]
+fn the_pipeline_cache_never_stops_generation() {
+    let Some(path) = common::model_file(common::MODELS[0].1, common::INSTALL_MODELS) else {
+        return;
+    };
+    let Some(probe) = common::gpu() else { return };
+    if !probe
+        .device()
+        .features()
+        .contains(wgpu::Features::PIPELINE_CACHE)
+    {
+        eprintln!("SKIPPED: this adapter has no pipeline cache to write");
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("kiln-pcache-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    // A folder inside a regular file cannot be created.
+    let blocker = root.join("a-file");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let load = |dir: std::path::PathBuf| {
+        let mut opts = LoadOptions {
+            backend: Backend::Gpu,
+            context: 64,
+            ..LoadOptions::default()
+        };
+        opts.gpu.cache_dir = Some(dir);
+        Model::load(&path, &opts, &mut |_, _| {}).expect("load")
+    };
+    let greedy = GenerateOptions {
+        max_tokens: 3,
+        temperature: 0.0,
+        ..GenerateOptions::default()
+    };
+    let run = |model: &mut Model| {
+        let prompt = model.encode_prompt("Hello");
+        model
+            .generate(&prompt, &greedy, |_, _| ControlFlow::Continue(()))
+            .expect("generation goes on whatever happens to the cache")
+            .tokens
+    };
+    let mut model = load(blocker.join("cache"));
+    let tokens = run(&mut model);
+    assert_eq!(tokens.len(), 3);
+    let warnings = model.take_warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("pipeline cache")),
+        "no warning about the unwritable cache: {warnings:?}"
+    );
+    assert!(model.take_warnings().is_empty(), "warnings are taken once");
+
+    let shared = root.join("shared");
+    let (mut a, mut b) = (load(shared.clone()), load(shared.clone()));
+    let (ta, tb) = std::thread::scope(|s| {
+        let ja = s.spawn(|| run(&mut a));
+        let jb = s.spawn(|| run(&mut b));
+        (ja.join().unwrap(), jb.join().unwrap())
+    });
+    assert_eq!(ta, tb, "two models in one process decode alike");
+    assert!(a.take_warnings().is_empty() && b.take_warnings().is_empty());
+    let file = a
+        .gpu()
+        .unwrap()
+        .pipeline_cache_file()
+        .unwrap()
+        .to_path_buf();
+    assert!(std::fs::metadata(&file).is_ok_and(|m| m.len() > 0));
+    let leftovers: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -105,24 +105,105 @@ fn bad_models_are_refused_clearly() {
     let err = Config::from_gguf(&f).unwrap_err().to_string();
     assert!(err.contains("cannot take"), "{err}");
 
-    // A missing tensor: the model loads its config, then refuses at the tensor.
+    // A missing tensor: refused with the config, before any backend loads.
+    let err = refused(rewrite(|_, _| None, |t| t != "blk.1.ffn_up.weight", None));
+    assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
+}
+
+/// The tiny llama model rewritten: metadata values through `meta` (None keeps a value), only
+/// the tensors `keep` accepts, and one tensor replaced by (name, dims, bytes) of Q8_0.
+fn rewrite(
+    meta: impl Fn(&str, &Value) -> Option<Value>,
+    keep: impl Fn(&str) -> bool,
+    replace: Option<(&str, [u64; 2])>,
+) -> GgufFile {
     let full = tiny("llama", GgmlType::Q8_0, 1);
     let mut w = GgufWriter::new();
     for (k, v) in full.header().metadata() {
-        w.add(k, v.clone());
+        w.add(k, meta(k, v).unwrap_or_else(|| v.clone()));
     }
-    for t in full
-        .tensors()
-        .iter()
-        .filter(|t| t.name != "blk.1.ffn_up.weight")
-    {
-        w.add_tensor(&t.name, &t.dims, t.ty, full.tensor_data(t))
-            .unwrap();
+    for t in full.tensors().iter().filter(|t| keep(&t.name)) {
+        match replace {
+            Some((name, [k, rows])) if name == t.name => {
+                let bytes = GgmlType::Q8_0.row_bytes(k).unwrap() * rows;
+                w.add_tensor(name, &[k, rows], GgmlType::Q8_0, &vec![0; bytes as usize])
+                    .unwrap();
+            }
+            _ => {
+                w.add_tensor(&t.name, &t.dims, t.ty, full.tensor_data(t))
+                    .unwrap();
+            }
+        }
     }
-    let f = GgufFile::from_bytes(w.to_bytes()).unwrap();
-    let cfg = Config::from_gguf(&f).unwrap();
-    let err = CpuModel::load(f, &cfg, 16, 1, &mut |_, _| {})
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("blk.1.ffn_up.weight"), "{err}");
+    GgufFile::from_bytes(w.to_bytes()).unwrap()
+}
+
+/// The error `Config::from_gguf` gives for `f` (which must fail).
+fn refused(f: GgufFile) -> String {
+    match Config::from_gguf(&f) {
+        Ok(cfg) => panic!("an inconsistent file was accepted: {cfg:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Weights whose shapes contradict the metadata, and metadata far outside any model, are refused
+/// with the config (naming the tensor or key, what was found and what was expected), before a
+/// backend slices or allocates by them: before this check an oversized `attn_q` panicked in
+/// the CPU path's slicing and a huge `feed_forward_length` aborted on allocation.
+#[test]
+fn tensors_that_contradict_the_metadata_are_refused() {
+    use common::tiny::{D, FF, HEAD_DIM, HEADS};
+    let all = |_: &str| true;
+    let keep = |_: &str, _: &Value| None;
+    // An attn_q twice as tall as head_count x key_length.
+    let err = refused(rewrite(
+        keep,
+        all,
+        Some(("blk.0.attn_q.weight", [D, 2 * HEADS * HEAD_DIM])),
+    ));
+    assert!(
+        err.contains("blk.0.attn_q.weight")
+            && err.contains("[64, 256]")
+            && err.contains("[64, 128]"),
+        "{err}"
+    );
+    // A row length that is not the embedding length.
+    let err = refused(rewrite(
+        keep,
+        all,
+        Some(("blk.1.ffn_down.weight", [FF, 2 * D])),
+    ));
+    assert!(err.contains("blk.1.ffn_down.weight"), "{err}");
+    // feed_forward_length lying upwards, within the bound: the FFN tensors contradict it.
+    let ff = |k: &str, _: &Value| (k == "llama.feed_forward_length").then_some(Value::U32(96_000));
+    let err = refused(rewrite(ff, all, None));
+    assert!(
+        err.contains("blk.0.ffn_gate.weight") && err.contains("96000"),
+        "{err}"
+    );
+    // Far beyond any model: refused by value, naming the key.
+    for (key, value) in [
+        ("llama.feed_forward_length", 1u32 << 30),
+        ("llama.block_count", 1 << 20),
+        ("llama.attention.head_count", 1 << 24),
+        ("llama.embedding_length", u32::MAX),
+    ] {
+        let err = refused(rewrite(
+            |k, _| (k == key).then_some(Value::U32(value)),
+            all,
+            None,
+        ));
+        let short = key.trim_start_matches("llama.");
+        assert!(
+            err.contains(short) && err.contains(&value.to_string()),
+            "{key}: {err}"
+        );
+    }
+    // More layers than the file holds: the first missing one is named.
+    let err = refused(rewrite(
+        |k, _| (k == "llama.block_count").then_some(Value::U32(3)),
+        all,
+        None,
+    ));
+    assert!(err.contains("blk.2."), "{err}");
 }

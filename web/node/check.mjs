@@ -123,6 +123,16 @@ async function check(simd) {
   assert.equal(opened.received(), file.length);
   assert.throws(() => opened.finish({ contxt: 3 }), /unknown finish option `contxt`/);
 
+  // A sizeHint that is not a length is refused by `open`; one no memory can hold is only a
+  // hint (it aborted the instance before). The header pushed in 1000-byte chunks still loads.
+  await assert.rejects(kiln.ModelLoader.open({ backend: "cpu", sizeHint: "big" }), /sizeHint/);
+  const hinted = new kiln.ModelLoader(1e18);
+  const first = 1 << 20;
+  for (let at = 0; at < first; at += 1000) hinted.push(file.subarray(at, Math.min(at + 1000, first)));
+  hinted.push(file.subarray(first));
+  assert.equal(hinted.expected(), file.length);
+  hinted.finish({ context: 32 }).free();
+
   // Files that are not GGUF, cut short, or longer than their header says are refused with the
   // reason.
   const long = new kiln.ModelLoader();

@@ -65,7 +65,9 @@ impl ModelLoader {
     fn cpu(size_hint: Option<f64>, opts: LoadOptions) -> ModelLoader {
         let mut buf = Vec::new();
         if let Some(n) = size_hint.filter(|n| n.is_finite() && *n > 0.0) {
-            buf.reserve_exact(n as usize);
+            // Only a hint: one that memory cannot hold is ignored here (the header's length
+            // is what counts, and is checked when it arrives).
+            let _ = buf.try_reserve_exact(n.min(usize::MAX as f64) as usize);
         }
         ModelLoader {
             sink: Sink::Cpu,
@@ -100,7 +102,13 @@ impl ModelLoader {
                 Ok(())
             }
             "sizeHint" => {
-                size_hint = v.as_f64();
+                size_hint = Some(
+                    v.as_f64()
+                        .filter(|n| n.is_finite() && *n >= 0.0)
+                        .ok_or_else(|| {
+                            js_err("option `sizeHint` must be the file's length in bytes")
+                        })?,
+                );
                 Ok(())
             }
             _ => Err(js_err(format!(
@@ -171,12 +179,21 @@ impl ModelLoader {
         slice.copy_to(&mut self.buf[at..]);
         self.received += n;
         if self.header_needs != 0 && self.buf.len() >= self.header_needs {
-            match GgufHeader::parse_prefix(&self.buf).map_err(js_err)? {
-                Parsed::NeedMoreBytes(need) => {
-                    self.header_needs = usize::try_from(need).unwrap_or(usize::MAX);
-                }
-                Parsed::Complete(h) => self.header_complete(&h)?,
+            self.parse_header()?;
+        }
+        Ok(())
+    }
+
+    /// Parses the header from the bytes so far. While it is incomplete the next attempt waits
+    /// for at least twice as many bytes, so that a header arriving in many small chunks is
+    /// parsed a logarithmic number of times, not once per chunk (each parse starts at byte 0).
+    fn parse_header(&mut self) -> Result<(), JsValue> {
+        match GgufHeader::parse_prefix(&self.buf).map_err(js_err)? {
+            Parsed::NeedMoreBytes(need) => {
+                let need = usize::try_from(need).unwrap_or(usize::MAX);
+                self.header_needs = need.max(self.buf.len().saturating_mul(2));
             }
+            Parsed::Complete(h) => self.header_complete(&h)?,
         }
         Ok(())
     }
@@ -192,7 +209,15 @@ impl ModelLoader {
             return Err(longer(end));
         }
         match &self.sink {
-            Sink::Cpu => self.buf.reserve_exact(end.saturating_sub(self.buf.len())),
+            Sink::Cpu => self
+                .buf
+                .try_reserve_exact(end.saturating_sub(self.buf.len()))
+                .map_err(|_| {
+                    js_err(format!(
+                        "the GGUF file is {end} bytes, more than this page can allocate for the \
+                         CPU path (try the GPU path, which streams the file, or a smaller model)"
+                    ))
+                })?,
             #[cfg(target_arch = "wasm32")]
             Sink::GpuHeader(gpu) => {
                 let mut stream =
@@ -221,7 +246,11 @@ impl ModelLoader {
     /// Builds the model once the whole file has arrived (an error that says what is missing
     /// otherwise). `options`: `{context}` (KV cache positions) for a loader made with `new`; a
     /// loader from [`ModelLoader::open`] took its options there.
-    pub fn finish(self, options: &JsValue) -> Result<Model, JsValue> {
+    pub fn finish(mut self, options: &JsValue) -> Result<Model, JsValue> {
+        // The header may be complete without having been parsed yet (see parse_header).
+        if self.header_needs != 0 && !self.buf.is_empty() {
+            self.parse_header()?;
+        }
         let mut opts = self.opts;
         let cpu = matches!(self.sink, Sink::Cpu);
         for_each_option(options, &mut |key, v| match key {

@@ -324,9 +324,19 @@ impl Gpu {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, &data).map_err(io)?;
-        std::fs::rename(&tmp, file).map_err(io)
+        // A temporary name of this process and moment, renamed over the file at once: several
+        // processes saving together each write their own, and a reader never sees half a file.
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut tmp = file.clone().into_os_string();
+        tmp.push(format!(".{}-{stamp}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let written = std::fs::write(&tmp, &data).and_then(|()| std::fs::rename(&tmp, file));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io)
     }
 
     /// Where the pipeline cache is persisted, if anywhere.

@@ -19,7 +19,7 @@ use crate::gpu::pipelines::Kernel;
 use crate::gpu::recorder::{Command, Readback, Recorder, View};
 
 /// How a dispatch's uniform parameters and grid follow the position of the step it belongs to.
-pub trait Shift {
+pub trait Shift: Send + Sync {
     /// Appends the dispatch's uniform parameters to `out` and returns its grid, for a step
     /// `delta` positions after the one it was recorded at.
     fn at(&self, delta: u32, out: &mut Vec<u8>) -> [u32; 3];
@@ -40,7 +40,9 @@ impl<P, F> std::fmt::Debug for Shifted<P, F> {
     }
 }
 
-impl<P: bytemuck::Pod, F: Fn(&mut P, u32) -> [u32; 3]> Shift for Shifted<P, F> {
+impl<P: bytemuck::Pod + Send + Sync, F: Fn(&mut P, u32) -> [u32; 3] + Send + Sync> Shift
+    for Shifted<P, F>
+{
     fn at(&self, delta: u32, out: &mut Vec<u8>) -> [u32; 3] {
         let mut params = self.params;
         let grid = (self.f)(&mut params, delta);

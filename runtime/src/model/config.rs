@@ -118,10 +118,27 @@ impl Config {
             final_softcap: file.get_f32(&key("final_logit_softcapping")).unwrap_or(0.0),
         };
         cfg.check()?;
+        cfg.check_tensors(file)?;
         Ok(cfg)
     }
 
     fn check(&self) -> Result<()> {
+        // Bounds far above any model kiln is for, so that products of them cannot overflow
+        // and nothing is sized from a lying field before the tensors confirm it.
+        for (key, value, most) in [
+            ("block_count", self.n_layer, 1 << 12),
+            ("attention.head_count", self.n_head, 1 << 12),
+            ("attention.head_count_kv", self.n_kv_head, 1 << 12),
+            ("embedding_length", self.d_model, 1 << 20),
+            ("feed_forward_length", self.d_ff, 1 << 22),
+        ] {
+            if value > most {
+                return Err(Error::Unsupported(format!(
+                    "metadata `{key}` is {value}, above the {most} kiln takes: the file is \
+                     corrupt or not a small language model"
+                )));
+            }
+        }
         let ok = self.n_layer > 0
             && self.n_kv_head > 0
             && self.n_head.is_multiple_of(self.n_kv_head)
@@ -142,6 +159,83 @@ impl Config {
     /// Whether layer `il` attends through the sliding window.
     pub fn is_local(&self, il: u32) -> bool {
         self.window > 0 && self.swa_pattern > 0 && !(il + 1).is_multiple_of(self.swa_pattern)
+    }
+
+    /// Checks every weight matrix the model uses against the shape the metadata implies
+    /// (`[row length, rows]` as GGUF stores it), so that no loader slices or allocates by a
+    /// field the tensors contradict.
+    fn check_tensors(&self, header: &GgufHeader) -> Result<()> {
+        let (d, q, kv, ff, vocab) = (
+            u64::from(self.d_model),
+            u64::from(self.q_dim()),
+            u64::from(self.kv_dim()),
+            u64::from(self.d_ff),
+            u64::from(self.vocab),
+        );
+        let mut want: Vec<(String, [u64; 2], &str)> = vec![(
+            "token_embd.weight".into(),
+            [d, vocab],
+            "embedding_length x vocabulary",
+        )];
+        if header.tensor("output.weight").is_some() {
+            want.push((
+                "output.weight".into(),
+                [d, vocab],
+                "embedding_length x vocabulary",
+            ));
+        }
+        for il in 0..self.n_layer {
+            let n = |s: &str| format!("blk.{il}.{s}.weight");
+            want.extend([
+                (
+                    n("attn_q"),
+                    [d, q],
+                    "embedding_length x head_count * key_length",
+                ),
+                (
+                    n("attn_k"),
+                    [d, kv],
+                    "embedding_length x head_count_kv * key_length",
+                ),
+                (
+                    n("attn_v"),
+                    [d, kv],
+                    "embedding_length x head_count_kv * key_length",
+                ),
+                (
+                    n("attn_output"),
+                    [q, d],
+                    "head_count * key_length x embedding_length",
+                ),
+                (
+                    n("ffn_gate"),
+                    [d, ff],
+                    "embedding_length x feed_forward_length",
+                ),
+                (
+                    n("ffn_up"),
+                    [d, ff],
+                    "embedding_length x feed_forward_length",
+                ),
+                (
+                    n("ffn_down"),
+                    [ff, d],
+                    "feed_forward_length x embedding_length",
+                ),
+            ]);
+        }
+        for (name, expected, from) in want {
+            let t = header.tensor(&name).ok_or_else(|| missing(&name))?;
+            if t.dims[..] != expected {
+                return Err(Error::TensorShape {
+                    tensor: name,
+                    found: t.dims.clone(),
+                    expected: expected.to_vec(),
+                    from,
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn q_dim(&self) -> u32 {

@@ -373,6 +373,9 @@ pub struct GpuModel {
     secs_per_token: Option<f64>,
     /// Pipelines created when the pipeline cache was last written to disk.
     cached_pipelines: u64,
+    /// What went wrong on the side without stopping generation (a pipeline cache that could not
+    /// be written), until the caller takes it.
+    warnings: Vec<String>,
 }
 
 impl GpuModel {
@@ -514,6 +517,7 @@ impl GpuModel {
             fused: fuse_by_default(&gpu),
             secs_per_token: None,
             cached_pipelines: 0,
+            warnings: Vec::new(),
             cfg,
             gpu,
         };
@@ -661,7 +665,7 @@ impl GpuModel {
     ) -> Result<StepOutput> {
         let back = self.submit_prompt(tokens, pos0, n_new, choice).await?;
         let bytes = back.bytes().await?;
-        self.save_pipelines()?;
+        self.save_pipelines();
         Ok(if matches!(choice, Choice::Logits) {
             StepOutput::Logits(bytemuck::pod_collect_to_vec(&bytes))
         } else {
@@ -850,19 +854,30 @@ impl GpuModel {
     /// The ids in a decode readback's bytes; persists the pipeline cache if pipelines were
     /// created since it was last written.
     pub fn tokens_from(&mut self, bytes: &[u8]) -> Result<Vec<u32>> {
-        self.save_pipelines()?;
+        self.save_pipelines();
         Ok(bytemuck::pod_collect_to_vec(bytes))
     }
 
     /// A step that compiled new pipelines (the first prefill, the first sampled token)
-    /// persists the pipeline cache, so the next run of the program skips compilation.
-    fn save_pipelines(&mut self) -> Result<()> {
+    /// persists the pipeline cache, so the next run of the program skips compilation. A cache
+    /// that cannot be written is a warning ([`Self::take_warnings`]), never a failed step.
+    fn save_pipelines(&mut self) {
         let created = self.gpu.counters().pipelines_created;
         if created != self.cached_pipelines {
             self.cached_pipelines = created;
-            self.gpu.save_pipeline_cache()?;
+            if let Err(e) = self.gpu.save_pipeline_cache() {
+                self.warnings.push(format!(
+                    "the pipeline cache was not saved ({e}); the next run compiles its \
+                     shaders again (KILN_CACHE_DIR chooses another folder)"
+                ));
+            }
         }
-        Ok(())
+    }
+
+    /// Takes the warnings collected so far (side effects that failed without stopping
+    /// generation).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// The layers that split attention at `pos` (local, global) for a decode step.
