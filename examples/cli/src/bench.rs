@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use kiln::generate::GenerateOptions;
 
-use crate::args::Args;
+use crate::cli::BenchArgs;
 
 /// Peak resident set size of this process in MB (Linux: VmHWM, which counts the mapped weight
 /// pages that were touched), 0 where unknown. Per process: run one runtime per process to compare.
@@ -40,13 +40,12 @@ fn summary(v: &[f64]) -> (f64, f64, f64) {
     )
 }
 
-pub fn run(args: &Args) -> Result<(), String> {
-    let json = args.flag("json");
-    let prompt_tokens: usize = args.parse_or("prompt-tokens", 64)?;
-    let gen_tokens: u32 = args.parse_or("gen-tokens", 64)?;
-    let reps: usize = args.parse_or("reps", 5)?;
-    let (mut model, load_ms) = crate::load(args)?;
-    let text = "The quick brown fox jumps over the lazy dog. ".repeat(prompt_tokens.max(1));
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    // clap has checked that the counts are at least 1.
+    let (json, prompt_tokens, gen_tokens, reps) =
+        (args.json, args.prompt_tokens, args.gen_tokens, args.reps);
+    let (mut model, load_ms) = crate::load(&args.load, json)?;
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(prompt_tokens);
     let mut prompt = model.encode_prompt(&text);
     if prompt.len() < prompt_tokens {
         // A tokenizer that cannot spell the text (a synthesized model's `<0>`, `<1>`, ...):
@@ -56,7 +55,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             .map(|i| ((i * 7919 + 13) % vocab) as u32)
             .collect();
     }
-    prompt.truncate(prompt_tokens.max(1));
+    prompt.truncate(prompt_tokens);
     let opts = GenerateOptions {
         max_tokens: gen_tokens,
         ignore_eog: true,

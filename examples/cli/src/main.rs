@@ -1,66 +1,29 @@
-//! `kiln`: generate text, tokenize, and benchmark with a GGUF model.
-//!
-//! ```text
-//! kiln generate --model PATH (--prompt TEXT | --ids N,N,...) [--max-tokens N] [--temperature T]
-//!               [--top-k K] [--top-p P] [--repeat-penalty R] [--seed S] [--backend gpu|cpu|auto]
-//!               [--threads N] [--context N] [--decode-batch N] [--chat] [--json]
-//! kiln tokenize --model PATH --text TEXT [--json]
-//! kiln logits   --model PATH --ids N,N,... [--positions P,P,...] [--steps] [--top K]
-//!               [--pick N,N,...] [--backend gpu|cpu|auto] [--json]
-//! kiln bench    --model PATH [--backend gpu|cpu|auto] [--threads N] [--prompt-tokens P]
-//!               [--gen-tokens G] [--reps R] [--decode-batch N] [--json]
-//! ```
+//! `kiln`: generate text, tokenize, and benchmark with a GGUF model. The commands and their
+//! options are in `cli.rs`; `kiln <COMMAND> --help` lists them.
 
-mod args;
 mod bench;
+mod cli;
 mod synth;
 
 use std::io::Write as _;
 use std::ops::ControlFlow;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use args::Args;
+use clap::Parser as _;
+use cli::{Cli, Command, GenerateArgs, LoadArgs, LogitsArgs, TokenizeArgs};
 use kiln::generate::{GenerateOptions, LoadOptions, Model};
 use kiln::tokenizer::{Message, Tokenizer};
 
-const USAGE: &str = "usage:
-  kiln generate --model PATH (--prompt TEXT | --ids N,N,...) [--max-tokens N] [--temperature T]
-                [--top-k K] [--top-p P] [--repeat-penalty R] [--seed S] [--backend gpu|cpu|auto]
-                [--threads N] [--context N] [--decode-batch N] [--chat] [--json]
-  kiln tokenize --model PATH --text TEXT [--json]
-  kiln logits   --model PATH --ids N,N,... [--positions P,P,...] [--steps] [--top K]
-                [--pick N,N,...] [--backend gpu|cpu|auto] [--json]
-  kiln bench    --model PATH [--backend gpu|cpu|auto] [--threads N] [--prompt-tokens P]
-                [--gen-tokens G] [--reps R] [--decode-batch N] [--json]
-  kiln synth    (--header PREFIX.gguf | --layout LAYOUT.json) --out OUT.gguf [--seed S] [--gain G]
-                (random weights in a real layout; `--header REAL.gguf --layout-out L.json`
-                writes a layout)";
-
 fn main() -> ExitCode {
-    let mut argv = std::env::args().skip(1);
-    let Some(command) = argv.next() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let args = match Args::parse(argv) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("kiln: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = match command.as_str() {
-        "generate" => generate(&args),
-        "tokenize" => tokenize(&args),
-        "logits" => logits(&args),
-        "bench" => bench::run(&args),
-        "synth" => synth::run(&args),
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => Err(format!("unknown command `{other}`")),
+    // Usage errors (an unknown option, a value out of range) exit with code 2 here.
+    let result = match Cli::parse().command {
+        Command::Generate(a) => generate(&a),
+        Command::Tokenize(a) => tokenize(&a),
+        Command::Logits(a) => logits(&a),
+        Command::Bench(a) => bench::run(&a),
+        Command::Synth(a) => synth::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,22 +34,32 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the model named by `--model` with a progress bar on stderr.
-pub(crate) fn load(args: &Args) -> Result<(Model, f64), String> {
-    let path = args.required("model")?;
-    if !std::path::Path::new(&path).exists() {
-        return Err(format!(
-            "model file `{path}` does not exist; scripts/install-models.sh installs the default \
-             model into models/"
-        ));
+/// An error naming a missing model file and how to get the default one.
+fn check_model(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "model file `{}` does not exist; scripts/install-models.sh installs the default \
+             model into models/",
+            path.display()
+        ))
     }
+}
+
+/// Loads the model named by `--model` with a progress bar on stderr (and, unless `json`, the
+/// reason for its backend).
+pub(crate) fn load(args: &LoadArgs, json: bool) -> Result<(Model, f64), String> {
+    check_model(&args.model)?;
     let mut opts = LoadOptions::default();
-    if let Some(b) = args.get("backend") {
-        opts.backend = b.parse().map_err(|e: kiln::Error| e.to_string())?;
+    if let Some(b) = args.backend {
+        opts.backend = b.into();
     }
-    opts.threads = args.parse_or("threads", 0)?;
-    opts.context = args.parse_or("context", opts.context)?;
-    opts.decode_batch = args.parse_or("decode-batch", opts.decode_batch)?;
+    opts.threads = args.threads;
+    opts.context = args.context;
+    if let Some(n) = args.decode_batch {
+        opts.decode_batch = n;
+    }
     let start = Instant::now();
     let mut last = usize::MAX;
     let mut progress = |done: usize, total: usize| {
@@ -97,37 +70,32 @@ pub(crate) fn load(args: &Args) -> Result<(Model, f64), String> {
             eprint!("\rloading [{bar:<25}] {pct:3}%");
         }
     };
-    let model = Model::load(&path, &opts, &mut progress).map_err(|e| e.to_string())?;
+    let model = Model::load(&args.model, &opts, &mut progress).map_err(|e| e.to_string())?;
     eprint!("\r{:60}\r", "");
-    if !args.flag("json") {
+    if !json {
         eprintln!("backend: {}", model.backend_reason());
     }
     Ok((model, start.elapsed().as_secs_f64() * 1000.0))
 }
 
-fn generate(args: &Args) -> Result<(), String> {
-    // A prompt as text, or as token ids (`--ids`: no tokenizer in between).
-    let given_ids: Option<Vec<u32>> = args.list("ids")?;
-    let prompt = match (&given_ids, args.get("prompt")) {
-        (Some(_), None) => String::new(),
-        (None, Some(p)) => p,
-        _ => return Err("give one of `--prompt TEXT` or `--ids N,N,...`".into()),
-    };
-    let json = args.flag("json");
-    let (mut model, _load_ms) = load(args)?;
-    let defaults = GenerateOptions::default();
+fn generate(args: &GenerateArgs) -> Result<(), String> {
+    // A prompt as text, or as token ids (`--ids`: no tokenizer in between); clap lets exactly
+    // one through.
+    let prompt = args.prompt.clone().unwrap_or_default();
+    let json = args.json;
+    let (mut model, _load_ms) = load(&args.load, json)?;
     let opts = GenerateOptions {
-        max_tokens: args.parse_or("max-tokens", defaults.max_tokens)?,
-        temperature: args.parse_or("temperature", defaults.temperature)?,
-        top_k: args.parse_or("top-k", defaults.top_k)?,
-        top_p: args.parse_or("top-p", defaults.top_p)?,
-        repetition_penalty: args.parse_or("repeat-penalty", defaults.repetition_penalty)?,
-        seed: args.parse_or("seed", defaults.seed)?,
-        ..defaults
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: args.repeat_penalty,
+        seed: args.seed,
+        ..GenerateOptions::default()
     };
-    let ids = if let Some(ids) = given_ids {
+    let ids = if let Some(ids) = args.ids.clone() {
         ids
-    } else if args.flag("chat") {
+    } else if args.chat {
         let messages = [Message {
             role: "user".into(),
             content: prompt.clone(),
@@ -137,7 +105,7 @@ fn generate(args: &Args) -> Result<(), String> {
         model.encode_prompt(&prompt)
     };
     let mut out = std::io::stdout().lock();
-    if !json && !args.flag("chat") {
+    if !json && !args.chat {
         let _ = write!(out, "{prompt}");
         let _ = out.flush();
     }
@@ -186,23 +154,16 @@ fn generate(args: &Args) -> Result<(), String> {
 
 /// `kiln logits`: the logits after each prefix of a token-id sequence, as full vectors or as the
 /// top `K` (id, logit) pairs plus the logits of picked ids.
-fn logits(args: &Args) -> Result<(), String> {
-    let ids: Vec<u32> = args
-        .list("ids")?
-        .ok_or("`--ids N,N,...` is required (token ids)")?;
+fn logits(args: &LogitsArgs) -> Result<(), String> {
+    let ids = &args.ids;
     let positions: Vec<usize> = args
-        .list("positions")?
+        .positions
+        .clone()
         .unwrap_or_else(|| (0..ids.len()).collect());
-    let steps = args.flag("steps");
-    let top: Option<usize> = args
-        .get("top")
-        .map(|v| v.parse())
-        .transpose()
-        .map_err(|_| "`--top K`: K must be a count".to_string())?;
-    let pick: Vec<u32> = args.list("pick")?.unwrap_or_default();
-    let (mut model, _) = load(args)?;
+    let (steps, top, pick) = (args.steps, args.top, &args.pick);
+    let (mut model, _) = load(&args.load, args.json)?;
     let all = model
-        .logits_at(&ids, &positions, steps)
+        .logits_at(ids, &positions, steps)
         .map_err(|e| e.to_string())?;
     let best = |l: &[f32], k: usize| -> Vec<(u32, f32)> {
         let mut order: Vec<u32> = (0..l.len() as u32).collect();
@@ -217,7 +178,7 @@ fn logits(args: &Args) -> Result<(), String> {
                 .collect()
         })
         .collect();
-    if args.flag("json") {
+    if args.json {
         let mut v = serde_json::json!({
             "backend": model.backend_name(),
             "adapter": model.adapter(),
@@ -247,13 +208,12 @@ fn logits(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn tokenize(args: &Args) -> Result<(), String> {
-    let path = args.required("model")?;
-    let text = args.required("text")?;
-    let file = kiln::gguf::GgufFile::open(&path).map_err(|e| e.to_string())?;
+fn tokenize(args: &TokenizeArgs) -> Result<(), String> {
+    check_model(&args.model)?;
+    let file = kiln::gguf::GgufFile::open(&args.model).map_err(|e| e.to_string())?;
     let tok = Tokenizer::from_gguf(&file).map_err(|e| e.to_string())?;
-    let ids = tok.encode(&text, true, true);
-    if args.flag("json") {
+    let ids = tok.encode(&args.text, true, true);
+    if args.json {
         println!("{}", serde_json::json!({ "ids": ids }));
     } else {
         let list: Vec<String> = ids.iter().map(u32::to_string).collect();

@@ -15,12 +15,13 @@
 //! bytes from the same layout and seed on every machine, for token-id inputs.
 
 use std::io::Write as _;
+use std::path::Path;
 
 use half::f16;
 use kiln::gguf::{Array, GgmlType, GgufHeader, GgufWriter, Parsed, Value};
 use serde_json::{Value as Json, json};
 
-use crate::args::Args;
+use crate::cli::SynthArgs;
 
 struct SplitMix(u64);
 
@@ -302,14 +303,22 @@ fn header_from_layout(text: &str) -> Result<Vec<u8>, String> {
     Ok(w.to_bytes())
 }
 
-pub fn run(args: &Args) -> Result<(), String> {
-    let prefix = match (args.get("header"), args.get("layout")) {
-        (Some(path), None) => std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?,
+/// An I/O error on `path`, as a message naming it.
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
+pub fn run(args: &SynthArgs) -> Result<(), String> {
+    // clap lets exactly one of `--header` and `--layout` through.
+    let prefix = match (&args.header, &args.layout) {
+        (Some(path), _) => std::fs::read(path).map_err(io_err(path))?,
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            let text = std::fs::read_to_string(path).map_err(io_err(path))?;
             header_from_layout(&text)?
         }
-        _ => return Err("give one of `--header PREFIX.gguf` or `--layout LAYOUT.json`".into()),
+        (None, None) => {
+            return Err("give one of `--header PREFIX.gguf` or `--layout LAYOUT.json`".into());
+        }
     };
     let header = match GgufHeader::parse_prefix(&prefix).map_err(|e| e.to_string())? {
         Parsed::Complete(h) => h,
@@ -317,19 +326,26 @@ pub fn run(args: &Args) -> Result<(), String> {
             return Err(format!("the header needs {n} bytes; make a longer prefix"));
         }
     };
-    if let Some(out) = args.get("layout-out") {
-        let source = args.get("header").unwrap_or_default();
-        let name = std::path::Path::new(&source)
-            .file_name()
-            .map_or(source.clone(), |n| n.to_string_lossy().into_owned());
-        std::fs::write(&out, layout_text(&layout(&header, &name)))
-            .map_err(|e| format!("{out}: {e}"))?;
-        eprintln!("wrote {out}: {} tensors", header.tensors().len());
+    if let Some(out) = &args.layout_out {
+        let name = args.header.as_deref().map_or_else(String::new, |h| {
+            h.file_name()
+                .unwrap_or(h.as_os_str())
+                .to_string_lossy()
+                .into_owned()
+        });
+        std::fs::write(out, layout_text(&layout(&header, &name))).map_err(io_err(out))?;
+        eprintln!(
+            "wrote {}: {} tensors",
+            out.display(),
+            header.tensors().len()
+        );
         return Ok(());
     }
-    let out_path = args.required("out")?;
-    let mut rng = SplitMix(args.parse_or("seed", 1u64)?);
-    let gain: f32 = args.parse_or("gain", 1.0)?;
+    let Some(out_path) = &args.out else {
+        return Err("`--out OUT.gguf` is required".into());
+    };
+    let mut rng = SplitMix(args.seed);
+    let gain = args.gain;
     let data_start = header.data_offset() as usize;
     let end = header
         .tensors()
@@ -337,11 +353,10 @@ pub fn run(args: &Args) -> Result<(), String> {
         .map(|t| t.offset + t.n_bytes)
         .max()
         .unwrap_or(header.data_offset()) as usize;
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&out_path).map_err(|e| format!("{out_path}: {e}"))?,
-    );
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(out_path).map_err(io_err(out_path))?);
     let write = |out: &mut std::io::BufWriter<std::fs::File>, b: &[u8]| {
-        out.write_all(b).map_err(|e| format!("{out_path}: {e}"))
+        out.write_all(b).map_err(io_err(out_path))
     };
     write(&mut out, &prefix[..data_start])?;
     let mut tensors: Vec<_> = header.tensors().to_vec();
@@ -356,7 +371,12 @@ pub fn run(args: &Args) -> Result<(), String> {
         at = start + len;
     }
     write(&mut out, &vec![0u8; end - at])?;
-    out.flush().map_err(|e| format!("{out_path}: {e}"))?;
-    eprintln!("wrote {out_path}: {} tensors, {} bytes", tensors.len(), end);
+    out.flush().map_err(io_err(out_path))?;
+    eprintln!(
+        "wrote {}: {} tensors, {} bytes",
+        out_path.display(),
+        tensors.len(),
+        end
+    );
     Ok(())
 }

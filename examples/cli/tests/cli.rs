@@ -1,8 +1,10 @@
-//! The `kiln` binary: clear errors and a non-zero exit for bad files; JSON output.
+//! The `kiln` binary: usage errors (exit code 2, naming the option) for unknown options and bad
+//! values; clear errors and exit code 1 for bad files; JSON output.
 
+use std::ffi::OsStr;
 use std::process::Command;
 
-fn kiln(args: &[&str]) -> std::process::Output {
+fn kiln<S: AsRef<OsStr>>(args: &[S]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
@@ -121,4 +123,216 @@ fn tokenize_and_generate_json() {
     assert_eq!(v["tokens"].as_array().unwrap().len(), 4);
     // llama.cpp's greedy continuation starts with " Paris" (id 7042).
     assert_eq!(v["tokens"][0], 7042);
+}
+
+/// Exit code 2 (a usage error from the parser) and stderr.
+fn usage_error(args: &[&str]) -> String {
+    let out = kiln(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn help_for_every_command_names_its_options() {
+    let load = [
+        "--model",
+        "--backend",
+        "--threads",
+        "--context",
+        "--decode-batch",
+    ];
+    let commands: [(&str, &[&str]); 5] = [
+        (
+            "generate",
+            &[
+                "--prompt",
+                "--ids",
+                "--max-tokens",
+                "--temperature",
+                "--top-k",
+                "--top-p",
+                "--repeat-penalty",
+                "--seed",
+                "--chat",
+                "--json",
+            ],
+        ),
+        ("tokenize", &["--model", "--text", "--json"]),
+        (
+            "logits",
+            &[
+                "--ids",
+                "--positions",
+                "--steps",
+                "--top",
+                "--pick",
+                "--json",
+            ],
+        ),
+        (
+            "bench",
+            &["--prompt-tokens", "--gen-tokens", "--reps", "--json"],
+        ),
+        (
+            "synth",
+            &[
+                "--header",
+                "--layout",
+                "--out",
+                "--layout-out",
+                "--seed",
+                "--gain",
+            ],
+        ),
+    ];
+    for (command, options) in commands {
+        let out = kiln(&[command, "--help"]);
+        assert!(out.status.success(), "{command} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let shared: &[&str] = if command == "tokenize" || command == "synth" {
+            &[]
+        } else {
+            &load
+        };
+        for option in options.iter().chain(shared) {
+            assert!(
+                help.contains(option),
+                "{command} --help lacks {option}:\n{help}"
+            );
+        }
+    }
+    let out = kiln(&["--version"]);
+    assert!(out.status.success());
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    // No command: the list of commands, as a usage error.
+    let err = usage_error(&[]);
+    assert!(err.contains("generate") && err.contains("synth"), "{err}");
+}
+
+#[test]
+fn misspelled_options_are_errors_with_a_suggestion() {
+    let err = usage_error(&["generate", "--model", "x", "--temprature", "0.5"]);
+    assert!(
+        err.contains("--temprature") && err.contains("--temperature"),
+        "{err}"
+    );
+    let err = usage_error(&["bench", "--model", "x", "--rep", "3"]);
+    assert!(err.contains("--rep") && err.contains("--reps"), "{err}");
+    let err = usage_error(&[
+        "tokenize",
+        "--model",
+        "x",
+        "--text",
+        "hi",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(err.contains("--backend"), "{err}");
+    let err = usage_error(&["generat", "--model", "x"]);
+    assert!(err.contains("generate"), "{err}");
+}
+
+#[test]
+fn values_are_checked_when_parsed() {
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", "x", "--prompt", "hi"];
+        args.extend_from_slice(extra);
+        usage_error(&args)
+    };
+    let err = generate(&["--top-p", "7"]);
+    assert!(err.contains("--top-p"), "{err}");
+    for (option, bad) in [
+        ("--temperature", "-0.5"),
+        ("--temperature", "inf"),
+        ("--top-k", "-1"),
+        ("--repeat-penalty", "0"),
+        ("--max-tokens", "0"),
+        ("--threads", "-2"),
+        ("--context", "8"),
+        ("--decode-batch", "0"),
+        ("--decode-batch", "17"),
+        ("--seed", "x"),
+    ] {
+        let err = generate(&[option, bad]);
+        assert!(err.contains(option), "{option} {bad}: {err}");
+    }
+    let err = generate(&["--backend", "gpx"]);
+    for choice in ["gpu", "cpu", "auto"] {
+        assert!(err.contains(choice), "{err}");
+    }
+    let err = usage_error(&["generate", "--model", "x", "--ids", "1,x,3"]);
+    assert!(err.contains("--ids") && err.contains("`x`"), "{err}");
+    // `--prompt` and `--ids` are one or the other.
+    usage_error(&["generate", "--model", "x"]);
+    usage_error(&["generate", "--model", "x", "--prompt", "hi", "--ids", "1"]);
+    for (option, bad) in [
+        ("--reps", "0"),
+        ("--gen-tokens", "0"),
+        ("--prompt-tokens", "0"),
+    ] {
+        let err = usage_error(&["bench", "--model", "x", option, bad]);
+        assert!(err.contains(option), "{err}");
+    }
+    let err = usage_error(&[
+        "logits",
+        "--model",
+        "x",
+        "--ids",
+        "1,2",
+        "--positions",
+        "0,y",
+    ]);
+    assert!(err.contains("`y`"), "{err}");
+    let err = usage_error(&["synth", "--header", "h", "--out", "o", "--gain", "0"]);
+    assert!(err.contains("--gain"), "{err}");
+    usage_error(&["synth", "--header", "h", "--layout", "l", "--out", "o"]);
+    usage_error(&["synth", "--header", "h"]);
+}
+
+#[test]
+fn missing_model_files_are_named() {
+    for command in [
+        &["tokenize", "--model", "/nonexistent.gguf", "--text", "hi"][..],
+        &["bench", "--model", "/nonexistent.gguf"],
+        &["logits", "--model", "/nonexistent.gguf", "--ids", "1"],
+    ] {
+        let out = kiln(command);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {err}");
+        assert!(
+            err.contains("/nonexistent.gguf") && err.contains("does not exist"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_paths_fail_cleanly() {
+    use std::os::unix::ffi::OsStrExt as _;
+
+    let run = |args: &[&[u8]]| {
+        let args: Vec<&OsStr> = args.iter().map(|a| OsStr::from_bytes(a)).collect();
+        kiln(&args)
+    };
+    // A file name with the byte 0xff (not UTF-8) in a folder that does not exist.
+    let dir = std::env::temp_dir().join(format!("kiln-cli-utf8-{}", std::process::id()));
+    let bad = dir.join(OsStr::from_bytes(b"model-\xff.gguf"));
+    let bad = bad.as_os_str().as_bytes();
+    for args in [
+        &[b"generate" as &[u8], b"--model", bad, b"--prompt", b"hi"][..],
+        &[b"tokenize", b"--model", bad, b"--text", b"hi"],
+        &[b"synth", b"--header", bad, b"--out", bad],
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // 1 with a message, not the 101 of a panic.
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.starts_with("kiln: ") && err.contains("model-"), "{err}");
+    }
+    // Text that is not UTF-8 is a usage error.
+    let out = run(&[b"tokenize", b"--model", b"m", b"--text", b"\xff"]);
+    assert_eq!(out.status.code(), Some(2));
 }
