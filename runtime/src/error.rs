@@ -85,6 +85,14 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// An option outside its range.
+    #[error("option `{option}` is {value}; it takes {expected}")]
+    InvalidOption {
+        option: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
     /// A weight whose shape contradicts the model's metadata (a corrupt or crafted file).
     #[error(
         "tensor `{tensor}` has shape {found:?}, but the metadata says {expected:?} ({from}): \

@@ -112,6 +112,38 @@ pub struct GenerateOptions {
     pub ignore_eog: bool,
 }
 
+impl GenerateOptions {
+    /// Checks every value's range: an error names the option, the value and what it takes
+    /// (a generation checks its options before it starts).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |option: &'static str, value: String, expected: &'static str| {
+            Err(Error::InvalidOption {
+                option,
+                value,
+                expected,
+            })
+        };
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(
+                "temperature",
+                self.temperature.to_string(),
+                "0 (greedy) or more",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.top_p) {
+            return bad("top_p", self.top_p.to_string(), "0 to 1 (1 keeps all)");
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad(
+                "repetition_penalty",
+                self.repetition_penalty.to_string(),
+                "above 0 (1 is off)",
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for GenerateOptions {
     fn default() -> Self {
         GenerateOptions {
@@ -626,6 +658,7 @@ impl Model {
         prompt: &[u32],
         opts: &GenerateOptions,
     ) -> Result<TokenStream<'m>> {
+        opts.validate()?;
         let n_prompt = self.check_prompt(prompt)?;
         let capacity = self.capacity();
         let mut sampler = Sampler::new(

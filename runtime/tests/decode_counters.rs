@@ -237,7 +237,7 @@ fn the_pipeline_cache_never_stops_generation() {
         .features()
         .contains(wgpu::Features::PIPELINE_CACHE)
     {
-        eprintln!("SKIPPED: this adapter has no pipeline cache to write");
+        common::skip_feature("this adapter has no pipeline cache to write");
         return;
     }
     let root = std::env::temp_dir().join(format!("kiln-pcache-bad-{}", std::process::id()));

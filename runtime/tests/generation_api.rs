@@ -125,3 +125,51 @@ fn bad_requests_get_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("vocabulary"), "{err}");
 }
+
+/// Options out of range are refused before a generation starts, naming the option and the
+/// value (the CLI and kiln-web check theirs when parsed; a library caller gets the same).
+#[test]
+fn options_out_of_range_are_refused() {
+    let ok = GenerateOptions::default();
+    ok.validate().expect("the defaults are valid");
+    for (opts, option, value) in [
+        (
+            GenerateOptions {
+                top_p: 7.0,
+                ..ok.clone()
+            },
+            "top_p",
+            "7",
+        ),
+        (
+            GenerateOptions {
+                temperature: f32::NAN,
+                ..ok.clone()
+            },
+            "temperature",
+            "NaN",
+        ),
+        (
+            GenerateOptions {
+                temperature: -1.0,
+                ..ok.clone()
+            },
+            "temperature",
+            "-1",
+        ),
+        (
+            GenerateOptions {
+                repetition_penalty: 0.0,
+                ..ok.clone()
+            },
+            "repetition_penalty",
+            "0",
+        ),
+    ] {
+        let err = opts.validate().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("`{option}`")) && err.contains(value),
+            "{err}"
+        );
+    }
+}

@@ -178,10 +178,18 @@ fn bad_values_are_rejected() {
     let e = err(raw(3, 0, 1, &kv));
     assert!(e.contains("bool byte 2"), "{e}");
 
+    // A string value that is not UTF-8 loads with U+FFFD in place of the bad bytes, as
+    // llama.cpp loads it (a vocabulary with one broken token); a key must be UTF-8.
     let mut kv = s("u");
     kv.extend_from_slice(&8u32.to_le_bytes());
-    kv.extend_from_slice(&s("\u{0}")[..8]);
+    kv.extend_from_slice(&1u64.to_le_bytes());
     kv.push(0xff);
+    let f = GgufFile::from_bytes(raw(3, 0, 1, &kv)).expect("a broken string value loads");
+    assert_eq!(f.header().get_str("u").unwrap(), "\u{fffd}");
+    let mut kv = 1u64.to_le_bytes().to_vec();
+    kv.push(0xff);
+    kv.extend_from_slice(&4u32.to_le_bytes());
+    kv.extend_from_slice(&1u32.to_le_bytes());
     let e = err(raw(3, 0, 1, &kv));
     assert!(e.contains("UTF-8"), "{e}");
 

@@ -820,9 +820,8 @@ fn argmax_takes_lowest_index_on_ties() {
 fn subgroup_and_shared_memory_variants_agree() {
     let Some(gpu) = gpu() else { return };
     if !gpu.capabilities().subgroup {
-        eprintln!(
-            "\n!!!!! SKIPPED: this adapter has no subgroups, so there is no subgroup variant to \
-             compare; this test checked nothing. !!!!!\n"
+        common::skip_feature(
+            "this adapter has no subgroups, so there is no subgroup variant to compare",
         );
         return;
     }

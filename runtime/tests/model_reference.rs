@@ -71,7 +71,7 @@ fn model_path(file: &str) -> Option<String> {
         return Some(path);
     }
     if std::env::var("KILN_SKIP_MODEL_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED: {path} is missing and KILN_SKIP_MODEL_TESTS=1");
+        common::skip(&format!("{path} is missing and KILN_SKIP_MODEL_TESTS=1"));
         return None;
     }
     panic!("{path} is missing: run `scripts/install-models.sh all` first");

@@ -119,3 +119,25 @@ fn unsupported_or_missing_tokenizers_are_named() {
     ]);
     assert!(e.contains("1 scores for 2 tokens"), "{e}");
 }
+
+/// A vocabulary with one token that is not UTF-8 loads (llama.cpp loads such files): that
+/// token reads as U+FFFD and the others tokenize as before.
+#[test]
+fn a_token_that_is_not_utf8_loads() {
+    let mut w = GgufWriter::new();
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| format!("<{b:02x}>")).collect();
+    tokens.extend(["he", "\u{1}BROKEN\u{1}"].map(String::from));
+    w.add("tokenizer.ggml.model", Value::String("gpt2".into()));
+    w.add("tokenizer.ggml.pre", Value::String("gpt-2".into()));
+    w.add("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    w.add("tokenizer.ggml.merges", strs(&[]));
+    let mut bytes = w.to_bytes();
+    // Make the marked token invalid UTF-8 in place (same length).
+    let mark = "\u{1}BROKEN\u{1}".as_bytes();
+    let at = bytes.windows(mark.len()).position(|w| w == mark).unwrap();
+    bytes[at] = 0xff;
+    let f = GgufFile::from_bytes(bytes).expect("the file loads");
+    let tokens = f.header().get_array_str("tokenizer.ggml.tokens").unwrap();
+    assert_eq!(tokens[257], "\u{fffd}BROKEN\u{1}");
+    Tokenizer::from_gguf(&f).expect("the tokenizer loads");
+}

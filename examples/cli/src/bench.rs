@@ -111,6 +111,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         prefill.push(s.prefill_tok_s);
         decode.push(s.decode_tok_s);
     }
+    for w in model.take_warnings() {
+        eprintln!("kiln: warning: {w}");
+    }
     let (ttft_m, ttft_lo, ttft_hi) = summary(&ttft);
     let (pre_m, pre_lo, pre_hi) = summary(&prefill);
     let (dec_m, dec_lo, dec_hi) = summary(&decode);

@@ -118,6 +118,9 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
             ControlFlow::Continue(())
         })
         .map_err(|e| e.to_string())?;
+    for w in model.take_warnings() {
+        eprintln!("kiln: warning: {w}");
+    }
     let s = generation.stats;
     if json {
         let v = serde_json::json!({

@@ -71,7 +71,7 @@ fn tokenize_and_generate_json() {
             "{} is missing: run scripts/install-models.sh",
             real.display()
         );
-        eprintln!("SKIPPED: no model and KILN_SKIP_MODEL_TESTS=1");
+        skip("no model and KILN_SKIP_MODEL_TESTS=1");
         return;
     }
     let model = real.to_str().unwrap();
@@ -335,4 +335,21 @@ fn non_utf8_paths_fail_cleanly() {
     // Text that is not UTF-8 is a usage error.
     let out = run(&[b"tokenize", b"--model", b"m", b"--text", b"\xff"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Says loudly that the test checked nothing, and records it where `KILN_SKIP_LOG` points
+/// (scripts/test.sh lists every skip at its end), as the runtime's tests do.
+fn skip(reason: &str) {
+    eprintln!("\n!!!!! SKIPPED: {reason}; this test checked nothing. !!!!!\n");
+    if let Some(log) = std::env::var_os("KILN_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+        {
+            let line = format!("kiln-cli tokenize_and_generate_json: {reason}\n");
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
 }

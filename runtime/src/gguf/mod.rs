@@ -271,6 +271,14 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::InvalidUtf8 { what: what(), at })
     }
 
+    /// A string value: bytes that are not UTF-8 become U+FFFD, as llama.cpp loads such files
+    /// (a vocabulary with one broken token); keys and tensor names must be UTF-8.
+    fn text(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
+        let len = self.u64(&what())?;
+        let bytes = self.take(len, &what())?;
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+
     fn value(&mut self, key: &str, ty: ValueType, depth: usize) -> Result<Value, GgufError> {
         let what = || format!("the value of `{key}`");
         Ok(match ty {
@@ -285,7 +293,7 @@ impl<'a> Reader<'a> {
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.array(&what())?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(&what())?)),
             ValueType::Bool => Value::Bool(self.bool(key)?),
-            ValueType::String => Value::String(self.string(&what)?),
+            ValueType::String => Value::String(self.text(&what)?),
             ValueType::Array => Value::Array(self.array_value(key, depth + 1)?),
         })
     }
@@ -349,7 +357,7 @@ impl<'a> Reader<'a> {
             ValueType::String => {
                 let mut v = Vec::with_capacity(n);
                 for i in 0..n {
-                    v.push(self.string(&|| format!("element {i} of `{key}`"))?);
+                    v.push(self.text(&|| format!("element {i} of `{key}`"))?);
                 }
                 Array::String(v)
             }

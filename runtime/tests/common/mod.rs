@@ -21,11 +21,10 @@ pub fn model_file(rel: &str, install: &str) -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("KILN_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-        eprintln!(
-            "\n!!!!! SKIPPED: {} is missing and KILN_SKIP_MODEL_TESTS=1; this test checked \
-             nothing. Install it with `{install}`. !!!!!\n",
+        skip(&format!(
+            "{} is missing and KILN_SKIP_MODEL_TESTS=1 (install it with `{install}`)",
             path.display()
-        );
+        ));
         return None;
     }
     panic!(
@@ -67,11 +66,41 @@ pub fn gpu() -> Option<Gpu> {
             if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("KILN_REQUIRE_GPU=1 but there is no adapter: {e}");
             }
-            eprintln!("SKIPPED: no GPU adapter ({e}); set KILN_REQUIRE_GPU=1 to make this fail");
+            skip(&format!(
+                "no GPU adapter ({e}); set KILN_REQUIRE_GPU=1 to make this fail"
+            ));
             None
         }
         Err(e) => panic!("opening the GPU failed: {e}"),
     }
+}
+
+/// Says loudly that the calling test checked nothing and why, and records it in the file
+/// `KILN_SKIP_LOG` names (scripts/test.sh lists every skip at its end: a passing test's output
+/// is hidden by the test harness).
+pub fn skip(reason: &str) {
+    eprintln!("\n!!!!! SKIPPED: {reason}; this test checked nothing. !!!!!\n");
+    if let Some(log) = std::env::var_os("KILN_SKIP_LOG") {
+        use std::io::Write;
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+        {
+            // One write per line: tests run in parallel threads.
+            let _ = f.write_all(format!("{test}: {reason}\n").as_bytes());
+        }
+    }
+}
+
+/// A skip for a missing adapter feature: a failure under `KILN_REQUIRE_GPU=1` (CI), where the
+/// adapter is known to have what the tests need.
+pub fn skip_feature(reason: &str) {
+    if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("KILN_REQUIRE_GPU=1 but {reason}");
+    }
+    skip(reason);
 }
 
 /// A small seeded generator (SplitMix64), so inputs are random but reproducible.
