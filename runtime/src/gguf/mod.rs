@@ -106,6 +106,9 @@ pub enum GgufError {
     /// A tensor's shape is not valid for its type.
     #[error("tensor `{tensor}`: {detail}")]
     BadTensor { tensor: String, detail: String },
+    /// A tensor info with an empty name (e.g. padding read as a tensor by a lying count).
+    #[error("tensor {index} has an empty name: the file is corrupt (is its tensor count right?)")]
+    EmptyTensorName { index: u64 },
     /// A tensor's data offset is not aligned.
     #[error(
         "tensor `{tensor}` starts at data offset {offset}, which is not a multiple of the \
@@ -441,6 +444,9 @@ impl GgufHeader {
         let mut infos = Vec::with_capacity(n_tensors);
         for i in 0..n_tensors {
             let name = r.string(&|| format!("the name of tensor {i}"))?;
+            if name.is_empty() {
+                return Err(GgufError::EmptyTensorName { index: i as u64 });
+            }
             let what = format!("tensor `{name}`");
             let n_dims = r.u32(&what)?;
             if n_dims > MAX_DIMS {
@@ -498,6 +504,21 @@ impl GgufHeader {
                 offset,
                 n_bytes,
             });
+        }
+        // Each byte of data belongs to one tensor at most: a streaming loader writes every
+        // byte once, into the one buffer it belongs to.
+        let mut by_start: Vec<&TensorInfo> = tensors.iter().collect();
+        by_start.sort_by_key(|t| t.offset);
+        for pair in by_start.windows(2) {
+            if pair[0].offset + pair[0].n_bytes > pair[1].offset {
+                return Err(GgufError::BadTensor {
+                    tensor: pair[1].name.clone(),
+                    detail: format!(
+                        "its data overlaps that of `{}`: the file is corrupt",
+                        pair[0].name
+                    ),
+                });
+            }
         }
 
         Ok(GgufHeader {

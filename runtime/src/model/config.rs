@@ -139,21 +139,41 @@ impl Config {
                 )));
             }
         }
-        let ok = self.n_layer > 0
-            && self.n_kv_head > 0
-            && self.n_head.is_multiple_of(self.n_kv_head)
-            && self.head_dim.is_multiple_of(2)
-            && self.head_dim <= crate::ops::attention::MAX_HEAD_DIM
-            && self.rope_dims <= self.head_dim
-            && self.d_model.is_multiple_of(32)
-            && self.vocab > 0;
-        if ok {
-            Ok(())
+        let max_head = crate::ops::attention::MAX_HEAD_DIM;
+        let problem = if self.n_layer == 0 {
+            "metadata `block_count` is 0; a model has at least one layer".to_string()
+        } else if self.n_kv_head == 0 {
+            "metadata `attention.head_count_kv` is 0; a model has at least one".to_string()
+        } else if !self.n_head.is_multiple_of(self.n_kv_head) {
+            format!(
+                "metadata `attention.head_count` is {}, not a multiple of \
+                 `attention.head_count_kv` {}",
+                self.n_head, self.n_kv_head
+            )
+        } else if !self.head_dim.is_multiple_of(2) || self.head_dim > max_head {
+            format!(
+                "the head size (metadata `attention.key_length`, else embedding_length / \
+                 head_count) is {}; kiln's kernels take an even head size of at most {max_head}",
+                self.head_dim
+            )
+        } else if self.rope_dims > self.head_dim {
+            format!(
+                "metadata `rope.dimension_count` is {}, above the head size {}",
+                self.rope_dims, self.head_dim
+            )
+        } else if !self.d_model.is_multiple_of(32) {
+            format!(
+                "metadata `embedding_length` is {}; kiln takes a multiple of 32",
+                self.d_model
+            )
+        } else if self.vocab == 0 {
+            "tensor `token_embd.weight` has no rows: a vocabulary of 0 tokens".to_string()
         } else {
-            Err(Error::Unsupported(format!(
-                "a shape kiln's kernels cannot take: {self:?}"
-            )))
-        }
+            return Ok(());
+        };
+        Err(Error::Unsupported(format!(
+            "a shape kiln's kernels cannot take: {problem}"
+        )))
     }
 
     /// Whether layer `il` attends through the sliding window.
