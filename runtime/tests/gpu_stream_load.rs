@@ -187,31 +187,3 @@ fn bytes_past_the_end_are_refused() {
     assert!(err.contains("longer than its header says"), "{err}");
 }
 
-#[test]
-fn overlapping_tensors_are_refused() {
-    let Some(gpu) = common::gpu() else { return };
-    let file = tiny("llama", GgmlType::Q8_0, 5);
-    // Point blk.0.attn_k.weight's data at blk.0.attn_q.weight's: its tensor info is its name,
-    // its dimension count and dimensions, its type, then its offset in the data section.
-    let mut bytes = file.bytes().to_vec();
-    let q = file.tensor("blk.0.attn_q.weight").unwrap();
-    let k = file.tensor("blk.0.attn_k.weight").unwrap();
-    let name = b"blk.0.attn_k.weight";
-    let at = bytes
-        .windows(name.len())
-        .position(|w| w == name)
-        .expect("the tensor info");
-    let offset_at = at + name.len() + 4 + 8 * k.dims.len() + 4;
-    let rel = q.offset - file.header().data_offset();
-    bytes[offset_at..offset_at + 8].copy_from_slice(&rel.to_le_bytes());
-    let bad = GgufFile::from_bytes(bytes).expect("still a well-formed header");
-    assert_eq!(bad.tensor("blk.0.attn_k.weight").unwrap().offset, q.offset);
-    let cfg = Config::from_gguf(&bad).unwrap();
-    let err = GpuLoader::new(&gpu, bad.header(), &cfg, CAPACITY, attn(&gpu))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("blk.0.attn_k.weight") && err.contains("blk.0.attn_q.weight"),
-        "{err}"
-    );
-}
