@@ -4,7 +4,10 @@
 // sort: the top-k cut is a radix selection on an order-preserving integer key of the scaled
 // logit (4 passes of 8-bit digits with a workgroup histogram), the top-p cut a bisection on
 // that key (each step one parallel sum), and the pick an inverse CDF over the kept ids in id
-// order, through a prefix sum over contiguous chunks of ids.
+// order, through a prefix sum over contiguous chunks of ids. A NaN or +inf logit (after the
+// penalty) leaves no meaningful distribution: the id written is then NONE
+// (`kiln::ops::sample::NON_FINITE_ID`), which the host turns into an error; -inf is an ordinary
+// logit of probability 0.
 
 struct Params {
     n: u32,            // logits
@@ -35,8 +38,10 @@ var<workgroup> hist: array<atomic<u32>, 256>;  // counts per 8-bit key digit
 var<workgroup> picked: atomic<u32>;
 var<workgroup> last_kept: atomic<u32>;
 
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+// NaN (either sign) or +inf, by the bits: WGSL lets float operations assume neither exists.
+fn unusable(v: f32) -> bool {
+    let b = bitcast<u32>(v);
+    return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
 }
 
 // An integer key with the order of the (non-NaN) floats: -inf < ... < -0 < +0 < ... < +inf.
@@ -88,11 +93,7 @@ fn wg_sum_u(lid: u32, v: u32) -> u32 {
 
 // Unnormalized probability of id i if its key is at least t, else 0.
 fn weight(i: u32, t: u32, inv_t: f32, zmax: f32) -> f32 {
-    let l = logits[i];
-    if is_nan(l) {
-        return 0.0;
-    }
-    let z = l * inv_t;
+    let z = logits[i] * inv_t;
     if key(z) < t {
         return 0.0;
     }
@@ -130,13 +131,13 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     }
     storageBarrier();
 
-    // 2. The largest logit (lowest id on ties) and how many are not NaN.
+    // 2. The largest logit (lowest id on ties) and how many are usable (neither NaN nor +inf).
     var bv = 0.0;
     var bi = NONE;
     var valid = 0u;
     for (var i = lid; i < p.n; i += WG_SIZE) {
         let l = logits[i];
-        if !is_nan(l) {
+        if !unusable(l) {
             valid += 1u;
             if bi == NONE || l > bv {
                 bv = l;
@@ -169,10 +170,10 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     }
     let best_i = workgroupUniformLoad(&bcast_u);
     let n_valid = wg_sum_u(lid, valid);
-    if n_valid == 0u || p.temperature <= 0.0 {
-        // Greedy (or nothing to draw from: NONE).
+    if n_valid < p.n || p.temperature <= 0.0 {
+        // Greedy, or NONE where a logit is unusable; past here every logit is -inf or finite.
         if lid == 0u {
-            tokens[p.slot] = best_i;
+            tokens[p.slot] = select(best_i, NONE, n_valid < p.n);
         }
         return;
     }
@@ -194,12 +195,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             }
             workgroupBarrier();
             for (var i = lid; i < p.n; i += WG_SIZE) {
-                let l = logits[i];
-                if !is_nan(l) {
-                    let kk = key(l * inv_t);
-                    if (kk & high) == lo {
-                        atomicAdd(&hist[(kk >> shift) & 0xffu], 1u);
-                    }
+                let kk = key(logits[i] * inv_t);
+                if (kk & high) == lo {
+                    atomicAdd(&hist[(kk >> shift) & 0xffu], 1u);
                 }
             }
             workgroupBarrier();
@@ -246,8 +244,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     var own = 0.0;
     var own_last = 0u;
     for (var i = start; i < end; i++) {
-        let l = logits[i];
-        if !is_nan(l) && key(l * inv_t) >= lo {
+        if key(logits[i] * inv_t) >= lo {
             own_last = i + 1u;
         }
         own += weight(i, lo, inv_t, zmax);

@@ -109,6 +109,17 @@ pub enum Error {
     #[error("CPU path: {0}")]
     Cpu(#[from] kiln_cpu::CpuError),
 
+    /// The logits a token was to be chosen from held a NaN or +inf, so no token was chosen.
+    #[error(
+        "the model produced NaN or infinite logits at position {position}: its weights may be \
+         corrupt (NaN/inf) or the activations overflowed; try the CPU path or another file"
+    )]
+    NonFinite {
+        /// The position whose logits were unusable (the token chosen there would have been
+        /// the next one).
+        position: u32,
+    },
+
     /// The KV cache is full.
     #[error(
         "the context is full ({capacity} positions); start a new conversation or load the \

@@ -21,7 +21,7 @@ use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
 use crate::model::gpu::{AttnOptions, Choice, DECODE_BATCH, GpuLoader, GpuModel};
 use crate::ops::attention::KvType;
-use crate::ops::sample::SampleParams;
+use crate::ops::sample::{NON_FINITE_ID, SampleParams};
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 
 /// Where the model runs.
@@ -818,6 +818,13 @@ impl TokenStream<'_> {
                 self.generated,
             ),
         };
+        // The GPU writes NON_FINITE_ID where the logits held a NaN or +inf (the CPU path checks
+        // them itself): the position is the one whose logits those were.
+        let position = self.pos + n_new - 1;
+        let next = next.and_then(|id| match id {
+            NON_FINITE_ID => Err(Error::NonFinite { position }),
+            id => Ok(id),
+        });
         match next {
             Ok(next) => self.finish_step(next, n_new).map(Ok),
             Err(e) => {
@@ -947,6 +954,12 @@ impl TokenStream<'_> {
     ) -> Result<u32> {
         let new = &history[history.len() - n_new as usize..];
         m.step(new, pos)?;
+        // The GPU's choice kernels refuse the same logits (see `NON_FINITE_ID`).
+        if m.logits().iter().any(|&l| l.is_nan() || l == f32::INFINITY) {
+            return Err(Error::NonFinite {
+                position: pos + n_new - 1,
+            });
+        }
         Ok(if greedy {
             kiln_cpu::sample::argmax(m.logits()).unwrap_or(0)
         } else {

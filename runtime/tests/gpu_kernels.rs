@@ -23,7 +23,7 @@ use kiln::ops::gemv::{
 use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
 use kiln::ops::rope::{Rope, RopeLayout, rope};
-use kiln::ops::sample::argmax_with;
+use kiln::ops::sample::{NON_FINITE_ID, argmax_with};
 use kiln_cpu::ops::AttnParams;
 
 fn upload(gpu: &Gpu, data: &[u8]) -> wgpu::Buffer {
@@ -812,6 +812,40 @@ fn argmax_takes_lowest_index_on_ties() {
                 vec![0, 0, *want as u32, 0],
                 "argmax {combine:?} n={n} into slot 2"
             );
+        }
+    }
+}
+
+/// A NaN (either sign) or +inf logit anywhere makes the pick meaningless: argmax writes
+/// `NON_FINITE_ID` in both variants, whatever the rest holds.
+#[test]
+fn argmax_writes_the_sentinel_for_nan_or_inf() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(19);
+    for combine in combines(&gpu) {
+        for n in [3usize, 1001, 70_001] {
+            for (at, bad) in [(0, f32::NAN), (n - 1, -f32::NAN), (n / 2, f32::INFINITY)] {
+                let mut x = rng.vec(n);
+                x[at] = bad;
+                let xb = upload_f32(&gpu, &x);
+                let (tok, off) = guarded_output(&gpu, 4);
+                let mut rec = gpu.recorder();
+                argmax_with(
+                    &mut rec,
+                    combine,
+                    (&xb).into(),
+                    out_view(&tok, off, 4),
+                    n as u32,
+                    1,
+                )
+                .unwrap();
+                rec.submit().unwrap();
+                assert_eq!(
+                    read_guarded(&gpu, &tok, 4),
+                    vec![0, NON_FINITE_ID, 0, 0],
+                    "argmax {combine:?} n={n} logit {at} = {bad}"
+                );
+            }
         }
     }
 }

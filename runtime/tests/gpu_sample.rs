@@ -7,7 +7,7 @@ mod common;
 use common::{Rng, assert_close, gpu, guarded_output, read_guarded};
 use kiln::Gpu;
 use kiln::gpu::View;
-use kiln::ops::sample::{SampleParams, argmax, sample};
+use kiln::ops::sample::{NON_FINITE_ID, SampleParams, argmax, sample};
 
 /// Draws `draws` ids from `logits` at steps 0..draws: each draw restores the logits first (the
 /// kernel penalizes them in place), all in one submit. Each draw has its own stretch of the
@@ -354,5 +354,42 @@ fn deep_top_k_cuts_follow_too() {
         let probs = expected(&logits, &[], &s);
         let picks = draw(&gpu, &logits, &[], &s, 2000);
         assert_follows(&format!("n={n} {s:?}"), &picks, &probs);
+    }
+}
+
+/// A NaN or +inf logit anywhere (a corrupt model) leaves nothing to choose from: greedy or
+/// sampled, with or without cuts, the kernel writes the sentinel; -inf (a masked id) does not.
+#[test]
+fn nan_or_inf_logits_write_the_sentinel() {
+    let Some(gpu) = gpu() else { return };
+    let mut rng = Rng::new(31);
+    let settings = [
+        params(0.0, 0, 1.0, 1.0),
+        params(0.8, 0, 1.0, 1.0),
+        params(1.0, 5, 0.9, 1.3),
+    ];
+    for n in [7usize, 3000] {
+        for (at, bad) in [(0, f32::NAN), (n - 1, -f32::NAN), (n / 2, f32::INFINITY)] {
+            let mut logits = rng.vec(n);
+            logits[at] = bad;
+            for s in &settings {
+                let got = draw(&gpu, &logits, &[1, 2], s, 3);
+                assert_eq!(
+                    got,
+                    vec![NON_FINITE_ID; 3],
+                    "n={n} logit {at} = {bad} {s:?}"
+                );
+            }
+        }
+        let mut masked = rng.vec(n);
+        masked[n / 2] = f32::NEG_INFINITY;
+        for s in &settings {
+            let got = draw(&gpu, &masked, &[1, 2], s, 3);
+            assert!(
+                got.iter()
+                    .all(|&id| (id as usize) < n && id as usize != n / 2),
+                "n={n} with a -inf logit {s:?}: {got:?}"
+            );
+        }
     }
 }

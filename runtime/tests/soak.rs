@@ -17,7 +17,7 @@ use std::time::Instant;
 use common::Rng;
 use common::tiny::{VOCAB, tiny};
 use kiln::generate::{Backend, GenerateOptions, LoadOptions, Model, StopReason};
-use kiln::gguf::{Array, GgmlType, GgufFile, GgufWriter, Value};
+use kiln::gguf::{GgmlType, GgufFile, GgufWriter};
 use kiln::gpu::Counters;
 
 /// Short generations after warm-up.
@@ -76,23 +76,7 @@ fn tiny_with_tokenizer() -> GgufFile {
     for (key, value) in file.header().metadata() {
         w.add(key, value.clone());
     }
-    // GPT-2's byte chars: printable bytes are themselves, the rest U+0100.. in byte order.
-    let mut next = 256;
-    let tokens: Vec<String> = (0..=255u8)
-        .map(|b| {
-            if matches!(b, b'!'..=b'~' | 0xa1..=0xac | 0xae..=0xff) {
-                char::from(b)
-            } else {
-                next += 1;
-                char::from_u32(next - 1).expect("a char")
-            }
-        })
-        .take(VOCAB as usize)
-        .map(String::from)
-        .collect();
-    w.add("tokenizer.ggml.model", Value::String("gpt2".into()));
-    w.add("tokenizer.ggml.pre", Value::String("gpt-2".into()));
-    w.add("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    common::tiny::byte_tokenizer(&mut w);
     for t in file.tensors() {
         w.add_tensor(&t.name, &t.dims, t.ty, file.tensor_data(t))
             .expect("tensor");

@@ -26,7 +26,7 @@ use crate::ops::matmul_q::{Prefill, matmul_q};
 use crate::ops::prep::{Add, PrepIn, PrepOut, prep};
 use crate::ops::reduce::Combine;
 use crate::ops::rope_kv::{RopeKv, rope_kv};
-use crate::ops::sample::{SampleParams, argmax, sample};
+use crate::ops::sample::{NON_FINITE_ID, SampleParams, argmax, sample};
 
 mod load;
 
@@ -640,8 +640,9 @@ impl GpuModel {
     }
 
     /// Runs `tokens` at positions `pos0..`, and chooses the next token on the GPU (or returns
-    /// the last position's logits), as `choice` says. Passing no tokens continues from the
-    /// token the previous step chose, already on the GPU. Blocks on the readback (native only;
+    /// the last position's logits), as `choice` says; NaN or +inf logits are
+    /// [`Error::NonFinite`]. Passing no tokens continues from the token the previous step
+    /// chose, already on the GPU. Blocks on the readback (native only;
     /// see [`GpuModel::step_async`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn step(
@@ -666,11 +667,15 @@ impl GpuModel {
         let back = self.submit_prompt(tokens, pos0, n_new, choice).await?;
         let bytes = back.bytes().await?;
         self.save_pipelines();
-        Ok(if matches!(choice, Choice::Logits) {
-            StepOutput::Logits(bytemuck::pod_collect_to_vec(&bytes))
-        } else {
-            StepOutput::Token(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-        })
+        if matches!(choice, Choice::Logits) {
+            return Ok(StepOutput::Logits(bytemuck::pod_collect_to_vec(&bytes)));
+        }
+        match u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) {
+            NON_FINITE_ID => Err(Error::NonFinite {
+                position: pos0 + n_new - 1,
+            }),
+            id => Ok(StepOutput::Token(id)),
+        }
     }
 
     /// Records and submits `n_new` positions from `pos0` (`tokens` written first, unless
@@ -851,7 +856,8 @@ impl GpuModel {
         Ok(bytes)
     }
 
-    /// The ids in a decode readback's bytes; persists the pipeline cache if pipelines were
+    /// The ids in a decode readback's bytes ([`NON_FINITE_ID`] for a step whose logits held a
+    /// NaN or +inf; the steps after it in the batch are garbage); persists the pipeline cache if pipelines were
     /// created since it was last written.
     pub fn tokens_from(&mut self, bytes: &[u8]) -> Result<Vec<u32>> {
         self.save_pipelines();

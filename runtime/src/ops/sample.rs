@@ -7,6 +7,13 @@ use crate::gpu::{KernelKey, Recorder, Shifted, View};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
 
+/// The id [`argmax`] and [`sample`] write instead of a token when a logit they read is NaN or
+/// +inf (corrupt weights, overflowed activations): no token can be chosen from such logits. The
+/// host turns it into [`Error::NonFinite`]; an embedding of it reads nothing (ids outside the
+/// vocabulary are skipped). -inf logits are ordinary: a masked id, never chosen over a finite
+/// one.
+pub const NON_FINITE_ID: u32 = u32::MAX;
+
 pub fn argmax_key(combine: Combine) -> KernelKey {
     KernelKey::new("argmax")
         .flag("SUBGROUP", combine == Combine::Subgroup)
@@ -21,7 +28,8 @@ struct Params {
 }
 
 /// `tokens[slot] = argmax(logits[0..n])`, the lowest index on ties, reduced the device's best
-/// way ([`Combine::best`]). In a plan, `slot` follows the replayed step's position.
+/// way ([`Combine::best`]); [`NON_FINITE_ID`] if any logit is NaN or +inf. In a plan, `slot`
+/// follows the replayed step's position.
 pub fn argmax(
     rec: &mut Recorder,
     logits: View<'_>,
@@ -96,10 +104,10 @@ struct SampleUniform {
 ///    `min(last_n, slot)` ids before `slot` in `tokens` (ids `>= n` are ignored), `logits[id]`
 ///    is divided by the penalty if positive, multiplied if not. This is written back into
 ///    `logits` (like `kiln_cpu::Sampler`, which penalizes its slice in place).
-/// 2. NaN logits are never chosen. **Temperature `<= 0`**: the largest logit, lowest id on ties
-///    (as [`argmax`]); if every logit is NaN, `u32::MAX` is written.
+/// 2. If any (penalized) logit is NaN or +inf, [`NON_FINITE_ID`] is written and nothing else
+///    happens. **Temperature `<= 0`**: the largest logit, lowest id on ties (as [`argmax`]).
 /// 3. `z[i] = logits[i] * (1 / temperature)`.
-/// 4. **Top-k** (`0 < top_k <` number of non-NaN logits): keep the ids with `z >= z_k`, where
+/// 4. **Top-k** (`0 < top_k < n`): keep the ids with `z >= z_k`, where
 ///    `z_k` is the `top_k`-th largest `z`. Every id tied with `z_k` is kept, so more than
 ///    `top_k` ids survive when there is a tie at the cut (kiln-cpu keeps exactly `top_k`,
 ///    breaking ties by lower id).

@@ -2,7 +2,7 @@
 //! for tests that need a whole model without a download.
 
 use half::f16;
-use kiln::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use kiln::gguf::{Array, GgmlType, GgufFile, GgufWriter, Value};
 
 use super::Rng;
 
@@ -128,4 +128,26 @@ pub fn tiny(arch: &str, ty: GgmlType, seed: u64) -> GgufFile {
         }
     }
     GgufFile::from_bytes(w.to_bytes()).expect("a valid GGUF")
+}
+
+/// A GPT-2 style tokenizer for the tiny models (the generation API needs one): one byte char per
+/// id, no merges and no end-of-generation token.
+pub fn byte_tokenizer(w: &mut GgufWriter) {
+    // GPT-2's byte chars: printable bytes are themselves, the rest U+0100.. in byte order.
+    let mut next = 256;
+    let tokens: Vec<String> = (0..=255u8)
+        .map(|b| {
+            if matches!(b, b'!'..=b'~' | 0xa1..=0xac | 0xae..=0xff) {
+                char::from(b)
+            } else {
+                next += 1;
+                char::from_u32(next - 1).expect("a char")
+            }
+        })
+        .take(VOCAB as usize)
+        .map(String::from)
+        .collect();
+    w.add("tokenizer.ggml.model", Value::String("gpt2".into()));
+    w.add("tokenizer.ggml.pre", Value::String("gpt-2".into()));
+    w.add("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
 }
