@@ -186,4 +186,3 @@ fn bytes_past_the_end_are_refused() {
     let err = loader.write(&longer).unwrap_err().to_string();
     assert!(err.contains("longer than its header says"), "{err}");
 }
-
