@@ -36,6 +36,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Release: the real-model tests run whole forward passes (on lavapipe too).
 cargo test --release --workspace
 
+# The GGUF reader, config and tokenizers under libFuzzer, 20 s per target (scripts/fuzz.sh
+# installs nightly Rust and cargo-fuzz where missing; a finding fails the run).
+scripts/fuzz.sh 20
+
 # kiln-cpu as wasm32 in Node (wasm-bindgen-test-runner; `.ci/run` installs it), scalar and
 # SIMD128, each in its own target dir.
 CARGO_TARGET_DIR=target/wasm-scalar cargo test -p kiln-cpu --target wasm32-unknown-unknown
