@@ -15,12 +15,12 @@ KILN_SKIP_LOG=$(mktemp)
 export KILN_SKIP_LOG
 report_skips() {
   local n
-  n=$(wc -l < "$KILN_SKIP_LOG")
+  n=$(sort -u "$KILN_SKIP_LOG" | wc -l)
   if [ "$n" -eq 0 ]; then
     echo "test.sh: no test skipped"
   else
     echo "test.sh: $n SKIPPED:"
-    sort "$KILN_SKIP_LOG" | sed 's/^/  /'
+    sort "$KILN_SKIP_LOG" | uniq -c | sed 's/^/  /'
   fi
   rm -f "$KILN_SKIP_LOG"
 }

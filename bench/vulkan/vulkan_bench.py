@@ -51,14 +51,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 
-MODELS = {
-    "smollm2": ("SmolLM2-135M", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "gemma3": ("Gemma 3 270M", "gemma-3-270m-q4_k_m.gguf"),
-    "qwen2": ("Qwen2.5-Coder 0.5B", "qwen2.5-coder-0.5b-instruct.gguf"),
-}
-
-# The text kiln bench uses (examples/cli/src/bench.rs), tokenized and cut to --prompt-tokens.
-PROMPT_UNIT = "The quick brown fox jumps over the lazy dog. "
+# The models, the prompt text (kiln bench's, tokenized and cut to --prompt-tokens) and small
+# helpers are bench/compare.py's: both benchmarks measure the same things alike.
+sys.path.insert(0, str(REPO / "bench"))
+from compare import MODELS, PROMPT_UNIT, common_prefix, loadavg  # noqa: E402
 
 # A run whose other processes took more than this share of all cores is flagged as crowded.
 CROWDED_SHARE = 0.15
@@ -84,16 +80,6 @@ def summary(values: list[float]) -> dict:
         "max": max(values),
         "n": len(values),
     }
-
-
-def common_prefix(x: list[int], y: list[int]) -> int:
-    """How many leading ids two greedy generations share."""
-    n = 0
-    for p, q in zip(x, y):
-        if p != q:
-            break
-        n += 1
-    return n
 
 
 def ratio(x: float | None, y: float | None) -> float | None:
@@ -380,13 +366,6 @@ def merge_models(old: list[dict], new: list[dict]) -> list[dict]:
 # --- the machine -------------------------------------------------------------------------------
 
 
-def loadavg() -> float:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return -1.0
-
-
 def system_busy_s() -> float:
     """CPU seconds all cores spent busy since boot (/proc/stat; idle and iowait excluded)."""
     try:
@@ -506,6 +485,17 @@ def kiln_cmd(a: argparse.Namespace, model: Path, kiln: Path | None = None) -> li
     ]  # fmt: skip
 
 
+def run_accounting(load: float, quiet: dict, own: float, wall: float, foreign: float) -> dict:
+    """What every measured run records about the machine around it (see cpu_share)."""
+    return {
+        "loadavg_before": load,
+        **quiet,
+        "process_cpu_s": round(own, 2),
+        "process_wall_s": round(wall, 2),
+        "foreign_cpu_share": round(cpu_share(foreign, wall, os.cpu_count() or 1), 3),
+    }
+
+
 def last_json(stdout: str, what: str) -> dict:
     # The progress bar goes to stderr; the JSON object is the last line starting with "{".
     lines = [line[line.index("{"):] for line in stdout.splitlines() if "{" in line]
@@ -536,11 +526,7 @@ def run_kiln(a: argparse.Namespace, model: Path, server_pid: int | None) -> dict
     out = last_json(proc.stdout, "kiln bench")
     if out.get("backend") != "gpu":
         raise BenchError(f"kiln ran on `{out.get('backend')}`, not the GPU")
-    out["loadavg_before"] = load
-    out.update(quiet)
-    out["process_cpu_s"] = round(own, 2)
-    out["process_wall_s"] = round(wall, 2)
-    out["foreign_cpu_share"] = round(cpu_share(foreign, wall, os.cpu_count() or 1), 3)
+    out.update(run_accounting(load, quiet, own, wall, foreign))
     if server_pid:
         # The idle llama-server's CPU while kiln ran (counted in foreign_cpu_share too).
         out["idle_llama_server_cpu_s"] = round(process_cpu_s(server_pid) - srv0, 2)
@@ -773,11 +759,7 @@ def run_llama(a: argparse.Namespace, server: Server, prompt: list[int]) -> dict:
                          f"sent {len(prompt)} (cache_n {run['cache_n']})")  # fmt: skip
     if run["predicted_n"] != a.gen_tokens:
         raise BenchError(f"llama-server generated {run['predicted_n']} tokens, asked {a.gen_tokens}")
-    run["loadavg_before"] = load
-    run.update(quiet)
-    run["process_cpu_s"] = round(own, 2)
-    run["process_wall_s"] = round(wall, 2)
-    run["foreign_cpu_share"] = round(cpu_share(foreign, wall, os.cpu_count() or 1), 3)
+    run.update(run_accounting(load, quiet, own, wall, foreign))
     return run
 
 

@@ -45,7 +45,7 @@ fn int_dots(gpu: &Gpu) -> Vec<IntDot> {
     if gpu.capabilities().dot4 {
         vec![IntDot::Unpacked, IntDot::Packed]
     } else {
-        eprintln!("no dot4I8Packed here: only the unpacked int8 dot is tested");
+        common::skip_feature_part("no dot4I8Packed: only the unpacked int8 dot is tested");
         vec![IntDot::Unpacked]
     }
 }
@@ -165,7 +165,7 @@ fn gemv_f32_and_f16_activations_every_type_and_split() {
     if gpu.capabilities().f16 {
         acts.push(DType::F16);
     } else {
-        eprintln!("\n!!!!! this adapter has no SHADER_F16: f16-activation gemv not tested !!!!!\n");
+        common::skip_feature_part("no SHADER_F16: the f16-activation GEMV is not tested");
     }
     for act in acts {
         for w in WType::ALL {
@@ -792,20 +792,7 @@ fn argmax_takes_lowest_index_on_ties() {
     for combine in combines(&gpu) {
         for (x, want) in &cases {
             let n = x.len();
-            let xb = upload_f32(&gpu, x);
-            let (tok, off) = guarded_output(&gpu, 4);
-            let mut rec = gpu.recorder();
-            argmax_with(
-                &mut rec,
-                combine,
-                (&xb).into(),
-                out_view(&tok, off, 4),
-                n as u32,
-                2,
-            )
-            .unwrap();
-            rec.submit().unwrap();
-            let got = read_guarded(&gpu, &tok, 4);
+            let got = argmax_into(&gpu, combine, x, 2);
             assert_eq!(kiln_cpu::sample::argmax(x).unwrap() as usize, *want);
             assert_eq!(
                 got,
@@ -814,6 +801,24 @@ fn argmax_takes_lowest_index_on_ties() {
             );
         }
     }
+}
+
+/// `argmax_with` of `x` into word `slot` of a guarded 4-word output, read back whole.
+fn argmax_into(gpu: &Gpu, combine: Combine, x: &[f32], slot: u32) -> Vec<u32> {
+    let xb = upload_f32(gpu, x);
+    let (tok, off) = guarded_output(gpu, 4);
+    let mut rec = gpu.recorder();
+    argmax_with(
+        &mut rec,
+        combine,
+        (&xb).into(),
+        out_view(&tok, off, 4),
+        x.len() as u32,
+        slot,
+    )
+    .unwrap();
+    rec.submit().unwrap();
+    read_guarded(gpu, &tok, 4)
 }
 
 /// A NaN (either sign) or +inf logit anywhere makes the pick meaningless: argmax writes
@@ -827,21 +832,8 @@ fn argmax_writes_the_sentinel_for_nan_or_inf() {
             for (at, bad) in [(0, f32::NAN), (n - 1, -f32::NAN), (n / 2, f32::INFINITY)] {
                 let mut x = rng.vec(n);
                 x[at] = bad;
-                let xb = upload_f32(&gpu, &x);
-                let (tok, off) = guarded_output(&gpu, 4);
-                let mut rec = gpu.recorder();
-                argmax_with(
-                    &mut rec,
-                    combine,
-                    (&xb).into(),
-                    out_view(&tok, off, 4),
-                    n as u32,
-                    1,
-                )
-                .unwrap();
-                rec.submit().unwrap();
                 assert_eq!(
-                    read_guarded(&gpu, &tok, 4),
+                    argmax_into(&gpu, combine, &x, 1),
                     vec![0, NON_FINITE_ID, 0, 0],
                     "argmax {combine:?} n={n} logit {at} = {bad}"
                 );

@@ -185,75 +185,28 @@ impl Config {
     /// (`[row length, rows]` as GGUF stores it), so that no loader slices or allocates by a
     /// field the tensors contradict.
     fn check_tensors(&self, header: &GgufHeader) -> Result<()> {
-        let (d, q, kv, ff, vocab) = (
-            u64::from(self.d_model),
-            u64::from(self.q_dim()),
-            u64::from(self.kv_dim()),
-            u64::from(self.d_ff),
-            u64::from(self.vocab),
-        );
-        let mut want: Vec<(String, [u64; 2], &str)> = vec![(
-            "token_embd.weight".into(),
-            [d, vocab],
-            "embedding_length x vocabulary",
-        )];
-        if header.tensor("output.weight").is_some() {
-            want.push((
-                "output.weight".into(),
-                [d, vocab],
-                "embedding_length x vocabulary",
-            ));
-        }
-        for il in 0..self.n_layer {
-            let n = |s: &str| format!("blk.{il}.{s}.weight");
-            want.extend([
-                (
-                    n("attn_q"),
-                    [d, q],
-                    "embedding_length x head_count * key_length",
-                ),
-                (
-                    n("attn_k"),
-                    [d, kv],
-                    "embedding_length x head_count_kv * key_length",
-                ),
-                (
-                    n("attn_v"),
-                    [d, kv],
-                    "embedding_length x head_count_kv * key_length",
-                ),
-                (
-                    n("attn_output"),
-                    [q, d],
-                    "head_count * key_length x embedding_length",
-                ),
-                (
-                    n("ffn_gate"),
-                    [d, ff],
-                    "embedding_length x feed_forward_length",
-                ),
-                (
-                    n("ffn_up"),
-                    [d, ff],
-                    "embedding_length x feed_forward_length",
-                ),
-                (
-                    n("ffn_down"),
-                    [ff, d],
-                    "feed_forward_length x embedding_length",
-                ),
-            ]);
-        }
-        for (name, expected, from) in want {
-            let t = header.tensor(&name).ok_or_else(|| missing(&name))?;
-            if t.dims[..] != expected {
+        let check = |name: &str, want: Shape| -> Result<()> {
+            let t = header.tensor(name).ok_or_else(|| missing(name))?;
+            if t.dims[..] != want.dims {
                 return Err(Error::TensorShape {
-                    tensor: name,
+                    tensor: name.into(),
                     found: t.dims.clone(),
-                    expected: expected.to_vec(),
-                    from,
+                    expected: want.dims.to_vec(),
+                    from: want.from,
                 });
             }
+            Ok(())
+        };
+        let table = Shape {
+            dims: [u64::from(self.d_model), u64::from(self.vocab)],
+            from: "embedding_length x vocabulary",
+        };
+        check("token_embd.weight", table)?;
+        if header.tensor("output.weight").is_some() {
+            check("output.weight", table)?;
+        }
+        for il in 0..self.n_layer {
+            LayerWeights::load(self, il, check, |_, _| Ok(()))?;
         }
         Ok(())
     }
@@ -356,23 +309,47 @@ pub struct LayerWeights<M, V> {
     pub post_ffn_norm: Option<V>,
 }
 
+/// A weight matrix's shape as the metadata implies it (`[row length, rows]`, as GGUF stores
+/// it), and the metadata it comes from, for errors.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub dims: [u64; 2],
+    pub from: &'static str,
+}
+
 impl<M, V> LayerWeights<M, V> {
-    /// Loads layer `il` with the backend's loaders: `mat(name)` and `vec(name, len)`.
+    /// Loads layer `il` with the backend's loaders: `mat(name, shape the metadata implies)` and
+    /// `vec(name, len)`. [`Config::from_header`] has checked every matrix against its shape.
     pub fn load(
         cfg: &Config,
         il: u32,
-        mut mat: impl FnMut(&str) -> Result<M>,
+        mut mat: impl FnMut(&str, Shape) -> Result<M>,
         mut vec: impl FnMut(&str, u32) -> Result<V>,
     ) -> Result<Self> {
         let n = |s: &str| format!("blk.{il}.{s}");
         let qwen = cfg.arch == Arch::Qwen2;
         let gemma = cfg.arch == Arch::Gemma3;
+        let (d, q, kv, ff) = (
+            u64::from(cfg.d_model),
+            u64::from(cfg.q_dim()),
+            u64::from(cfg.kv_dim()),
+            u64::from(cfg.d_ff),
+        );
+        let shape = |dims, from| Shape { dims, from };
+        let kv_shape = shape([d, kv], "embedding_length x head_count_kv * key_length");
+        let ffn_in = shape([d, ff], "embedding_length x feed_forward_length");
         Ok(LayerWeights {
             attn_norm: vec(&n("attn_norm.weight"), cfg.d_model)?,
-            q: mat(&n("attn_q.weight"))?,
-            k: mat(&n("attn_k.weight"))?,
-            v: mat(&n("attn_v.weight"))?,
-            o: mat(&n("attn_output.weight"))?,
+            q: mat(
+                &n("attn_q.weight"),
+                shape([d, q], "embedding_length x head_count * key_length"),
+            )?,
+            k: mat(&n("attn_k.weight"), kv_shape)?,
+            v: mat(&n("attn_v.weight"), kv_shape)?,
+            o: mat(
+                &n("attn_output.weight"),
+                shape([q, d], "head_count * key_length x embedding_length"),
+            )?,
             bias: if qwen {
                 Some([
                     vec(&n("attn_q.bias"), cfg.q_dim())?,
@@ -396,9 +373,12 @@ impl<M, V> LayerWeights<M, V> {
                 None
             },
             ffn_norm: vec(&n("ffn_norm.weight"), cfg.d_model)?,
-            gate: mat(&n("ffn_gate.weight"))?,
-            up: mat(&n("ffn_up.weight"))?,
-            down: mat(&n("ffn_down.weight"))?,
+            gate: mat(&n("ffn_gate.weight"), ffn_in)?,
+            up: mat(&n("ffn_up.weight"), ffn_in)?,
+            down: mat(
+                &n("ffn_down.weight"),
+                shape([ff, d], "feed_forward_length x embedding_length"),
+            )?,
             post_ffn_norm: if gemma {
                 Some(vec(&n("post_ffw_norm.weight"), cfg.d_model)?)
             } else {

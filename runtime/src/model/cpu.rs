@@ -126,7 +126,7 @@ impl CpuModel {
         let mut layers = Vec::with_capacity(n_layer);
         for il in 0..cfg.n_layer {
             layers.push(Layer {
-                w: LayerWeights::load(cfg, il, |name| Mat::load(&file, name), &vec)?,
+                w: LayerWeights::load(cfg, il, |name, _| Mat::load(&file, name), &vec)?,
                 k_cache: vec![f16::ZERO; cache],
                 v_cache: vec![f16::ZERO; cache],
             });

@@ -1010,6 +1010,12 @@ impl GpuModel {
         Ok(())
     }
 
+    /// Whether a product of `mat` over `m` tokens prepares its input in the GEMV: single-token
+    /// steps with fusing on, where the fused kernels take the weights.
+    fn fuses(&self, mat: &GpuMatrix, m: u32) -> bool {
+        m == 1 && self.fused && takes(mat.wtype, mat.k)
+    }
+
     /// Records `y[j, y_offset..] = mat · v[j]` with `v` the prepared `input`: for one token, one
     /// fused dispatch per part (`gemv_prep`) where fusing is on and the kernels take the
     /// weights; else `prep`
@@ -1025,7 +1031,7 @@ impl GpuModel {
         (y_stride, y_offset): (u32, u32),
         m: u32,
     ) -> Result<()> {
-        if m > 1 || !self.fused || !takes(mat.wtype, mat.k) {
+        if !self.fuses(mat, m) {
             let x = self.prepared(rec, mat.wtype, input, m)?;
             return self.multiply(rec, mat, x, y, (y_stride, y_offset), m);
         }
@@ -1069,7 +1075,7 @@ impl GpuModel {
         let tiled = m > 1 && self.prefill == Prefill::Tiled;
         let paired = l.gate.pairs_with(&l.up);
         if !tiled && paired {
-            let fused = m == 1 && self.fused && takes(l.gate.wtype, l.gate.k);
+            let fused = self.fuses(&l.gate, m);
             let x = if fused {
                 None
             } else {

@@ -45,8 +45,8 @@ pub fn max_k() -> u32 {
 
 /// Whether decode steps should prepare each product's input inside its GEMV: on GPUs, where a
 /// dispatch costs more than the prologue every workgroup repeats; not on CPU adapters, where
-/// the fused kernels run slower than the two dispatches each replaces (lavapipe, SmolLM2-135M
-/// decode: 5.5 tok/s fused, 9.2 unfused; docs/performance.md). `KILN_FUSE=1|0` overrides it.
+/// the fused kernels run slower than the two dispatches each replaces (measured on lavapipe:
+/// docs/performance.md, "GPU decode"). `KILN_FUSE=1|0` overrides it.
 pub fn fuse_by_default(gpu: &crate::gpu::Gpu) -> bool {
     match std::env::var("KILN_FUSE").as_deref() {
         Ok("1") => true,

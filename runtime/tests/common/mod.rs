@@ -75,11 +75,41 @@ pub fn gpu() -> Option<Gpu> {
     }
 }
 
-/// Says loudly that the calling test checked nothing and why, and records it in the file
-/// `KILN_SKIP_LOG` names (scripts/test.sh lists every skip at its end: a passing test's output
-/// is hidden by the test harness).
+/// Says loudly that the calling test checked nothing and why, and records it (see [`record`]).
 pub fn skip(reason: &str) {
     eprintln!("\n!!!!! SKIPPED: {reason}; this test checked nothing. !!!!!\n");
+    record(reason);
+}
+
+/// Says loudly that part of the calling test was not checked and why, and records it.
+pub fn skip_part(reason: &str) {
+    eprintln!("\n!!!!! PARTLY SKIPPED: {reason} !!!!!\n");
+    record(&format!("(part) {reason}"));
+}
+
+/// [`skip`] for a missing adapter feature: a failure under `KILN_REQUIRE_GPU=1` (CI), where the
+/// adapter is known to have what the tests need.
+pub fn skip_feature(reason: &str) {
+    require_feature(reason);
+    skip(reason);
+}
+
+/// [`skip_part`] for a missing adapter feature, a failure under `KILN_REQUIRE_GPU=1`.
+pub fn skip_feature_part(reason: &str) {
+    require_feature(reason);
+    skip_part(reason);
+}
+
+fn require_feature(reason: &str) {
+    if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("KILN_REQUIRE_GPU=1 but {reason}");
+    }
+}
+
+/// Appends the calling test's name and `reason` to the file `KILN_SKIP_LOG` names:
+/// scripts/test.sh lists every skip at its end (a passing test's output is hidden by the test
+/// harness).
+fn record(reason: &str) {
     if let Some(log) = std::env::var_os("KILN_SKIP_LOG") {
         use std::io::Write;
         let test = std::thread::current().name().unwrap_or("?").to_string();
@@ -92,15 +122,6 @@ pub fn skip(reason: &str) {
             let _ = f.write_all(format!("{test}: {reason}\n").as_bytes());
         }
     }
-}
-
-/// A skip for a missing adapter feature: a failure under `KILN_REQUIRE_GPU=1` (CI), where the
-/// adapter is known to have what the tests need.
-pub fn skip_feature(reason: &str) {
-    if std::env::var("KILN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-        panic!("KILN_REQUIRE_GPU=1 but {reason}");
-    }
-    skip(reason);
 }
 
 /// A small seeded generator (SplitMix64), so inputs are random but reproducible.
@@ -182,7 +203,7 @@ pub fn combines(gpu: &Gpu) -> Vec<kiln::ops::reduce::Combine> {
     if gpu.capabilities().subgroup {
         c.push(Combine::Subgroup);
     } else {
-        eprintln!("adapter has no subgroups: only the shared-memory variants are tested");
+        skip_feature_part("no subgroups: only the shared-memory reductions are tested");
     }
     c
 }

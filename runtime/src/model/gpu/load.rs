@@ -469,7 +469,7 @@ impl GpuLoader {
             let mut bias_rest = None;
             let planner = std::cell::RefCell::new(&mut p);
             let n = |s: &str| format!("blk.{il}.{s}");
-            let mat = |name: &str| -> Result<Option<GpuMatrix>> {
+            let mat = |name: &str, _| -> Result<Option<GpuMatrix>> {
                 let mut p = planner.borrow_mut();
                 if name.ends_with("attn_q.weight") {
                     let names = [n("attn_q.weight"), n("attn_k.weight"), n("attn_v.weight")];
