@@ -1,5 +1,10 @@
 //! The crate's error type: every variant says what went wrong and what the caller can do.
 
+/// `bytes` in MiB, for messages.
+pub(crate) fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
 /// Result with kiln's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -62,15 +67,31 @@ pub enum Error {
         limit: u64,
     },
 
-    /// A buffer or binding is larger than the adapter allows.
+    /// A buffer or binding is larger than the device allows.
     #[error(
-        "{what} of {size} bytes exceeds this adapter's limit of {limit} bytes; \
-         split the tensor across several buffers or use a device with larger limits"
+        "`{what}` needs a buffer of {size} bytes, over this device's {limit_name} of {limit} \
+         bytes; load with a smaller context (the KV cache and scratch grow with it), a smaller \
+         model, or on the CPU path"
     )]
     BufferTooLarge {
-        what: &'static str,
+        /// The buffer (a tensor's name, `k cache`, ...).
+        what: String,
         size: u64,
+        /// The WebGPU limit's name.
+        limit_name: &'static str,
         limit: u64,
+    },
+
+    /// The model needs more GPU memory than the caller allows, or than the device gave.
+    #[error(
+        "the model needs {} on the GPU ({needs}), {why}; load with a smaller context, a \
+         smaller model, or on the CPU path (backend auto picks it when the GPU does not fit)",
+        mib(needs.total())
+    )]
+    GpuMemory {
+        needs: crate::model::MemoryNeeds,
+        /// Over which budget: the caller's, or the device's own refusal.
+        why: String,
     },
 
     /// A shape the kernels cannot take.

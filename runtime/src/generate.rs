@@ -14,12 +14,14 @@ use std::time::Duration;
 use kiln_cpu::sample::Sampler;
 
 use crate::clock::Instant;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, mib};
 use crate::gguf::{GgufFile, GgufHeader};
+use crate::gpu::context::parse_bytes;
 use crate::gpu::{Gpu, GpuOptions, Readback};
+use crate::model::MemoryNeeds;
 use crate::model::config::Config;
 use crate::model::cpu::CpuModel;
-use crate::model::gpu::{AttnOptions, Choice, DECODE_BATCH, GpuLoader, GpuModel};
+use crate::model::gpu::{AttnOptions, Choice, DECODE_BATCH, GpuLoader, GpuModel, MAX_DECODE_BATCH};
 use crate::ops::attention::KvType;
 use crate::ops::sample::{NON_FINITE_ID, SampleParams};
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
@@ -66,6 +68,11 @@ pub struct LoadOptions {
     /// GPU decode steps per submit (1 to 16; `KILN_DECODE_BATCH` overrides the default 4).
     /// Tokens still stream one by one; a batch's ids are read back together.
     pub decode_batch: u32,
+    /// The most bytes the model may take on the GPU (`KILN_GPU_MEMORY`, e.g. `1GiB`): weights,
+    /// KV cache and scratch, computed before anything is created. Over it, `Backend::Gpu`
+    /// refuses to load and `Backend::Auto` takes the CPU path. None: as much as the device
+    /// gives.
+    pub gpu_memory: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -87,8 +94,62 @@ impl Default for LoadOptions {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(DECODE_BATCH),
+            // Unreadable is 0, which `validate` names.
+            gpu_memory: std::env::var("KILN_GPU_MEMORY")
+                .ok()
+                .map(|v| parse_bytes(&v).unwrap_or(0)),
         }
     }
+}
+
+impl LoadOptions {
+    /// Checks every value's range (a load checks its options before it starts).
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_DECODE_BATCH).contains(&self.decode_batch) {
+            return Err(Error::InvalidOption {
+                option: "decode_batch (KILN_DECODE_BATCH)",
+                value: self.decode_batch.to_string(),
+                expected: "1 to 16",
+            });
+        }
+        if self.gpu_memory == Some(0) {
+            return Err(Error::InvalidOption {
+                option: "gpu_memory (KILN_GPU_MEMORY)",
+                value: "0 or unreadable".into(),
+                expected: "a size such as 1GiB, 512MiB or 1073741824",
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that a model fits the GPU before anything is created on it: every buffer below
+    /// the device's limits, and all of them within [`LoadOptions::gpu_memory`].
+    fn check_fit(
+        &self,
+        gpu: &Gpu,
+        header: &GgufHeader,
+        cfg: &Config,
+        context: u32,
+        attn: AttnOptions,
+    ) -> Result<()> {
+        let needs = GpuLoader::memory_needs(gpu, header, cfg, context, attn)?;
+        match self.gpu_memory {
+            Some(allowed) if needs.total() > allowed => Err(Error::GpuMemory {
+                needs,
+                why: format!(
+                    "over the {} allowed (gpu_memory, KILN_GPU_MEMORY)",
+                    mib(allowed)
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `e` says the model does not fit the GPU (so `Backend::Auto` may take the CPU path).
+#[cfg(not(target_arch = "wasm32"))]
+fn does_not_fit(e: &Error) -> bool {
+    matches!(e, Error::GpuMemory { .. } | Error::BufferTooLarge { .. })
 }
 
 /// Sampling and stopping settings of one generation.
@@ -240,29 +301,38 @@ pub async fn open_gpu(backend: Backend, opts: &GpuOptions) -> Result<Opened> {
 }
 
 impl Engine {
-    /// The GPU when `opts` allow it and an adapter exists, else the CPU path.
+    /// The opened GPU if any, else the CPU path; with `Backend::Auto`, also the CPU path when
+    /// the model does not fit the GPU.
     #[cfg(not(target_arch = "wasm32"))]
     fn load(
         file: GgufFile,
         cfg: &Config,
         context: u32,
+        mut opened: Opened,
         opts: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Engine, String)> {
-        let opened = pollster::block_on(open_gpu(opts.backend, &opts.gpu))?;
-        let engine = match opened.gpu {
-            Some(gpu) => {
-                let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
-                let mut model = GpuModel::load_with(&gpu, &file, cfg, context, attn, progress)?;
-                model.set_decode_batch(opts.decode_batch)?;
-                Engine::Gpu(Box::new(model))
+        if let Some(gpu) = opened.gpu.take() {
+            let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
+            let loaded = opts
+                .check_fit(&gpu, file.header(), cfg, context, attn)
+                .and_then(|()| GpuModel::load_with(&gpu, &file, cfg, context, attn, progress));
+            match loaded {
+                Ok(mut model) => {
+                    model.set_decode_batch(opts.decode_batch)?;
+                    return Ok((Engine::Gpu(Box::new(model)), opened.reason));
+                }
+                Err(e) if opts.backend == Backend::Auto && does_not_fit(&e) => {
+                    opened.reason = format!(
+                        "auto: the CPU path, because the model does not fit the GPU `{}`: {e}",
+                        gpu.adapter_info().name
+                    );
+                }
+                Err(e) => return Err(e),
             }
-            None => {
-                let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
-                Engine::Cpu(Box::new(model))
-            }
-        };
-        Ok((engine, opened.reason))
+        }
+        let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
+        Ok((Engine::Cpu(Box::new(model)), opened.reason))
     }
 
     /// The CPU path: a browser opens its GPU asynchronously ([`open_gpu`]) and streams the
@@ -378,10 +448,12 @@ impl Model {
         opts: &LoadOptions,
         reason: String,
     ) -> Result<GpuStream> {
+        opts.validate()?;
         let cfg = Config::from_header(header)?;
         let tokenizer = Tokenizer::from_header(header)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
         let attn = AttnOptions::for_gpu(gpu, opts.kv_cache);
+        opts.check_fit(gpu, header, &cfg, context, attn)?;
         let loader = GpuLoader::new(gpu, header, &cfg, context, attn)?;
         Ok(GpuStream {
             loader,
@@ -392,16 +464,50 @@ impl Model {
         })
     }
 
-    /// Loads a model from an opened GGUF file.
+    /// Loads a model from an opened GGUF file, on the backend `opts` ask for.
     pub fn from_gguf(
         file: GgufFile,
         opts: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Model> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            opts.validate()?;
+            let opened = pollster::block_on(open_gpu(opts.backend, &opts.gpu))?;
+            Self::from_gguf_on(file, opened, opts, progress)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            opts.validate()?;
+            let cfg = Config::from_gguf(&file)?;
+            let tokenizer = Tokenizer::from_gguf(&file)?;
+            let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
+            let (engine, reason) = Engine::load(file, &cfg, context, opts, progress)?;
+            Ok(Model {
+                engine,
+                tokenizer,
+                cfg,
+                reason,
+            })
+        }
+    }
+
+    /// Loads a model onto a device already opened (see [`open_gpu`]; several models can share
+    /// one [`Gpu`]), or the CPU path where `opened` has none. With `Backend::Auto` in `opts`, a
+    /// model that does not fit the GPU (its limits, or [`LoadOptions::gpu_memory`]) goes to the
+    /// CPU path, and [`Model::backend_reason`] says why.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_gguf_on(
+        file: GgufFile,
+        opened: Opened,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
+        opts.validate()?;
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
-        let (engine, reason) = Engine::load(file, &cfg, context, opts, progress)?;
+        let (engine, reason) = Engine::load(file, &cfg, context, opened, opts, progress)?;
         Ok(Model {
             engine,
             tokenizer,
@@ -494,6 +600,14 @@ impl Model {
         match &self.engine {
             Engine::Gpu(_) => None,
             Engine::Cpu(m) => Some(m.threads()),
+        }
+    }
+
+    /// What the model was planned to need on the GPU (None on the CPU path).
+    pub fn gpu_memory_needs(&self) -> Option<MemoryNeeds> {
+        match &self.engine {
+            Engine::Gpu(m) => Some(m.memory_needs()),
+            Engine::Cpu(_) => None,
         }
     }
 

@@ -81,10 +81,13 @@ impl ModelLoader {
     }
 
     /// A loader for the backend `options` ask for, opened before the file arrives so that the
-    /// GPU path can stream it to the GPU: `{backend, context, sizeHint}`, `backend` `"auto"`
-    /// (default: WebGPU when `navigator.gpu` gives an adapter, else the CPU path), `"gpu"` or
-    /// `"cpu"`; `context`: KV cache positions (default 2048, capped at the model's training
-    /// context); `sizeHint`: the file's length if known. wasm32 only (native builds of this
+    /// GPU path can stream it to the GPU: `{backend, context, gpuMemory, maxBuffer, sizeHint}`,
+    /// `backend` `"auto"` (default: WebGPU when `navigator.gpu` gives an adapter and the model
+    /// fits it, else the CPU path), `"gpu"` or `"cpu"`; `context`: KV cache positions (default
+    /// 2048, capped at the model's training context); `gpuMemory`: the most GPU memory the
+    /// model may take (bytes or `"1GiB"`; checked from the header before anything is created);
+    /// `maxBuffer`: ask the device for buffers of at most this size (a phone's limits);
+    /// `sizeHint`: the file's length if known. wasm32 only (native builds of this
     /// crate are for its tests and lints).
     #[cfg(target_arch = "wasm32")]
     pub async fn open(options: JsValue) -> Result<ModelLoader, JsValue> {
@@ -101,6 +104,14 @@ impl ModelLoader {
                 opts.context = context(&v)?;
                 Ok(())
             }
+            "gpuMemory" => {
+                opts.gpu_memory = Some(size(key, &v)?);
+                Ok(())
+            }
+            "maxBuffer" => {
+                opts.gpu.max_buffer_bytes = Some(size(key, &v)?);
+                Ok(())
+            }
             "sizeHint" => {
                 size_hint = Some(
                     v.as_f64()
@@ -112,7 +123,8 @@ impl ModelLoader {
                 Ok(())
             }
             _ => Err(js_err(format!(
-                "unknown ModelLoader.open option `{key}` (backend, context, sizeHint)"
+                "unknown ModelLoader.open option `{key}` (backend, context, gpuMemory, \
+                 maxBuffer, sizeHint)"
             ))),
         })?;
         if opts.backend != Backend::Cpu && !has_webgpu() {
@@ -220,12 +232,26 @@ impl ModelLoader {
                 })?,
             #[cfg(target_arch = "wasm32")]
             Sink::GpuHeader(gpu) => {
-                let mut stream =
-                    kiln::generate::Model::gpu_stream_for(gpu, h, &self.opts, self.reason.clone())
-                        .map_err(js_err)?;
-                stream.write(&self.buf).map_err(js_err)?;
-                self.buf = Vec::new();
-                self.sink = Sink::Gpu(Box::new(stream));
+                match kiln::generate::Model::gpu_stream_for(gpu, h, &self.opts, self.reason.clone())
+                {
+                    Ok(mut stream) => {
+                        stream.write(&self.buf).map_err(js_err)?;
+                        self.buf = Vec::new();
+                        self.sink = Sink::Gpu(Box::new(stream));
+                    }
+                    Err(
+                        e @ (kiln::Error::GpuMemory { .. } | kiln::Error::BufferTooLarge { .. }),
+                    ) if self.opts.backend == Backend::Auto => {
+                        // The whole file then comes to wasm memory, as on the CPU path.
+                        self.reason = format!(
+                            "auto: the CPU path, because the model does not fit the GPU: {e}"
+                        );
+                        self.sink = Sink::Cpu;
+                        self.opts.backend = Backend::Cpu;
+                        return self.header_complete(h);
+                    }
+                    Err(e) => return Err(js_err(e)),
+                }
             }
             #[cfg(target_arch = "wasm32")]
             Sink::Gpu(_) => unreachable!("the header is parsed once"),
@@ -301,7 +327,26 @@ fn default_options(backend: Backend) -> LoadOptions {
         gpu: GpuOptions::default(),
         kv_cache: KvType::default(),
         decode_batch: DECODE_BATCH,
+        gpu_memory: None,
     }
+}
+
+/// A size option (`gpuMemory`, `maxBuffer`): bytes as a positive integer, or a string such as
+/// `"1GiB"`.
+#[cfg(target_arch = "wasm32")]
+fn size(key: &str, v: &JsValue) -> Result<u64, JsValue> {
+    let bytes = match v.as_string() {
+        Some(text) => kiln::gpu::context::parse_bytes(&text),
+        None => v
+            .as_f64()
+            .filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < 2f64.powi(64))
+            .map(|x| x as u64),
+    };
+    bytes.filter(|&n| n > 0).ok_or_else(|| {
+        js_err(format!(
+            "option `{key}` must be a size: bytes as a positive integer, or a string such as \"1GiB\""
+        ))
+    })
 }
 
 /// A `context` option: a positive integer.

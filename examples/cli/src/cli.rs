@@ -81,6 +81,14 @@ pub struct LoadArgs {
           value_parser = value_parser!(u32).range(1..=i64::from(MAX_DECODE_BATCH)),
           allow_negative_numbers = true)]
     pub decode_batch: Option<u32>,
+    /// The most GPU memory the model may take (weights, KV cache, scratch), e.g. 1GiB: over it
+    /// `--backend gpu` refuses and auto takes the CPU path [default: $KILN_GPU_MEMORY or none]
+    #[arg(long, value_name = "SIZE", value_parser = byte_size)]
+    pub gpu_memory: Option<u64>,
+    /// Ask the GPU for buffers and bindings of at most this size, e.g. 256MiB (to run as a
+    /// device with smaller limits) [default: $KILN_MAX_BUFFER or the adapter's]
+    #[arg(long, value_name = "SIZE", value_parser = byte_size)]
+    pub max_buffer: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +239,13 @@ fn token_id(s: &str) -> Result<u32, String> {
             u32::MAX
         )
     })
+}
+
+/// A byte count such as `1GiB`, `512MiB` or `1048576`.
+fn byte_size(s: &str) -> Result<u64, String> {
+    kiln::gpu::context::parse_bytes(s)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{s}` is not a size (such as 1GiB, 512MiB or 1048576)"))
 }
 
 /// One element of a position list.

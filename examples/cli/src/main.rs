@@ -60,6 +60,12 @@ pub(crate) fn load(args: &LoadArgs, json: bool) -> Result<(Model, f64), String> 
     if let Some(n) = args.decode_batch {
         opts.decode_batch = n;
     }
+    if let Some(bytes) = args.gpu_memory {
+        opts.gpu_memory = Some(bytes);
+    }
+    if let Some(bytes) = args.max_buffer {
+        opts.gpu.max_buffer_bytes = Some(bytes);
+    }
     let start = Instant::now();
     let mut last = usize::MAX;
     let mut progress = |done: usize, total: usize| {

@@ -123,6 +123,26 @@ fn tokenize_and_generate_json() {
     assert_eq!(v["tokens"].as_array().unwrap().len(), 4);
     // llama.cpp's greedy continuation starts with " Paris" (id 7042).
     assert_eq!(v["tokens"][0], 7042);
+
+    // A GPU budget below the model's needs is refused with them (or, without an adapter,
+    // with that).
+    let out = kiln(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "hi",
+        "--backend",
+        "gpu",
+        "--gpu-memory",
+        "10MiB",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("over the 10.0 MiB allowed") || err.contains("no GPU adapter"),
+        "{err}"
+    );
 }
 
 /// Exit code 2 (a usage error from the parser) and stderr.
@@ -254,6 +274,9 @@ fn values_are_checked_when_parsed() {
         ("--decode-batch", "0"),
         ("--decode-batch", "17"),
         ("--seed", "x"),
+        ("--gpu-memory", "lots"),
+        ("--gpu-memory", "0"),
+        ("--max-buffer", "12 parsecs"),
     ] {
         let err = generate(&[option, bad]);
         assert!(err.contains(option), "{option} {bad}: {err}");

@@ -29,6 +29,10 @@ pub struct GpuOptions {
     /// so the shared-memory reductions run: to measure, or to work around a driver); true by
     /// default.
     pub subgroups: bool,
+    /// Ask the device for at most this many bytes per buffer and per storage binding
+    /// (`KILN_MAX_BUFFER`, e.g. `128MiB`): to run as a device with smaller limits would (a phone's
+    /// browser), or to test that kiln splits its weights below them. None: the adapter's.
+    pub max_buffer_bytes: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -40,13 +44,15 @@ impl Default for GpuOptions {
             cache_dir: None,
             packed_int_dot: true,
             subgroups: true,
+            max_buffer_bytes: None,
         }
     }
 }
 
 impl GpuOptions {
     /// Defaults, overridden by `KILN_BACKEND`, `KILN_POWER`, `KILN_ADAPTER`, `KILN_CACHE_DIR`,
-    /// `KILN_DOT4`, `KILN_SUBGROUPS`.
+    /// `KILN_DOT4`, `KILN_SUBGROUPS`, `KILN_MAX_BUFFER` (an unreadable size is kept as 0, which
+    /// [`Gpu::new`] refuses with the variable's name).
     pub fn from_env() -> Self {
         let mut opts = GpuOptions::default();
         if let Ok(list) = std::env::var("KILN_BACKEND") {
@@ -62,8 +68,27 @@ impl GpuOptions {
         opts.cache_dir = std::env::var_os("KILN_CACHE_DIR").map(Into::into);
         opts.packed_int_dot = std::env::var("KILN_DOT4").as_deref() != Ok("0");
         opts.subgroups = std::env::var("KILN_SUBGROUPS").as_deref() != Ok("0");
+        opts.max_buffer_bytes = std::env::var("KILN_MAX_BUFFER")
+            .ok()
+            .map(|v| parse_bytes(&v).unwrap_or(0));
         opts
     }
+}
+
+/// A byte count as people write it: `1048576`, `512KiB`, `128MiB`, `1GiB` (also `K`, `M`, `G`,
+/// `KB`, `MB`, `GB`: all powers of 1024), case-insensitive. None when it is not one.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.trim() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// Optional features kiln turns on when the adapter has them.
@@ -129,6 +154,13 @@ impl std::fmt::Debug for Gpu {
 impl Gpu {
     /// Opens the best adapter that matches `opts` and creates a device on it.
     pub async fn new(opts: GpuOptions) -> Result<Gpu> {
+        if let Some(cap) = opts.max_buffer_bytes.filter(|&cap| cap < 1 << 20) {
+            return Err(Error::InvalidOption {
+                option: "max_buffer_bytes (KILN_MAX_BUFFER)",
+                value: cap.to_string(),
+                expected: "a size of at least 1MiB, such as 128MiB",
+            });
+        }
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = opts.backends;
         let instance = wgpu::Instance::new(desc);
@@ -139,7 +171,14 @@ impl Gpu {
             wanted.remove(wgpu::Features::SUBGROUP | wgpu::Features::SUBGROUP_BARRIER);
         }
         let features = adapter.features() & wanted;
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(cap) = opts.max_buffer_bytes {
+            // A binding must stay a multiple of 4 bytes.
+            let cap = cap / 4 * 4;
+            limits.max_buffer_size = limits.max_buffer_size.min(cap);
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("kiln"),
@@ -252,6 +291,11 @@ impl Gpu {
         (&self.inner.placeholders[usize::from(writable)]).into()
     }
 
+    /// A buffer to stand in where a plan only measures sizes (never written or bound).
+    pub(crate) fn stand_in(&self) -> wgpu::Buffer {
+        self.inner.placeholders[0].clone()
+    }
+
     /// A snapshot of the work counters.
     pub fn counters(&self) -> Counters {
         self.inner.counters.snapshot()
@@ -313,24 +357,32 @@ impl Gpu {
         }
     }
 
-    /// Checks a buffer size against the adapter's limits before creating it.
-    pub(crate) fn check_buffer_size(&self, size: u64, usage: wgpu::BufferUsages) -> Result<()> {
+    /// Checks the size of a buffer (`label`) against the device's limits before creating it.
+    pub(crate) fn check_buffer_size(
+        &self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<()> {
         let limits = &self.inner.limits;
-        if size > limits.max_buffer_size {
-            return Err(Error::BufferTooLarge {
-                what: "buffer",
+        let too_large = |limit_name, limit| {
+            Err(Error::BufferTooLarge {
+                what: label.to_string(),
                 size,
-                limit: limits.max_buffer_size,
-            });
+                limit_name,
+                limit,
+            })
+        };
+        if size > limits.max_buffer_size {
+            return too_large("maxBufferSize", limits.max_buffer_size);
         }
         if usage.contains(wgpu::BufferUsages::STORAGE)
             && size > limits.max_storage_buffer_binding_size
         {
-            return Err(Error::BufferTooLarge {
-                what: "storage binding",
-                size,
-                limit: limits.max_storage_buffer_binding_size,
-            });
+            return too_large(
+                "maxStorageBufferBindingSize",
+                limits.max_storage_buffer_binding_size,
+            );
         }
         Ok(())
     }
@@ -343,11 +395,12 @@ impl Gpu {
         size: u64,
         usage: wgpu::BufferUsages,
     ) -> Result<wgpu::Buffer> {
-        self.check_buffer_size(size, usage)?;
-        LiveCounters::add(&self.inner.counters.buffers_created, 1);
+        self.check_buffer_size(label, size, usage)?;
+        let size = size.max(4).next_multiple_of(4);
+        self.inner.counters.created(size);
         Ok(self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: size.max(4).next_multiple_of(4),
+            size,
             usage,
             mapped_at_creation: false,
         }))

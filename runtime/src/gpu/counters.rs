@@ -13,6 +13,8 @@ pub struct Counters {
     pub submits: u64,
     /// `Device::create_buffer` calls (pool misses, arena growth, uploads of weights).
     pub buffers_created: u64,
+    /// Bytes of the buffers those calls created (as allocated: pool size classes, padding).
+    pub bytes_created: u64,
     /// Compute pipelines created (pipeline-cache misses).
     pub pipelines_created: u64,
     /// Bytes written to GPU buffers from the CPU.
@@ -37,6 +39,7 @@ impl std::ops::Sub for Counters {
             dispatches: self.dispatches - rhs.dispatches,
             submits: self.submits - rhs.submits,
             buffers_created: self.buffers_created - rhs.buffers_created,
+            bytes_created: self.bytes_created - rhs.bytes_created,
             pipelines_created: self.pipelines_created - rhs.pipelines_created,
             bytes_uploaded: self.bytes_uploaded - rhs.bytes_uploaded,
             bytes_read_back: self.bytes_read_back - rhs.bytes_read_back,
@@ -53,6 +56,7 @@ pub(crate) struct LiveCounters {
     pub dispatches: AtomicU64,
     pub submits: AtomicU64,
     pub buffers_created: AtomicU64,
+    pub bytes_created: AtomicU64,
     pub pipelines_created: AtomicU64,
     pub bytes_uploaded: AtomicU64,
     pub bytes_read_back: AtomicU64,
@@ -66,12 +70,19 @@ impl LiveCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts one buffer of `bytes` created.
+    pub fn created(&self, bytes: u64) {
+        Self::add(&self.buffers_created, 1);
+        Self::add(&self.bytes_created, bytes);
+    }
+
     pub fn snapshot(&self) -> Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Counters {
             dispatches: get(&self.dispatches),
             submits: get(&self.submits),
             buffers_created: get(&self.buffers_created),
+            bytes_created: get(&self.bytes_created),
             pipelines_created: get(&self.pipelines_created),
             bytes_uploaded: get(&self.bytes_uploaded),
             bytes_read_back: get(&self.bytes_read_back),

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::Result;
 use crate::gpu::context::{Gpu, GpuInner};
-use crate::gpu::counters::LiveCounters;
 
 /// Rounds a request up to its size class: 256 bytes minimum, then 8 classes per power of two,
 /// so at most 1/8 of a buffer (above 2 KiB) is slack.
@@ -106,11 +105,11 @@ impl Gpu {
     /// has none of that size class and usage free; `label` names a newly created buffer.
     pub fn alloc(&self, label: &str, len: u64, usage: wgpu::BufferUsages) -> Result<GpuBuffer> {
         let class = size_class(len);
-        self.check_buffer_size(len, usage)?;
+        self.check_buffer_size(label, len, usage)?;
         let buffer = match self.inner.pool.take(class, usage) {
             Some(b) => b,
             None => {
-                LiveCounters::add(&self.inner.counters.buffers_created, 1);
+                self.inner.counters.created(class);
                 self.inner.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
                     size: class,

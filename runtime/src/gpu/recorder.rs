@@ -250,8 +250,9 @@ impl Recorder {
             }
             if v.size > max_binding {
                 return Err(Error::BufferTooLarge {
-                    what: "storage binding",
+                    what: format!("binding {} of {}", b.binding, spec.name),
                     size: v.size,
+                    limit_name: "maxStorageBufferBindingSize",
                     limit: max_binding,
                 });
             }
@@ -400,7 +401,7 @@ impl Recorder {
             .unwrap_or_else(|p| p.into_inner());
         let needed = (self.params.len() as u64).max(256);
         if arena.as_ref().is_none_or(|a| a.size() < needed) {
-            LiveCounters::add(&counters.buffers_created, 1);
+            counters.created(needed.next_power_of_two());
             *arena = Some(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kiln uniform arena"),
                 size: needed.next_power_of_two(),

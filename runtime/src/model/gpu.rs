@@ -11,6 +11,7 @@ use crate::clock::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::gpu::{Gpu, Plan, Readback, StepArena, View};
+use crate::model::MemoryNeeds;
 use crate::model::config::{Arch, Config, LayerWeights};
 use crate::ops::activation::{Act, gated};
 use crate::ops::attention::{
@@ -48,6 +49,11 @@ pub const MAX_DECODE_BATCH: u32 = 16;
 /// A prompt's submits are sized to about this much GPU time each, far under the 2 s after
 /// which Windows resets a GPU that has not finished a submit (TDR).
 const SUBMIT_SECONDS: f64 = 0.25;
+
+/// What a model's plans, step parameters and readbacks take on the GPU besides its weights, KV
+/// cache and activation scratch, bounded from above: 66-96 KiB measured for the three test
+/// models (`memory_needs_cover_a_load` in runtime/tests/limits.rs).
+const PLAN_BYTES: u64 = 256 << 10;
 
 /// How a GPU model runs attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,6 +261,8 @@ struct Weights {
     output: Option<GpuMatrix>,
     output_norm: u32,
     layers: Vec<Layer>,
+    /// What the model needs on the GPU, as planned.
+    needs: MemoryNeeds,
 }
 
 /// Activations, allocated once for chunks of up to `chunk` tokens.
@@ -290,6 +298,106 @@ struct Scratch {
     partials: wgpu::Buffer,
     /// (capacity + 1): the prompt and every chosen id; a step reads its token here.
     tokens: wgpu::Buffer,
+}
+
+/// How a model's activations are laid out for a context: the prompt chunk, how chunks
+/// multiply, attention's shape at a chunk and the most splits a step uses.
+struct Activations {
+    prefill: Prefill,
+    chunk: u32,
+    a: Attention,
+    max_splits: u32,
+}
+
+impl Activations {
+    fn new(gpu: &Gpu, cfg: &Config, capacity: u32, attn: AttnOptions) -> Activations {
+        let prefill = Prefill::best(gpu);
+        let chunk = if prefill == Prefill::Tiled {
+            CHUNK_TILED
+        } else {
+            CHUNK
+        };
+        let a = Attention {
+            n_head: cfg.n_head,
+            n_kv_head: cfg.n_kv_head,
+            head_dim: cfg.head_dim,
+            capacity,
+            n_tok: chunk,
+            pos0: 0,
+            window: 0,
+            scale: cfg.attn_scale,
+            softcap: cfg.attn_softcap,
+            kv: attn.kv,
+        };
+        // The most splits a step can use: the last position's, without a window.
+        let max_splits = if attn.split_min_len > 0 {
+            let last = Attention {
+                n_tok: 1,
+                pos0: capacity - 1,
+                ..a
+            };
+            Splits::plan(&last, attn.split_min_len).count
+        } else {
+            0
+        };
+        Activations {
+            prefill,
+            chunk,
+            a,
+            max_splits,
+        }
+    }
+
+    /// Per layer, the key and value caches, from `make(label, bytes)`.
+    fn caches(&self, cfg: &Config, make: &mut Make<'_>) -> Result<Vec<[wgpu::Buffer; 2]>> {
+        (0..cfg.n_layer)
+            .map(|_| {
+                Ok([
+                    make("k cache", self.a.cache_bytes())?,
+                    make("v cache", self.a.cache_bytes())?,
+                ])
+            })
+            .collect()
+    }
+}
+
+/// Creates (or, to measure, counts) a buffer of a label and a size.
+type Make<'a> = dyn FnMut(&str, u64) -> Result<wgpu::Buffer> + 'a;
+
+impl Scratch {
+    /// The scratch of a model with this config and activation layout, from `make`.
+    fn new(cfg: &Config, act: &Activations, make: &mut Make<'_>) -> Result<Scratch> {
+        let (a, chunk) = (&act.a, act.chunk);
+        let c = u64::from(chunk);
+        let widest = u64::from(cfg.d_model.max(cfg.d_ff).max(cfg.q_dim()));
+        // Bytes of `n` floats.
+        let f = |n: u64| n.max(1) * 4;
+        let (bq, bd, bs) = QAct::sizes(chunk, widest as u32);
+        Ok(Scratch {
+            x: [
+                make("x", f(c * u64::from(cfg.d_model)))?,
+                make("x", f(c * u64::from(cfg.d_model)))?,
+            ],
+            t: make("block output", f(c * u64::from(cfg.d_model)))?,
+            qkv: make("qkv", f(c * u64::from(cfg.q_dim() + 2 * cfg.kv_dim())))?,
+            q: make("q", f(c * u64::from(cfg.q_dim())))?,
+            att: make("att", f(c * u64::from(cfg.q_dim())))?,
+            hidden: make("hidden", f(c * u64::from(cfg.d_ff)))?,
+            gate: make("gate", f(c * u64::from(cfg.d_ff)))?,
+            up: make("up", f(c * u64::from(cfg.d_ff)))?,
+            xn: make("xn", f(c * widest))?,
+            xq: make("xq", bq)?,
+            xd: make("xd", bd)?,
+            xs: make("xs", bs)?,
+            logits: make("logits", f(u64::from(cfg.vocab)))?,
+            scores: make("scores", scratch_bytes(&Attention { n_tok: 1, ..*a }))?,
+            partials: make(
+                "attention partials",
+                partials_bytes(a, act.max_splits).max(4),
+            )?,
+            tokens: make("tokens", f(u64::from(a.capacity) + 1))?,
+        })
+    }
 }
 
 /// How a step chooses the next token.
@@ -373,6 +481,8 @@ pub struct GpuModel {
     secs_per_token: Option<f64>,
     /// Pipelines created when the pipeline cache was last written to disk.
     cached_pipelines: u64,
+    /// What the model needs on the GPU, as planned before loading.
+    needs: MemoryNeeds,
     /// What went wrong on the side without stopping generation (a pipeline cache that could not
     /// be written), until the caller takes it.
     warnings: Vec<String>,
@@ -413,6 +523,28 @@ impl GpuModel {
         loader.finish()
     }
 
+    /// Bytes of the KV cache and of the scratch a model with `cfg` creates for `capacity`
+    /// positions (checked against the device's limits, nothing created).
+    pub(crate) fn activation_bytes(
+        gpu: &Gpu,
+        cfg: &Config,
+        capacity: u32,
+        attn: AttnOptions,
+    ) -> Result<(u64, u64)> {
+        let storage = wgpu::BufferUsages::STORAGE;
+        let bytes = std::cell::Cell::new(0);
+        let mut count = |label: &str, size: u64| {
+            gpu.check_buffer_size(label, size, storage)?;
+            bytes.set(bytes.get() + size.max(4).next_multiple_of(4));
+            Ok(gpu.stand_in())
+        };
+        let act = Activations::new(gpu, cfg, capacity, attn);
+        act.caches(cfg, &mut count)?;
+        let kv = bytes.get();
+        Scratch::new(cfg, &act, &mut count)?;
+        Ok((kv, bytes.get() - kv + PLAN_BYTES))
+    }
+
     /// The model from its uploaded weights: KV cache, scratch, and the decode plans (which
     /// create every pipeline and bind group a decode step uses, so no step creates one).
     fn assemble(w: Weights, vecs: wgpu::Buffer) -> Result<GpuModel> {
@@ -425,79 +557,30 @@ impl GpuModel {
             output,
             output_norm,
             layers,
+            needs,
         } = w;
-        let prefill = Prefill::best(&gpu);
-        let chunk = if prefill == Prefill::Tiled {
-            CHUNK_TILED
-        } else {
-            CHUNK
-        };
         let storage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
-        let a = Attention {
-            n_head: cfg.n_head,
-            n_kv_head: cfg.n_kv_head,
-            head_dim: cfg.head_dim,
-            capacity,
-            n_tok: chunk,
-            pos0: 0,
-            window: 0,
-            scale: cfg.attn_scale,
-            softcap: cfg.attn_softcap,
-            kv: attn.kv,
-        };
-        let mut caches = Vec::with_capacity(layers.len());
-        for _ in &layers {
-            caches.push([
-                gpu.create_buffer("k cache", a.cache_bytes(), storage)?,
-                gpu.create_buffer("v cache", a.cache_bytes(), storage)?,
-            ]);
+        let mut make = |label: &str, bytes: u64| gpu.create_buffer(label, bytes, storage);
+        let act = Activations::new(&gpu, &cfg, capacity, attn);
+        #[cfg(not(target_arch = "wasm32"))]
+        let scope = gpu
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let caches = act.caches(&cfg, &mut make);
+        let s = Scratch::new(&cfg, &act, &mut make);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::GpuMemory {
+                needs,
+                why: format!(
+                    "but the device ran out of memory creating the KV cache and scratch ({e})"
+                ),
+            });
         }
-        // The most splits a step can use: the last position's, without a window.
-        let max_splits = if attn.split_min_len > 0 {
-            let last = Attention {
-                n_tok: 1,
-                pos0: capacity - 1,
-                ..a
-            };
-            Splits::plan(&last, attn.split_min_len).count
-        } else {
-            0
-        };
-        let c = u64::from(chunk);
-        let widest = u64::from(cfg.d_model.max(cfg.d_ff).max(cfg.q_dim()));
-        let f = |label: &str, floats: u64| gpu.create_buffer(label, floats.max(1) * 4, storage);
-        let (bq, bd, bs) = QAct::sizes(chunk, widest as u32);
-        let s = Scratch {
-            x: [
-                f("x", c * u64::from(cfg.d_model))?,
-                f("x", c * u64::from(cfg.d_model))?,
-            ],
-            t: f("block output", c * u64::from(cfg.d_model))?,
-            qkv: f("qkv", c * u64::from(cfg.q_dim() + 2 * cfg.kv_dim()))?,
-            q: f("q", c * u64::from(cfg.q_dim()))?,
-            att: f("att", c * u64::from(cfg.q_dim()))?,
-            hidden: f("hidden", c * u64::from(cfg.d_ff))?,
-            gate: f("gate", c * u64::from(cfg.d_ff))?,
-            up: f("up", c * u64::from(cfg.d_ff))?,
-            xn: f("xn", c * widest)?,
-            xq: gpu.create_buffer("xq", bq, storage)?,
-            xd: gpu.create_buffer("xd", bd, storage)?,
-            xs: gpu.create_buffer("xs", bs, storage)?,
-            logits: f("logits", u64::from(cfg.vocab))?,
-            scores: gpu.create_buffer(
-                "scores",
-                scratch_bytes(&Attention { n_tok: 1, ..a }),
-                storage,
-            )?,
-            partials: gpu.create_buffer(
-                "attention partials",
-                partials_bytes(&a, max_splits).max(4),
-                storage,
-            )?,
-            tokens: f("tokens", u64::from(capacity) + 1)?,
-        };
+        let (caches, s) = (caches?, s?);
+        let (prefill, chunk) = (act.prefill, act.chunk);
         let mut model = GpuModel {
             combine: Combine::best(&gpu),
             split: Split::best(&gpu),
@@ -518,6 +601,7 @@ impl GpuModel {
             secs_per_token: None,
             cached_pipelines: 0,
             warnings: Vec::new(),
+            needs,
             cfg,
             gpu,
         };
@@ -585,6 +669,11 @@ impl GpuModel {
 
     pub fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// What the model was planned to need on the GPU (see [`GpuLoader::memory_needs`]).
+    pub fn memory_needs(&self) -> MemoryNeeds {
+        self.needs
     }
 
     pub fn gpu(&self) -> &Gpu {

@@ -18,6 +18,7 @@ use super::{AttnOptions, GpuMatrix, GpuModel, Layer, Part, Weights};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufError, GgufHeader};
 use crate::gpu::Gpu;
+use crate::model::MemoryNeeds;
 use crate::model::config::{Config, LayerWeights, matrix, vector_info, vector_values};
 use crate::ops::gemv::WType;
 
@@ -99,9 +100,28 @@ struct Planner<'h> {
     /// Floats of the vector buffer laid out so far.
     vector_floats: u32,
     widen: Vec<Widening>,
+    /// Only measure: buffers are checked against the limits and counted, not created.
+    dry: bool,
+    /// Bytes of the buffers created (or, when `dry`, that would be).
+    bytes: u64,
 }
 
 impl Planner<'_> {
+    /// A weight buffer of `size` bytes (a stand-in when only measuring).
+    fn buffer(
+        &mut self,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        self.bytes += size.max(4).next_multiple_of(4);
+        if self.dry {
+            self.gpu.check_buffer_size(label, size, usage)?;
+            return Ok(self.gpu.stand_in());
+        }
+        self.gpu.create_buffer(label, size, usage)
+    }
+
     /// Records that the model uses tensor `name` of `n_bytes` from `start`; its index.
     fn arrival(&mut self, name: &str, start: u64, n_bytes: u64) -> usize {
         self.tensors.push(Arrival {
@@ -145,8 +165,9 @@ impl Planner<'_> {
     fn rows_fitting(&self, row_bytes: u64, rows: u32, copies: u64, extra: u64) -> Result<u32> {
         if copies * row_bytes + extra > self.max_bytes {
             return Err(Error::BufferTooLarge {
-                what: "weight row",
+                what: "one row of a weight matrix".into(),
                 size: copies * row_bytes + extra,
+                limit_name: "maxStorageBufferBindingSize",
                 limit: self.max_bytes,
             });
         }
@@ -171,7 +192,13 @@ impl Planner<'_> {
     }
 
     /// Buffers of `per_part` rows of `row_bytes` each (the last holds the rest) for `rows` rows.
-    fn parts(&self, label: &str, rows: u32, per_part: u32, row_bytes: u64) -> Result<Vec<Part>> {
+    fn parts(
+        &mut self,
+        label: &str,
+        rows: u32,
+        per_part: u32,
+        row_bytes: u64,
+    ) -> Result<Vec<Part>> {
         let usage = wgpu::BufferUsages::STORAGE
             | wgpu::BufferUsages::COPY_DST
             | wgpu::BufferUsages::COPY_SRC;
@@ -179,9 +206,7 @@ impl Planner<'_> {
         let mut row0 = 0;
         while row0 < rows {
             let n = per_part.min(rows - row0);
-            let buffer = self
-                .gpu
-                .create_buffer(label, u64::from(n) * row_bytes, usage)?;
+            let buffer = self.buffer(label, u64::from(n) * row_bytes, usage)?;
             parts.push(Part {
                 buffer,
                 offset: 0,
@@ -230,9 +255,7 @@ impl Planner<'_> {
             let n = rows_per_part.min(g.rows - row0);
             let half = u64::from(n) * g.row_bytes;
             let up_offset = half.next_multiple_of(align);
-            let buffer = self
-                .gpu
-                .create_buffer("ffn gate and up", up_offset + half, usage)?;
+            let buffer = self.buffer("ffn gate and up", up_offset + half, usage)?;
             self.rows_to(&g, row0, n, &buffer, 0);
             self.rows_to(&u, row0, n, &buffer, up_offset);
             for (parts, offset) in [(&mut gate_parts, 0), (&mut up_parts, up_offset)] {
@@ -410,6 +433,105 @@ pub struct GpuLoader {
     written: u64,
 }
 
+/// The weights' layout from the header: every tensor checked against the model's shapes, its
+/// parts sized below the device's limits (and `max_part_bytes`), and each buffer created, or
+/// when `dry` only measured.
+#[allow(
+    clippy::type_complexity,
+    reason = "the planner and the weights it laid out"
+)]
+fn plan<'h>(
+    gpu: &'h Gpu,
+    header: &'h GgufHeader,
+    cfg: &Config,
+    max_part_bytes: u64,
+    dry: bool,
+) -> Result<(Planner<'h>, GpuMatrix, Option<GpuMatrix>, u32, Vec<Layer>)> {
+    if cfg.final_softcap != 0.0 {
+        return Err(Error::Unsupported(
+            "final logit soft-capping (Gemma 2) is not implemented".into(),
+        ));
+    }
+    let limits = gpu.limits();
+    let mut p = Planner {
+        gpu,
+        header,
+        max_bytes: limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(max_part_bytes),
+        dests: Vec::new(),
+        tensors: Vec::new(),
+        vectors: Vec::new(),
+        vector_floats: 0,
+        widen: Vec::new(),
+        dry,
+        bytes: 0,
+    };
+    let embd = p.matrix("token_embd.weight")?;
+    let output = match header.tensor("output.weight") {
+        Some(_) => Some(p.matrix("output.weight")?),
+        None => None,
+    };
+    let output_norm = p.vector("output_norm.weight", cfg.d_model)?;
+    let mut layers = Vec::with_capacity(cfg.n_layer as usize);
+    for il in 0..cfg.n_layer {
+        // q, k and v go into one matrix where their formats allow, and the FFN's gate and
+        // up matrices into shared buffers for the fused gated GEMV; the absorbed k and v
+        // (and the up half, which waits until the layer asks for it) come back as None or
+        // from `up_half`. Biases lie back to back (q's, k's, v's) for rope_kv.
+        let mut up_half = None;
+        let mut in_qkv = false;
+        let mut bias_rest = None;
+        let planner = std::cell::RefCell::new(&mut p);
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let mat = |name: &str, _| -> Result<Option<GpuMatrix>> {
+            let mut p = planner.borrow_mut();
+            if name.ends_with("attn_q.weight") {
+                let names = [n("attn_q.weight"), n("attn_k.weight"), n("attn_v.weight")];
+                if let Some(qkv) = p.qkv([&names[0], &names[1], &names[2]])? {
+                    in_qkv = true;
+                    return Ok(Some(qkv));
+                }
+            }
+            if in_qkv && (name.ends_with("attn_k.weight") || name.ends_with("attn_v.weight")) {
+                return Ok(None);
+            }
+            if let Some(stem) = name.strip_suffix("ffn_gate.weight") {
+                let up = format!("{stem}ffn_up.weight");
+                if let Some((gate, up)) = p.pair(name, &up)? {
+                    up_half = Some(up);
+                    return Ok(Some(gate));
+                }
+            }
+            if name.ends_with("ffn_up.weight")
+                && let Some(up) = up_half.take()
+            {
+                return Ok(Some(up));
+            }
+            p.matrix(name).map(Some)
+        };
+        let vec = |name: &str, len| -> Result<u32> {
+            let mut p = planner.borrow_mut();
+            if name.ends_with("attn_q.bias") {
+                let q = p.vector(name, len)?;
+                let k = p.vector(&n("attn_k.bias"), cfg.kv_dim())?;
+                let v = p.vector(&n("attn_v.bias"), cfg.kv_dim())?;
+                bias_rest = Some([k, v]);
+                return Ok(q);
+            }
+            match (name, bias_rest) {
+                (_, Some([k, _])) if name.ends_with("attn_k.bias") => Ok(k),
+                (_, Some([_, v])) if name.ends_with("attn_v.bias") => Ok(v),
+                _ => p.vector(name, len),
+            }
+        };
+        let w = LayerWeights::load(cfg, il, mat, vec)?;
+        layers.push(Layer::new(cfg, il, w)?);
+    }
+    Ok((p, embd, output, output_norm, layers))
+}
+
 impl GpuLoader {
     /// Plans the load of a model with this header and config and a KV cache of `capacity`
     /// positions: checks the tensors and creates their buffers (nothing is written yet).
@@ -433,86 +555,23 @@ impl GpuLoader {
         attn: AttnOptions,
         max_part_bytes: u64,
     ) -> Result<GpuLoader> {
-        if cfg.final_softcap != 0.0 {
-            return Err(Error::Unsupported(
-                "final logit soft-capping (Gemma 2) is not implemented".into(),
-            ));
+        // Every tensor and buffer size is checked before the first buffer is created.
+        let needs = Self::memory_needs(gpu, header, cfg, capacity, attn)?;
+        // Natively, a buffer the device cannot allocate is caught here (a browser's reaches
+        // the device's error handler and fails the first readback).
+        #[cfg(not(target_arch = "wasm32"))]
+        let scope = gpu
+            .device()
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let planned = plan(gpu, header, cfg, max_part_bytes, false);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::GpuMemory {
+                needs,
+                why: format!("but the device ran out of memory creating the weights ({e})"),
+            });
         }
-        let limits = gpu.limits();
-        let mut p = Planner {
-            gpu,
-            header,
-            max_bytes: limits
-                .max_storage_buffer_binding_size
-                .min(limits.max_buffer_size)
-                .min(max_part_bytes),
-            dests: Vec::new(),
-            tensors: Vec::new(),
-            vectors: Vec::new(),
-            vector_floats: 0,
-            widen: Vec::new(),
-        };
-        let embd = p.matrix("token_embd.weight")?;
-        let output = match header.tensor("output.weight") {
-            Some(_) => Some(p.matrix("output.weight")?),
-            None => None,
-        };
-        let output_norm = p.vector("output_norm.weight", cfg.d_model)?;
-        let mut layers = Vec::with_capacity(cfg.n_layer as usize);
-        for il in 0..cfg.n_layer {
-            // q, k and v go into one matrix where their formats allow, and the FFN's gate and
-            // up matrices into shared buffers for the fused gated GEMV; the absorbed k and v
-            // (and the up half, which waits until the layer asks for it) come back as None or
-            // from `up_half`. Biases lie back to back (q's, k's, v's) for rope_kv.
-            let mut up_half = None;
-            let mut in_qkv = false;
-            let mut bias_rest = None;
-            let planner = std::cell::RefCell::new(&mut p);
-            let n = |s: &str| format!("blk.{il}.{s}");
-            let mat = |name: &str, _| -> Result<Option<GpuMatrix>> {
-                let mut p = planner.borrow_mut();
-                if name.ends_with("attn_q.weight") {
-                    let names = [n("attn_q.weight"), n("attn_k.weight"), n("attn_v.weight")];
-                    if let Some(qkv) = p.qkv([&names[0], &names[1], &names[2]])? {
-                        in_qkv = true;
-                        return Ok(Some(qkv));
-                    }
-                }
-                if in_qkv && (name.ends_with("attn_k.weight") || name.ends_with("attn_v.weight")) {
-                    return Ok(None);
-                }
-                if let Some(stem) = name.strip_suffix("ffn_gate.weight") {
-                    let up = format!("{stem}ffn_up.weight");
-                    if let Some((gate, up)) = p.pair(name, &up)? {
-                        up_half = Some(up);
-                        return Ok(Some(gate));
-                    }
-                }
-                if name.ends_with("ffn_up.weight")
-                    && let Some(up) = up_half.take()
-                {
-                    return Ok(Some(up));
-                }
-                p.matrix(name).map(Some)
-            };
-            let vec = |name: &str, len| -> Result<u32> {
-                let mut p = planner.borrow_mut();
-                if name.ends_with("attn_q.bias") {
-                    let q = p.vector(name, len)?;
-                    let k = p.vector(&n("attn_k.bias"), cfg.kv_dim())?;
-                    let v = p.vector(&n("attn_v.bias"), cfg.kv_dim())?;
-                    bias_rest = Some([k, v]);
-                    return Ok(q);
-                }
-                match (name, bias_rest) {
-                    (_, Some([k, _])) if name.ends_with("attn_k.bias") => Ok(k),
-                    (_, Some([_, v])) if name.ends_with("attn_v.bias") => Ok(v),
-                    _ => p.vector(name, len),
-                }
-            };
-            let w = LayerWeights::load(cfg, il, mat, vec)?;
-            layers.push(Layer::new(cfg, il, w)?);
-        }
+        let (p, embd, output, output_norm, layers) = planned?;
         let Planner {
             mut dests,
             tensors,
@@ -533,6 +592,7 @@ impl GpuLoader {
                 output,
                 output_norm,
                 layers,
+                needs,
             },
             dests,
             next: 0,
@@ -545,6 +605,27 @@ impl GpuLoader {
             file_len: header.data_end(),
             stage: Vec::new(),
             written: 0,
+        })
+    }
+
+    /// What the model needs on the GPU for a KV cache of `capacity` positions, from the
+    /// header alone and before anything is created: the weights as [`GpuLoader::new`] would lay
+    /// them out, the KV cache and the scratch as [`GpuLoader::finish`] creates them. Fails as
+    /// `new` would where a tensor is wrong or one buffer exceeds the device's limits.
+    pub fn memory_needs(
+        gpu: &Gpu,
+        header: &GgufHeader,
+        cfg: &Config,
+        capacity: u32,
+        attn: AttnOptions,
+    ) -> Result<MemoryNeeds> {
+        let (p, ..) = plan(gpu, header, cfg, u64::MAX, true)?;
+        let vectors = (u64::from(p.vector_floats) * 4).max(4).next_multiple_of(4);
+        let (kv_cache, scratch) = GpuModel::activation_bytes(gpu, cfg, capacity, attn)?;
+        Ok(MemoryNeeds {
+            weights: p.bytes + vectors,
+            kv_cache,
+            scratch,
         })
     }
 
