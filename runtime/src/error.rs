@@ -24,10 +24,12 @@ pub enum Error {
     #[error("the GPU adapter `{adapter}` refused to create a device: {detail}")]
     DeviceRequest { adapter: String, detail: String },
 
-    /// The device was lost (driver reset, GPU removed, out of memory, or destroyed).
+    /// The device was lost (driver reset, GPU removed, out of memory, or destroyed) and the
+    /// model could not come back by itself.
     #[error(
-        "the GPU device was lost ({reason}); everything on it is gone: create a new Gpu and \
-         reload the model, or fall back to the CPU backend"
+        "the GPU device was lost ({reason}); everything on it is gone. A model loaded from a \
+         file reloads itself (LoadOptions::on_device_lost, Model::recover); load a streamed \
+         one again, or use the CPU backend"
     )]
     DeviceLost { reason: String },
 

@@ -73,6 +73,9 @@ pub struct LoadOptions {
     /// refuses to load and `Backend::Auto` takes the CPU path. None: as much as the device
     /// gives.
     pub gpu_memory: Option<u64>,
+    /// What to do when the GPU device is lost (`KILN_ON_DEVICE_LOST=reload|cpu|fail`; reload
+    /// by default).
+    pub on_device_lost: OnDeviceLost,
 }
 
 impl Default for LoadOptions {
@@ -98,6 +101,11 @@ impl Default for LoadOptions {
             gpu_memory: std::env::var("KILN_GPU_MEMORY")
                 .ok()
                 .map(|v| parse_bytes(&v).unwrap_or(0)),
+            on_device_lost: match std::env::var("KILN_ON_DEVICE_LOST").as_deref() {
+                Ok("cpu") => OnDeviceLost::Cpu,
+                Ok("fail") => OnDeviceLost::Fail,
+                _ => OnDeviceLost::Reload,
+            },
         }
     }
 }
@@ -311,7 +319,7 @@ impl Engine {
         mut opened: Opened,
         opts: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<(Engine, String)> {
+    ) -> Result<(Engine, String, Option<GgufFile>)> {
         if let Some(gpu) = opened.gpu.take() {
             let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
             let loaded = opts
@@ -320,7 +328,8 @@ impl Engine {
             match loaded {
                 Ok(mut model) => {
                     model.set_decode_batch(opts.decode_batch)?;
-                    return Ok((Engine::Gpu(Box::new(model)), opened.reason));
+                    // Kept to reload from if the device is lost (mapped: no copy).
+                    return Ok((Engine::Gpu(Box::new(model)), opened.reason, Some(file)));
                 }
                 Err(e) if opts.backend == Backend::Auto && does_not_fit(&e) => {
                     opened.reason = format!(
@@ -332,7 +341,7 @@ impl Engine {
             }
         }
         let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
-        Ok((Engine::Cpu(Box::new(model)), opened.reason))
+        Ok((Engine::Cpu(Box::new(model)), opened.reason, None))
     }
 
     /// The CPU path: a browser opens its GPU asynchronously ([`open_gpu`]) and streams the
@@ -399,6 +408,9 @@ impl GpuStream {
             tokenizer: self.tokenizer,
             cfg: self.cfg,
             reason: self.reason,
+            #[cfg(not(target_arch = "wasm32"))]
+            reload: None,
+            warnings: Vec::new(),
         })
     }
 }
@@ -410,6 +422,128 @@ pub struct Model {
     cfg: Config,
     /// Why the model runs where it runs.
     reason: String,
+    /// Where a GPU model loaded from a file comes back from when its device is lost.
+    #[cfg(not(target_arch = "wasm32"))]
+    reload: Option<Reload>,
+    /// What went wrong on the side or was recovered from, until the caller takes it.
+    warnings: Vec<String>,
+}
+
+/// What a GPU model was loaded from, kept to load it again when its device is lost (the file
+/// stays mapped: address space, not a copy).
+#[cfg(not(target_arch = "wasm32"))]
+struct Reload {
+    file: GgufFile,
+    opts: LoadOptions,
+    context: u32,
+}
+
+/// What a model does when its GPU device is lost mid-generation or between generations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnDeviceLost {
+    /// Load the model again on a new device with the same options (a reset driver comes back),
+    /// or on the CPU path when none comes back, and continue (the default).
+    #[default]
+    Reload,
+    /// Continue on the CPU path at once.
+    Cpu,
+    /// End the generation with [`Error::DeviceLost`] ([`Model::recover`] still reloads).
+    Fail,
+}
+
+/// How many times one generation recovers from a lost device before it gives up.
+#[cfg(not(target_arch = "wasm32"))]
+const MAX_RECOVERIES: u32 = 3;
+
+/// The parts of a [`Model`] that bring it back after a lost device (a generation borrows them
+/// apart from its engine).
+#[cfg(not(target_arch = "wasm32"))]
+struct Recovery<'m> {
+    reload: &'m mut Option<Reload>,
+    reason: &'m mut String,
+    warnings: &'m mut Vec<String>,
+    cfg: &'m Config,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Recovery<'_> {
+    /// Replaces a GPU engine whose device was lost (`lost`: the driver's words) as
+    /// [`LoadOptions::on_device_lost`] says; `automatic`: for a generation (which
+    /// `OnDeviceLost::Fail` lets fail), not for the caller's [`Model::recover`] (which reloads).
+    fn run(&mut self, engine: &mut Engine, lost: &str, automatic: bool) -> Result<()> {
+        let Engine::Gpu(old) = &*engine else {
+            return Ok(());
+        };
+        let Some(r) = self.reload.take() else {
+            return Err(Error::DeviceLost {
+                reason: format!(
+                    "{lost}; this model was streamed to its GPU and has no file to reload \
+                     from"
+                ),
+            });
+        };
+        let again = match r.opts.on_device_lost {
+            OnDeviceLost::Fail if automatic => {
+                *self.reload = Some(r);
+                return Err(Error::DeviceLost {
+                    reason: lost.into(),
+                });
+            }
+            OnDeviceLost::Reload | OnDeviceLost::Fail => {
+                Some(self.gpu_again(&r, old.decode_batch(), old.fused()))
+            }
+            OnDeviceLost::Cpu => None,
+        };
+        match again {
+            Some(Ok(model)) => {
+                let name = model.gpu().adapter_info().name.clone();
+                self.warnings.push(format!(
+                    "the GPU device was lost ({lost}); the model was loaded again on the GPU \
+                     `{name}` and went on"
+                ));
+                *self.reason = format!("the GPU `{name}` (loaded again after a lost device)");
+                *engine = Engine::Gpu(Box::new(model));
+                *self.reload = Some(r);
+            }
+            other => {
+                let why = match other {
+                    Some(Err(e)) => format!("no GPU came back ({e})"),
+                    _ => "as on_device_lost asks".into(),
+                };
+                let model =
+                    CpuModel::load(r.file, self.cfg, r.context, r.opts.threads, &mut |_, _| {})?;
+                self.warnings.push(format!(
+                    "the GPU device was lost ({lost}); the model went on on the CPU path, {why}"
+                ));
+                *self.reason = format!("the CPU path, after the GPU device was lost ({why})");
+                *engine = Engine::Cpu(Box::new(model));
+            }
+        }
+        Ok(())
+    }
+
+    /// The model on a new device with the options it was loaded with.
+    fn gpu_again(&self, r: &Reload, batch: u32, fused: bool) -> Result<GpuModel> {
+        let gpu = pollster::block_on(Gpu::new(r.opts.gpu.clone()))?;
+        let attn = AttnOptions::for_gpu(&gpu, r.opts.kv_cache);
+        r.opts
+            .check_fit(&gpu, r.file.header(), self.cfg, r.context, attn)?;
+        let mut model =
+            GpuModel::load_with(&gpu, &r.file, self.cfg, r.context, attn, &mut |_, _| {})?;
+        model.set_decode_batch(batch)?;
+        model.set_fused(fused)?;
+        Ok(model)
+    }
+}
+
+/// The driver's words, when `e` (from a step on `engine`) came from a lost device.
+#[cfg(not(target_arch = "wasm32"))]
+fn lost_device(engine: &Engine, e: &Error) -> Option<String> {
+    match (engine, e) {
+        (_, Error::DeviceLost { reason }) => Some(reason.clone()),
+        (Engine::Gpu(m), _) => m.gpu().lost_reason(),
+        (Engine::Cpu(_), _) => None,
+    }
 }
 
 impl std::fmt::Debug for Model {
@@ -488,6 +622,7 @@ impl Model {
                 tokenizer,
                 cfg,
                 reason,
+                warnings: Vec::new(),
             })
         }
     }
@@ -507,13 +642,52 @@ impl Model {
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
-        let (engine, reason) = Engine::load(file, &cfg, context, opened, opts, progress)?;
+        let (engine, reason, file) = Engine::load(file, &cfg, context, opened, opts, progress)?;
+        let reload = file.map(|file| Reload {
+            file,
+            opts: opts.clone(),
+            context,
+        });
         Ok(Model {
             engine,
             tokenizer,
             cfg,
             reason,
+            reload,
+            warnings: Vec::new(),
         })
+    }
+
+    /// After a lost GPU device (an [`Error::DeviceLost`] from [`Model::prompt_logits`], say):
+    /// loads the model again as [`LoadOptions::on_device_lost`] says (on a new device with the
+    /// same options, or on the CPU path), with an empty KV cache; [`Model::take_warnings`] then
+    /// says what happened. Nothing to do (Ok) while the device works. A generation does this
+    /// itself and goes on. A model streamed to its GPU ([`Model::gpu_stream`]) has no file to
+    /// reload from: load it again the same way.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn recover(&mut self) -> Result<()> {
+        let lost = match &self.engine {
+            Engine::Gpu(m) => m.gpu().lost_reason(),
+            Engine::Cpu(_) => None,
+        };
+        let Some(lost) = lost else {
+            return Ok(());
+        };
+        let Model {
+            engine,
+            reload,
+            reason,
+            warnings,
+            cfg,
+            ..
+        } = self;
+        Recovery {
+            reload,
+            reason,
+            warnings,
+            cfg,
+        }
+        .run(engine, &lost, false)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -564,10 +738,11 @@ impl Model {
     /// Takes the warnings collected so far: side effects that failed without stopping
     /// generation, such as a pipeline cache that could not be written.
     pub fn take_warnings(&mut self) -> Vec<String> {
-        match &mut self.engine {
-            Engine::Gpu(m) => m.take_warnings(),
-            Engine::Cpu(_) => Vec::new(),
+        let mut warnings = std::mem::take(&mut self.warnings);
+        if let Engine::Gpu(m) = &mut self.engine {
+            warnings.extend(m.take_warnings());
         }
+        warnings
     }
 
     /// Whether GPU decode steps prepare each product's input inside its GEMV (see
@@ -785,7 +960,17 @@ impl Model {
         sampler.reserve(self.cfg.vocab as usize);
         let greedy = opts.temperature <= 0.0;
         let Model {
-            engine, tokenizer, ..
+            engine,
+            tokenizer,
+            #[cfg(not(target_arch = "wasm32"))]
+            reload,
+            #[cfg(not(target_arch = "wasm32"))]
+            reason,
+            #[cfg(not(target_arch = "wasm32"))]
+            warnings,
+            #[cfg(not(target_arch = "wasm32"))]
+            cfg,
+            ..
         } = self;
         let eog = tokenizer
             .eog_ids()
@@ -797,6 +982,15 @@ impl Model {
         history.extend_from_slice(prompt);
         Ok(TokenStream {
             engine,
+            #[cfg(not(target_arch = "wasm32"))]
+            recovery: Recovery {
+                reload,
+                reason,
+                warnings,
+                cfg,
+            },
+            #[cfg(not(target_arch = "wasm32"))]
+            recoveries: 0,
             run: GpuRun::default(),
             decoder: Some(tokenizer.stream_decoder()),
             opts: opts.clone(),
@@ -830,6 +1024,9 @@ pub struct Token {
 /// overwritten before anything reads them.
 #[derive(Default)]
 struct GpuRun {
+    /// Whether the context (the prompt, and after a recovery the tokens handed out since) was
+    /// submitted.
+    started: bool,
     in_flight: VecDeque<Readback>,
     ready: VecDeque<u32>,
     /// Tokens whose computation was submitted (the prompt's choice included).
@@ -841,6 +1038,11 @@ struct GpuRun {
 /// A generation in progress, as an iterator of [`Token`]s (see [`Model::stream`]).
 pub struct TokenStream<'m> {
     engine: &'m mut Engine,
+    /// What brings the engine back when its device is lost, and how often it has.
+    #[cfg(not(target_arch = "wasm32"))]
+    recovery: Recovery<'m>,
+    #[cfg(not(target_arch = "wasm32"))]
+    recoveries: u32,
     run: GpuRun,
     decoder: Option<StreamDecoder<'m>>,
     opts: GenerateOptions,
@@ -905,45 +1107,67 @@ impl TokenStream<'_> {
     /// The next token, awaiting the GPU's readback instead of blocking on it (the way a browser
     /// generates on the GPU). [`Iterator::next`] runs this same step to completion.
     pub async fn next_async(&mut self) -> Option<Result<Token>> {
-        if self.stop.is_some() {
-            return None;
-        }
-        let n_new = self.begin_step()?;
-        let next = match &mut *self.engine {
-            Engine::Gpu(m) => {
-                Self::gpu_next(
+        loop {
+            if self.stop.is_some() {
+                return None;
+            }
+            let n_new = self.begin_step()?;
+            let next = match &mut *self.engine {
+                Engine::Gpu(m) => {
+                    Self::gpu_next(
+                        m,
+                        &mut self.run,
+                        &self.history,
+                        self.generated,
+                        &self.opts,
+                        self.greedy,
+                        self.capacity,
+                    )
+                    .await
+                }
+                Engine::Cpu(m) => Self::cpu_step(
                     m,
-                    &mut self.run,
-                    &self.history[..self.n_prompt as usize],
+                    &mut self.sampler,
+                    &self.history,
                     &self.opts,
                     self.greedy,
-                    self.capacity,
-                )
-                .await
-            }
-            Engine::Cpu(m) => Self::cpu_step(
-                m,
-                &mut self.sampler,
-                &self.history,
-                &self.opts,
-                self.greedy,
-                self.pos,
-                n_new,
-                self.generated,
-            ),
-        };
-        // The GPU writes NON_FINITE_ID where the logits held a NaN or +inf (the CPU path checks
-        // them itself): the position is the one whose logits those were.
-        let position = self.pos + n_new - 1;
-        let next = next.and_then(|id| match id {
-            NON_FINITE_ID => Err(Error::NonFinite { position }),
-            id => Ok(id),
-        });
-        match next {
-            Ok(next) => self.finish_step(next, n_new).map(Ok),
-            Err(e) => {
-                self.stop = Some(StopReason::Cancelled);
-                Some(Err(e))
+                    self.pos,
+                    n_new,
+                    self.generated,
+                ),
+            };
+            // The GPU writes NON_FINITE_ID where the logits held a NaN or +inf (the CPU path
+            // checks them itself): the position is the one whose logits those were.
+            let position = self.pos + n_new - 1;
+            let next = next.and_then(|id| match id {
+                NON_FINITE_ID => Err(Error::NonFinite { position }),
+                id => Ok(id),
+            });
+            match next {
+                Ok(next) => return self.finish_step(next, n_new).map(Ok),
+                Err(e) => {
+                    // A lost device: the model comes back (a new device, or the CPU path) and
+                    // runs the prompt and the tokens handed out so far again, then goes on.
+                    #[cfg(not(target_arch = "wasm32"))]
+                    if let Some(lost) = lost_device(self.engine, &e)
+                        && self.recoveries < MAX_RECOVERIES
+                    {
+                        self.recoveries += 1;
+                        match self.recovery.run(self.engine, &lost, true) {
+                            Ok(()) => {
+                                self.run = GpuRun::default();
+                                self.pos = 0;
+                                continue;
+                            }
+                            Err(e) => {
+                                self.stop = Some(StopReason::Cancelled);
+                                return Some(Err(e));
+                            }
+                        }
+                    }
+                    self.stop = Some(StopReason::Cancelled);
+                    return Some(Err(e));
+                }
             }
         }
     }
@@ -955,8 +1179,13 @@ impl TokenStream<'_> {
             self.stop = Some(StopReason::MaxTokens);
             return None;
         }
-        // The first step runs the prompt; later steps one token each.
-        let n_new = if self.pos == 0 { self.n_prompt } else { 1 };
+        // The first step runs the prompt (and after a recovery, the tokens handed out since);
+        // later steps one token each.
+        let n_new = if self.pos == 0 {
+            self.history.len() as u32
+        } else {
+            1
+        };
         if self.pos + n_new >= self.capacity {
             self.stop = Some(StopReason::ContextFull);
             return None;
@@ -984,11 +1213,14 @@ impl TokenStream<'_> {
     }
 
     /// The next id on the GPU: from the batch already read, else from the oldest batch in
-    /// flight (the prompt's first), submitting further batches first so that the GPU stays busy.
+    /// flight (the context's first), submitting further batches first so that the GPU stays
+    /// busy. `context`: the prompt and the `generated` ids handed out (none but after a
+    /// recovery), run first.
     async fn gpu_next(
         m: &mut GpuModel,
         run: &mut GpuRun,
-        prompt: &[u32],
+        context: &[u32],
+        generated: u32,
         opts: &GenerateOptions,
         greedy: bool,
         capacity: u32,
@@ -996,15 +1228,26 @@ impl TokenStream<'_> {
         if let Some(id) = run.ready.pop_front() {
             return Ok(id);
         }
-        if run.submitted == 0 {
-            // The prompt alone: decode batches queued behind it would delay its first token
+        if !run.started {
+            // The context alone: decode batches queued behind it would delay its first token
             // (measured on lavapipe: +40% time to first token); they start once it is back,
             // one before the token is handed over (a second can block the host in its submit
             // until the first is done: lavapipe runs one submit at a time).
-            let n = prompt.len() as u32;
-            let choice = Self::choice(opts, greedy, 0);
-            let back = m.submit_prompt(prompt, 0, n, &choice).await?;
-            run.submitted = 1;
+            let n = context.len() as u32;
+            let choice = Self::choice(opts, greedy, generated);
+            // After a recovery, the tokens handed out are run as they first ran, one decode
+            // step each (the same kernels, so the same KV cache and the same next token as a
+            // run never interrupted); only the last step's choice is read.
+            let n_prompt = n - generated;
+            let mut back = m
+                .submit_prompt(&context[..n_prompt as usize], 0, n_prompt, &choice)
+                .await?;
+            for pos in n_prompt..n {
+                let id = &context[pos as usize..=pos as usize];
+                back = m.submit_prompt(id, pos, 1, &choice).await?;
+            }
+            run.started = true;
+            run.submitted = generated + 1;
             run.next_pos = n;
             let first = m.tokens_from(&back.bytes().await?)?;
             Self::fill(m, run, opts, greedy, capacity, 1)?;

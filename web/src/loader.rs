@@ -10,7 +10,7 @@
 //!   ([`kiln::generate::GpuStream`]), so wasm memory never holds the file.
 
 use js_sys::{Object, Reflect, Uint8Array};
-use kiln::generate::{Backend, LoadOptions};
+use kiln::generate::{Backend, LoadOptions, OnDeviceLost};
 use kiln::gguf::{GgufError, GgufFile, GgufHeader, Parsed};
 use kiln::gpu::GpuOptions;
 use kiln::model::gpu::DECODE_BATCH;
@@ -328,6 +328,8 @@ fn default_options(backend: Backend) -> LoadOptions {
         kv_cache: KvType::default(),
         decode_batch: DECODE_BATCH,
         gpu_memory: None,
+        // A streamed model has no file to reload from: kiln.js loads it again.
+        on_device_lost: OnDeviceLost::Fail,
     }
 }
 

@@ -198,7 +198,11 @@ impl Gpu {
         let lost_cb = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
             if let Ok(mut m) = lost_cb.1.lock() {
-                *m = format!("{reason:?}: {message}");
+                *m = if message.is_empty() {
+                    format!("{reason:?}")
+                } else {
+                    format!("{reason:?}: {message}")
+                };
             }
             lost_cb.0.store(true, Ordering::SeqCst);
         });
@@ -303,6 +307,22 @@ impl Gpu {
 
     pub(crate) fn live_counters(&self) -> &LiveCounters {
         &self.inner.counters
+    }
+
+    /// The driver's words if the device was lost (None while it works). Natively this first
+    /// waits for the device's queue: wgpu reports a loss once the queue is empty, and an
+    /// operation on a lost device (a readback, say) may fail before that. For after an error.
+    pub fn lost_reason(&self) -> Option<String> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.inner.device.poll(wgpu::PollType::wait_indefinitely());
+        self.inner.lost.0.load(Ordering::SeqCst).then(|| {
+            self.inner
+                .lost
+                .1
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default()
+        })
     }
 
     /// Fails if the device was lost or wgpu reported an error since the last check.
