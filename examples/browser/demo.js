@@ -1,12 +1,12 @@
 // The page: sends the model URL and prompts to the worker (kiln runs there, so the page stays
 // responsive while it generates) and streams the pieces it sends back into the output box.
 // `?autorun=1&prompt=...&maxTokens=N&backend=cpu|gpu|auto` loads and generates on its own (the
-// headless test uses it); the result (and the wasm memory size after the load) is kept in
+// headless test uses it; `&loseAfter=N` destroys the GPU device after N tokens); the result (and the wasm memory size after the load) is kept in
 // `window.kilnDemo`.
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
-const demo = (window.kilnDemo = { done: false, error: null, tokens: [], text: "" });
+const demo = (window.kilnDemo = { done: false, error: null, tokens: [], text: "", recovered: [] });
 // Cancelling: the worker polls this shared flag between tokens where the page is cross-origin
 // isolated; elsewhere Stop takes effect at the end of the generation.
 const cancel = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
@@ -25,6 +25,10 @@ worker.onmessage = ({ data: m }) => {
     demo.memory = m.memory;
     $("go").disabled = false;
     if (params.get("autorun")) generate();
+  } else if (m.type === "recovered") {
+    $("status").textContent = `the GPU device was lost (${m.reason}); reloaded on ${m.info.backend}`;
+    demo.recovered.push(m.reason);
+    demo.info = m.info;
   } else if (m.type === "token") {
     $("out").textContent += m.piece;
     demo.tokens.push(m.id);
@@ -63,6 +67,7 @@ function generate() {
     prompt: $("prompt").value,
     chat: $("chat").checked,
     options: { maxTokens: Number($("maxTokens").value), temperature: Number($("temperature").value) },
+    loseAfter: Number(params.get("loseAfter") ?? 0),
   });
 }
 

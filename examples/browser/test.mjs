@@ -4,12 +4,14 @@
 // case `capital`, up to its first near-tie) and that the SIMD128 build was picked.
 // Chromium is driven over --remote-debugging-pipe (the DevTools protocol on fds 3 and 4).
 //
-//   node examples/browser/test.mjs [cpu|gpu]   (CHROMIUM=path overrides /usr/lib/chromium/chromium)
+//   node examples/browser/test.mjs [cpu|gpu|auto|gpu-lost]   (CHROMIUM=path overrides
+//   /usr/lib/chromium/chromium)
 //
 // `gpu` runs the demo on WebGPU (Chromium's SwiftShader adapter with --enable-unsafe-webgpu) and
 // checks that the GPU backend was used and that the file was streamed to the GPU: kiln's wasm
 // memory after the load stays far below the file's size. `cpu` (the default) runs the CPU path,
-// whose model keeps the file in wasm memory.
+// whose model keeps the file in wasm memory. `gpu-lost` destroys the GPU device mid-generation
+// (`GPUDevice.destroy()`): kiln.js reloads the model and the tokens must still equal llama.cpp's.
 //
 // Needs scripts/build-web.sh, scripts/install-models.sh smollm2 and `apt-get install chromium`.
 
@@ -25,8 +27,13 @@ import { serve } from "./serve.mjs";
 const repo = fileURLToPath(new URL("../../", import.meta.url));
 const NEAR_TIE = 0.25; // as in runtime/tests/model_reference.rs
 const TIMEOUT_MS = 240_000;
-const backend = process.argv[2] ?? "cpu";
-assert.ok(["cpu", "gpu", "auto"].includes(backend), `backend ${backend}: cpu, gpu or auto`);
+const mode = process.argv[2] ?? "cpu";
+assert.ok(["cpu", "gpu", "auto", "gpu-lost"].includes(mode), `mode ${mode}: cpu, gpu, auto or gpu-lost`);
+// `gpu-lost` runs on the GPU and destroys its device after the 3rd token (mid decode batch):
+// kiln.js must load the model again and finish with the same tokens.
+const backend = mode === "gpu-lost" ? "gpu" : mode;
+const LOSE_AFTER = 3;
+
 // `auto` must pass over headless Chromium's WebGPU, SwiftShader, a software renderer that is
 // far slower than the CPU path, and say why.
 const expected = backend === "auto" ? "cpu" : backend;
@@ -66,7 +73,8 @@ function devtools(child) {
 const server = await serve(0);
 const url =
   `http://127.0.0.1:${server.address().port}/examples/browser/` +
-  `?autorun=1&backend=${backend}&maxTokens=${n}&prompt=${encodeURIComponent(ref.text)}`;
+  `?autorun=1&backend=${backend}&maxTokens=${n}&prompt=${encodeURIComponent(ref.text)}` +
+  (mode === "gpu-lost" ? `&loseAfter=${LOSE_AFTER}` : "");
 const profile = mkdtempSync(join(tmpdir(), "kiln-chromium-"));
 const chromium = spawn(
   process.env.CHROMIUM ?? "/usr/lib/chromium/chromium",
@@ -101,9 +109,12 @@ try {
   assert.equal(demo.info.backend, expected, `the backend for ${backend}: ${demo.info.backendReason}`);
   if (backend === "auto") assert.match(demo.info.backendReason, /software/);
   assert.deepEqual(demo.tokens, ref.greedy_ids.slice(0, n), "greedy tokens streamed to the page");
+  assert.equal(demo.recovered.length, mode === "gpu-lost" ? 1 : 0, `recoveries: ${demo.recovered}`);
   const fileBytes = statSync(`${repo}models/${fixture.model}`).size;
   const mb = (x) => `${(x / 1e6).toFixed(1)} MB`;
-  if (expected === "gpu") {
+  if (mode === "gpu-lost") {
+    // The memory after the first load was measured; the reload is not.
+  } else if (expected === "gpu") {
     assert.ok(
       demo.memory < fileBytes / 4,
       `wasm memory after a GPU load is ${mb(demo.memory)}, the file ${mb(fileBytes)}: ` +
@@ -116,8 +127,9 @@ try {
   assert.equal(demo.result.text, ref.greedy_text.slice(0, demo.result.text.length));
   const s = demo.result.stats;
   console.log(
-    `browser demo (Chromium, ${backend} -> ${demo.info.backend}: ${demo.info.isa}): ${n} greedy ` +
+    `browser demo (Chromium, ${mode} -> ${demo.info.backend}: ${demo.info.isa}): ${n} greedy ` +
       "tokens equal llama.cpp's; " +
+      (mode === "gpu-lost" ? `device lost after token ${LOSE_AFTER} (${demo.recovered[0]}), reloaded; ` : "") +
       `ttft ${s.ttftMs.toFixed(0)} ms, decode ${s.decodeTokS.toFixed(1)} tok/s; wasm memory after the load ` +
       `${mb(demo.memory)} (file ${mb(fileBytes)}): ${JSON.stringify(demo.result.text)}`,
   );

@@ -947,8 +947,32 @@ impl Model {
         prompt: &[u32],
         opts: &GenerateOptions,
     ) -> Result<TokenStream<'m>> {
+        self.stream_continuing(prompt, &[], opts)
+    }
+
+    /// [`Model::stream`] of a generation that already produced `generated` (handed out before
+    /// its model was lost, say: kiln-web reloads a model whose browser GPU device was lost and
+    /// goes on this way). The prompt and `generated` are run as they first ran (the prompt in
+    /// one go, each generated token one decode step), so the tokens that follow are those of an
+    /// uninterrupted run; `generated` counts against `max_tokens`, and the stream hands out
+    /// only what follows it.
+    pub fn stream_continuing<'m>(
+        &'m mut self,
+        prompt: &[u32],
+        generated: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<TokenStream<'m>> {
         opts.validate()?;
         let n_prompt = self.check_prompt(prompt)?;
+        if let Some(bad) = generated.iter().find(|&&t| t >= self.cfg.vocab) {
+            return Err(Error::Shape {
+                op: "generate",
+                detail: format!(
+                    "generated token id {bad} is outside the vocabulary of {}",
+                    self.cfg.vocab
+                ),
+            });
+        }
         let capacity = self.capacity();
         let mut sampler = Sampler::new(
             opts.temperature,
@@ -980,6 +1004,13 @@ impl Model {
             .collect();
         let mut history = Vec::with_capacity(capacity as usize);
         history.extend_from_slice(prompt);
+        history.extend_from_slice(generated);
+        // The decoder sees the generated tokens, so a character split across the two parts
+        // comes out whole.
+        let mut decoder = tokenizer.stream_decoder();
+        for &id in generated {
+            decoder.push(id);
+        }
         Ok(TokenStream {
             engine,
             #[cfg(not(target_arch = "wasm32"))]
@@ -992,7 +1023,7 @@ impl Model {
             #[cfg(not(target_arch = "wasm32"))]
             recoveries: 0,
             run: GpuRun::default(),
-            decoder: Some(tokenizer.stream_decoder()),
+            decoder: Some(decoder),
             opts: opts.clone(),
             sampler,
             eog,
@@ -1001,7 +1032,7 @@ impl Model {
             capacity,
             greedy,
             pos: 0,
-            generated: 0,
+            generated: generated.len() as u32,
             start: Instant::now(),
             prefill_done: None,
             stop: None,
@@ -1106,6 +1137,13 @@ impl TokenStream<'_> {
 
     /// The next token, awaiting the GPU's readback instead of blocking on it (the way a browser
     /// generates on the GPU). [`Iterator::next`] runs this same step to completion.
+    #[cfg_attr(
+        target_arch = "wasm32",
+        expect(
+            clippy::never_loop,
+            reason = "only a native recovery goes round again; a browser's kiln.js reloads"
+        )
+    )]
     pub async fn next_async(&mut self) -> Option<Result<Token>> {
         loop {
             if self.stop.is_some() {
@@ -1309,8 +1347,17 @@ impl TokenStream<'_> {
         n_new: u32,
         step: u32,
     ) -> Result<u32> {
-        let new = &history[history.len() - n_new as usize..];
-        m.step(new, pos)?;
+        if pos == 0 && step > 0 {
+            // A continuation (or a recovery): the prompt in one go, then each generated token
+            // one decode step, as they first ran.
+            let n_prompt = history.len() - step as usize;
+            m.step(&history[..n_prompt], 0)?;
+            for p in n_prompt..history.len() {
+                m.step(&history[p..=p], p as u32)?;
+            }
+        } else {
+            m.step(&history[history.len() - n_new as usize..], pos)?;
+        }
         // The GPU's choice kernels refuse the same logits (see `NON_FINITE_ID`).
         if m.logits().iter().any(|&l| l.is_nan() || l == f32::INFINITY) {
             return Err(Error::NonFinite {

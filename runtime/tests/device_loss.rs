@@ -161,3 +161,40 @@ fn a_lost_device_is_reported_when_it_cannot_be_recovered() {
         "{err}"
     );
 }
+
+/// A generation continued after its first tokens (how kiln-web goes on after a reload) hands out
+/// the tokens an uninterrupted run would, on both paths.
+#[test]
+fn a_generation_continues_where_it_stopped() {
+    let mut backends = vec![Backend::Cpu];
+    if common::gpu().is_some() {
+        backends.push(Backend::Gpu);
+    }
+    for backend in backends {
+        let Some(mut model) = load(backend, OnDeviceLost::Reload) else {
+            return;
+        };
+        let prompt = model.encode_prompt(PROMPT);
+        for opts in [
+            greedy(),
+            GenerateOptions {
+                temperature: 0.9,
+                seed: 5,
+                ..greedy()
+            },
+        ] {
+            let want = generate_with(&mut model, &opts, None).unwrap();
+            let rest: Vec<u32> = model
+                .stream_continuing(&prompt, &want[..7], &opts)
+                .unwrap()
+                .map(|t| t.unwrap().id)
+                .collect();
+            assert_eq!(
+                rest,
+                want[7..],
+                "{backend:?}, temperature {}",
+                opts.temperature
+            );
+        }
+    }
+}

@@ -92,17 +92,34 @@ async function* iterate(chunks) {
  * Loads a GGUF model from a URL or path, a `Response`, a `ReadableStream`, an (async) iterable of
  * `Uint8Array` chunks, or the whole file as an `ArrayBuffer`/`Uint8Array`.
  * Options: `context` (KV positions), `simd` (force a build), `onProgress(received, total?)`,
+ * `gpuMemory` (the most GPU memory the model may take: bytes or `"1GiB"`), `maxBuffer` (ask the
+ * GPU for buffers of at most this size), `onDeviceLost(reason, info)` (called after a recovery),
  * `backend`: `"cpu"` (default; `model.generate` runs synchronously), `"gpu"` (WebGPU) or
- * `"auto"` (WebGPU where `navigator.gpu` gives an adapter, else the CPU path). A GPU model
- * generates with `model.generateAsync` (a Promise); `model.info().backend` says which it got.
+ * `"auto"` (WebGPU where `navigator.gpu` gives an adapter and the model fits it, else the CPU
+ * path). A GPU model generates with `model.generateAsync` (a Promise); `model.info().backend`
+ * says which it got.
  * The backend is chosen before the first chunk arrives: on the GPU each chunk is written into
  * the GPU's weight buffers as it arrives (wasm memory never holds the file); on the CPU path it
  * is copied once into the buffer the model keeps (the file is never held twice).
+ *
+ * A lost GPU device (a driver reset, the browser reclaiming the GPU, `device.destroy()`) during
+ * `generateAsync` is recovered from when the source can be read again (a URL, a path or the
+ * file's bytes): the model is loaded again, on a new device or on the CPU path when none comes
+ * back, and the generation goes on with the tokens it would have produced; `onDeviceLost` says
+ * so. A stream or a `Response` cannot be read twice: the error is then thrown.
  */
-export async function loadModel(source, { context, simd, onProgress, backend = "cpu" } = {}) {
+export async function loadModel(source, options = {}) {
+  const { onDeviceLost, ...rest } = options;
+  const again = typeof source === "string" || source instanceof URL ||
+    source instanceof ArrayBuffer || source instanceof Uint8Array;
+  const inner = await load(source, rest);
+  return new Model(inner, again ? (backend) => load(source, { ...rest, backend }) : null, onDeviceLost);
+}
+
+async function load(source, { context, simd, onProgress, gpuMemory, maxBuffer, backend = "cpu" } = {}) {
   const kiln = await initKiln({ simd });
   const { size, chunks } = await open(source);
-  const loader = await kiln.ModelLoader.open({ backend, context, sizeHint: size });
+  const loader = await kiln.ModelLoader.open({ backend, context, gpuMemory, maxBuffer, sizeHint: size });
   try {
     for await (const chunk of iterate(chunks)) {
       loader.push(chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk));
@@ -113,4 +130,65 @@ export async function loadModel(source, { context, simd, onProgress, backend = "
     throw e;
   }
   return loader.finish(); // consumes the loader
+}
+
+/** How many times one generation recovers from a lost device before it gives up. */
+const MAX_RECOVERIES = 3;
+
+/**
+ * A loaded model: kiln-web's `Model` (info, tokenize, detokenize, encodeChat, generate,
+ * generateAsync, free), loaded again when its GPU device is lost.
+ */
+export class Model {
+  #inner;
+  #reload;
+  #onDeviceLost;
+
+  constructor(inner, reload, onDeviceLost) {
+    this.#inner = inner;
+    this.#reload = reload;
+    this.#onDeviceLost = onDeviceLost;
+  }
+
+  info() { return this.#inner.info(); }
+  tokenize(text) { return this.#inner.tokenize(text); }
+  detokenize(ids) { return this.#inner.detokenize(ids); }
+  encodeChat(messages) { return this.#inner.encodeChat(messages); }
+  generate(prompt, options, onToken) { return this.#inner.generate(prompt, options, onToken); }
+  /** Destroys the GPU device, as a driver reset would (for testing recovery). */
+  destroyDevice() { this.#inner.destroyDevice(); }
+  free() { this.#inner.free(); }
+
+  /** `generate` as a Promise, on either backend; goes on after a lost GPU device (see loadModel). */
+  async generateAsync(prompt, options = {}, onToken) {
+    const ids = typeof prompt === "string" ? this.#inner.tokenize(prompt) : prompt;
+    const produced = [...(options?.continueFrom ?? [])];
+    for (let recoveries = 0; ; recoveries++) {
+      try {
+        return await this.#inner.generateAsync(ids, { ...options, continueFrom: produced }, (piece, id) => {
+          produced.push(id);
+          return onToken?.(piece, id);
+        });
+      } catch (e) {
+        const lost = this.#reload && recoveries < MAX_RECOVERIES ? await lostReason(this.#inner) : null;
+        if (!lost) throw e;
+        const backend = this.#inner.info().backend;
+        this.#inner.free();
+        // The same backend on a new device; the CPU path when no GPU comes back.
+        this.#inner = await this.#reload(backend).catch((err) =>
+          backend === "cpu" ? Promise.reject(err) : this.#reload("cpu"));
+        this.#onDeviceLost?.(lost, this.#inner.info());
+      }
+    }
+  }
+}
+
+/** Why `model`'s GPU device was lost, waiting a little for the browser to say (null if not). */
+async function lostReason(model) {
+  for (let i = 0; i < 20; i++) {
+    const reason = model.deviceLost();
+    if (reason !== undefined) return reason || "lost";
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return null;
 }

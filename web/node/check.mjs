@@ -93,6 +93,17 @@ async function check(simd) {
   assert.equal(c.tokens.length, 2);
   assert.throws(() => model.generate("x", { maxTokkens: 3 }), /unknown generate option/);
 
+  // A generation continued after its first 5 tokens (as kiln.js goes on after a lost GPU
+  // device) hands out only the rest, and returns the whole generation.
+  const rest = [];
+  const k = model.generate(ref.prompt_ids, { maxTokens: n, ignoreEog: true, continueFrom: g.tokens.slice(0, 5) },
+    (_, id) => rest.push(id));
+  assert.deepEqual(rest, [...g.tokens.slice(5)], `${flavor}: the continued tokens`);
+  assert.deepEqual([...k.tokens], [...g.tokens]);
+  assert.equal(k.text, g.text);
+  assert.throws(() => model.generate("x", { continueFrom: [1, -2] }), /continueFrom/);
+  assert.throws(() => model.generate("x", { continueFrom: [1e9] }), /outside the vocabulary/);
+
   console.log(
     `kiln-web ${flavor} (${info.isa}): ${n} greedy tokens equal llama.cpp's ` +
       `(case ${ref.name}); load ${loadMs.toFixed(0)} ms, ttft ${g.stats.ttftMs.toFixed(0)} ms, ` +

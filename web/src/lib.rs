@@ -22,8 +22,9 @@ use std::ops::ControlFlow;
 use std::rc::Rc;
 
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint32Array};
-use kiln::generate::{Generation, StopReason};
+use kiln::generate::{Generation, StopReason, TokenStream};
 use kiln::tokenizer::Message;
+use kiln::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 
 pub use loader::ModelLoader;
@@ -66,6 +67,8 @@ pub fn simd128() -> bool {
 pub struct Model {
     /// Shared with a running `generateAsync`, which holds it across awaits.
     inner: Rc<RefCell<kiln::generate::Model>>,
+    /// Its GPU, reachable while it generates (for `deviceLost` and `destroyDevice`).
+    gpu: Option<kiln::Gpu>,
 }
 
 #[wasm_bindgen]
@@ -90,6 +93,23 @@ impl Model {
         set(&o, "layers", &cfg.n_layer.into())?;
         set(&o, "context", &m.capacity().into())?;
         Ok(o)
+    }
+
+    /// Why the GPU device was lost (undefined while it works, and on the CPU path). After a
+    /// generation fails on the GPU, kiln.js asks this to tell a lost device (which it recovers
+    /// from by loading the model again) from other errors.
+    #[wasm_bindgen(js_name = deviceLost)]
+    pub fn device_lost(&self) -> Option<String> {
+        self.gpu.as_ref().and_then(kiln::Gpu::lost_reason)
+    }
+
+    /// Destroys the model's GPU device (`GPUDevice.destroy()`), as a driver reset or the
+    /// browser would: for testing recovery. No-op on the CPU path.
+    #[wasm_bindgen(js_name = destroyDevice)]
+    pub fn destroy_device(&self) {
+        if let Some(gpu) = &self.gpu {
+            gpu.device().destroy();
+        }
     }
 
     /// Token ids of a plain prompt: BOS where the model asks for it, special tokens such as
@@ -122,9 +142,11 @@ impl Model {
 
     /// Generates from `prompt` (a string, or token ids as a `Uint32Array` or an array) in a fresh
     /// context. `options`: `{maxTokens, temperature, topK, topP, repetitionPenalty, repeatLastN,
-    /// seed, stop, ignoreEog}`; `stop` lists extra stop token ids (numbers) and stop strings (the
-    /// returned text ends before the first one). `onToken(piece, id)` is called for each token;
-    /// returning `false` from it cancels.
+    /// seed, stop, ignoreEog, continueFrom}`; `stop` lists extra stop token ids (numbers) and stop
+    /// strings (the returned text ends before the first one); `continueFrom` lists the token ids
+    /// this generation already produced (before its GPU device was lost, say: kiln.js resumes
+    /// that way), which are run again as they first ran and count against `maxTokens`.
+    /// `onToken(piece, id)` is called for each new token; returning `false` from it cancels.
     ///
     /// Returns `{text, tokens, stop, stats: {promptTokens, generatedTokens, ttftMs,
     /// prefillTokS, decodeTokS}}`; `stop` is `eog`, `max_tokens`, `stop_string`, `cancelled` or
@@ -138,12 +160,20 @@ impl Model {
     ) -> Result<Object, JsValue> {
         let ids = self.prompt_ids(prompt)?;
         let opts = Options::parse(options)?;
-        let mut watch = Watch::new(&opts, on_token);
-        let generation = self
-            .model_mut()?
-            .generate(&ids, &opts.generate, |id, piece| watch.token(id, piece))
+        let mut model = self.model_mut()?;
+        let mut watch = Watch::new(&opts, on_token, model.tokenizer());
+        let mut stream = model
+            .stream_continuing(&ids, &opts.continue_from, &opts.generate)
             .map_err(js_err)?;
-        watch.finish(generation)
+        let mut cancelled = false;
+        for token in stream.by_ref() {
+            let token = token.map_err(js_err)?;
+            if watch.token(token.id, &token.text).is_break() {
+                cancelled = true;
+                break;
+            }
+        }
+        watch.finish(&mut stream, cancelled)
     }
 
     /// [`Model::generate`] as a Promise of its result, on either backend: a GPU step awaits its
@@ -166,30 +196,19 @@ impl Model {
             let mut model = inner
                 .try_borrow_mut()
                 .map_err(|_| js_err("the model is busy generating"))?;
-            let mut watch = Watch::new(&opts, on_token);
-            let mut stream = model.stream(&ids, &opts.generate).map_err(js_err)?;
-            let mut tokens = Vec::new();
-            let mut text = String::new();
-            let mut stop = None;
+            let mut watch = Watch::new(&opts, on_token, model.tokenizer());
+            let mut stream = model
+                .stream_continuing(&ids, &opts.continue_from, &opts.generate)
+                .map_err(js_err)?;
+            let mut cancelled = false;
             while let Some(token) = stream.next_async().await {
                 let token = token.map_err(js_err)?;
-                tokens.push(token.id);
-                text.push_str(&token.text);
                 if watch.token(token.id, &token.text).is_break() {
-                    stop = Some(StopReason::Cancelled);
+                    cancelled = true;
                     break;
                 }
             }
-            text.push_str(&stream.remainder());
-            let generation = Generation {
-                tokens,
-                text,
-                stop: stop
-                    .or(stream.stop_reason())
-                    .unwrap_or(StopReason::MaxTokens),
-                stats: stream.stats(),
-            };
-            watch.finish(generation).map(JsValue::from)
+            watch.finish(&mut stream, cancelled).map(JsValue::from)
         }))
     }
 }
@@ -198,6 +217,8 @@ impl Model {
 struct Watch<'o> {
     opts: &'o Options,
     on_token: Option<Function>,
+    /// The generation's tokens and text so far (from `continueFrom` on).
+    tokens: Vec<u32>,
     text: String,
     stopped_at: Option<usize>,
     cancelled: bool,
@@ -205,11 +226,12 @@ struct Watch<'o> {
 }
 
 impl<'o> Watch<'o> {
-    fn new(opts: &'o Options, on_token: Option<Function>) -> Self {
+    fn new(opts: &'o Options, on_token: Option<Function>, tokenizer: &Tokenizer) -> Self {
         Watch {
             opts,
             on_token,
-            text: String::new(),
+            tokens: opts.continue_from.clone(),
+            text: tokenizer.decode(&opts.continue_from),
             stopped_at: None,
             cancelled: false,
             thrown: None,
@@ -219,6 +241,7 @@ impl<'o> Watch<'o> {
     /// Calls back with a token; `Break` when the caller cancelled or threw, or a stop string
     /// appeared.
     fn token(&mut self, id: u32, piece: &str) -> ControlFlow<()> {
+        self.tokens.push(id);
         self.text.push_str(piece);
         if let Some(f) = &self.on_token {
             match f.call2(&JsValue::NULL, &piece.into(), &id.into()) {
@@ -240,10 +263,23 @@ impl<'o> Watch<'o> {
         }
     }
 
-    fn finish(self, generation: Generation) -> Result<Object, JsValue> {
+    /// The result of the generation `stream` ran (`cancelled`: it was broken off).
+    fn finish(mut self, stream: &mut TokenStream<'_>, cancelled: bool) -> Result<Object, JsValue> {
         if let Some(e) = self.thrown {
             return Err(e);
         }
+        self.text.push_str(&stream.remainder());
+        let stop = if cancelled {
+            StopReason::Cancelled
+        } else {
+            stream.stop_reason().unwrap_or(StopReason::MaxTokens)
+        };
+        let generation = Generation {
+            tokens: self.tokens,
+            text: self.text,
+            stop,
+            stats: stream.stats(),
+        };
         result(generation, self.stopped_at, self.cancelled)
     }
 }
@@ -251,6 +287,7 @@ impl<'o> Watch<'o> {
 impl Model {
     pub(crate) fn new(inner: kiln::generate::Model) -> Model {
         Model {
+            gpu: inner.gpu().cloned(),
             inner: Rc::new(RefCell::new(inner)),
         }
     }

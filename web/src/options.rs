@@ -18,6 +18,8 @@ pub(crate) struct Options {
     pub stop_strings: Vec<String>,
     /// Bytes of the longest stop string.
     pub longest_stop: usize,
+    /// Token ids this generation already produced (`continueFrom`): it goes on after them.
+    pub continue_from: Vec<u32>,
 }
 
 impl Options {
@@ -29,6 +31,7 @@ impl Options {
             generate: GenerateOptions::default(),
             stop_strings: Vec::new(),
             longest_stop: 0,
+            continue_from: Vec::new(),
         };
         if value.is_undefined() || value.is_null() {
             return Ok(o);
@@ -68,10 +71,24 @@ impl Options {
                         }
                     }
                 }
+                "continueFrom" => {
+                    if let Some(ids) = v.dyn_ref::<js_sys::Uint32Array>() {
+                        o.continue_from = ids.to_vec();
+                    } else if let Some(list) = v.dyn_ref::<Array>() {
+                        for id in list.iter() {
+                            o.continue_from.push(uint("continueFrom", &id)?);
+                        }
+                    } else {
+                        return Err(js_err(
+                            "option `continueFrom` must be an array or Uint32Array of token ids",
+                        ));
+                    }
+                }
                 other => {
                     return Err(js_err(format!(
                         "unknown generate option `{other}` (known: maxTokens, temperature, topK, \
-                         topP, repetitionPenalty, repeatLastN, seed, stop, ignoreEog)"
+                         topP, repetitionPenalty, repeatLastN, seed, stop, ignoreEog, \
+                         continueFrom)"
                     )));
                 }
             }
@@ -114,6 +131,7 @@ mod tests {
             generate: GenerateOptions::default(),
             stop_strings: stops.iter().map(|s| s.to_string()).collect(),
             longest_stop: stops.iter().map(|s| s.len()).max().unwrap_or(0),
+            continue_from: Vec::new(),
         }
     }
 
