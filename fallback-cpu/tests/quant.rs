@@ -244,3 +244,43 @@ fn bad_sizes_are_errors() {
         "row index"
     );
 }
+
+/// `first_non_finite` looks where a non-finite value can hide, judged by the dequantizer itself:
+/// a NaN (or an infinity) written at each byte offset of a block of zeros makes some
+/// dequantized value non-finite exactly when `first_non_finite` finds the block.
+#[test]
+fn non_finite_blocks_are_found_where_dequantization_sees_them() {
+    const N: usize = 256;
+    for t in QType::ALL {
+        let row = t.row_bytes(N).unwrap();
+        let block = t.block_bytes();
+        let mut found_any = false;
+        for poison in [[0x00, 0x7e], [0x00, 0x7c], [0x00, 0xfc]] {
+            for at in block..2 * block - 1 {
+                let mut bytes = vec![0u8; row];
+                bytes[at..at + 2].copy_from_slice(&poison);
+                if t == QType::F32 {
+                    // An f32 NaN/infinity: its top two bytes.
+                    let start = at / 4 * 4;
+                    bytes[start..start + 4].copy_from_slice(&[0, 0, poison[0] | 0x80, poison[1] | 0x7f]);
+                }
+                let mut out = vec![0f32; N];
+                dequantize_row(t, &bytes, &mut out).unwrap();
+                let bad = out.iter().position(|v| !v.is_finite());
+                let found = t.first_non_finite(&bytes);
+                assert_eq!(
+                    found.is_some(),
+                    bad.is_some(),
+                    "{t:?}: bytes {poison:02x?} at {at}: dequantized {bad:?}, found {found:?}"
+                );
+                if let Some(first) = found {
+                    // The block it names (the second) holds the first bad value.
+                    assert_eq!(first, t.block_size(), "{t:?} at {at}");
+                    assert!(bad.unwrap() / t.block_size() == 1, "{t:?} at {at}");
+                    found_any = true;
+                }
+            }
+        }
+        assert!(found_any, "{t:?}: no offset was found");
+    }
+}

@@ -128,6 +128,13 @@ pub enum Error {
         from: &'static str,
     },
 
+    /// A weight that is NaN or infinite (a corrupt or crafted file).
+    #[error(
+        "tensor `{tensor}` holds a NaN or infinite value (element {index}): the file is \
+         corrupt; download or convert it again"
+    )]
+    NonFiniteWeight { tensor: String, index: u64 },
+
     /// The CPU path refused an input.
     #[error("CPU path: {0}")]
     Cpu(#[from] kiln_cpu::CpuError),

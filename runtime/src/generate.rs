@@ -19,7 +19,7 @@ use crate::gguf::{GgufFile, GgufHeader};
 use crate::gpu::context::parse_bytes;
 use crate::gpu::{Gpu, GpuOptions, Readback};
 use crate::model::MemoryNeeds;
-use crate::model::config::Config;
+use crate::model::config::{Config, check_weights};
 use crate::model::cpu::CpuModel;
 use crate::model::gpu::{AttnOptions, Choice, DECODE_BATCH, GpuLoader, GpuModel, MAX_DECODE_BATCH};
 use crate::ops::attention::KvType;
@@ -76,6 +76,10 @@ pub struct LoadOptions {
     /// What to do when the GPU device is lost (`KILN_ON_DEVICE_LOST=reload|cpu|fail`; reload
     /// by default).
     pub on_device_lost: OnDeviceLost,
+    /// Scan every weight for NaN and infinities while loading (one pass over the tensors; a
+    /// bad one fails the load with [`Error::NonFiniteWeight`]). On by default;
+    /// `KILN_CHECK_WEIGHTS=0` turns it off for files you trust.
+    pub check_weights: bool,
 }
 
 impl Default for LoadOptions {
@@ -106,6 +110,7 @@ impl Default for LoadOptions {
                 Ok("fail") => OnDeviceLost::Fail,
                 _ => OnDeviceLost::Reload,
             },
+            check_weights: std::env::var("KILN_CHECK_WEIGHTS").as_deref() != Ok("0"),
         }
     }
 }
@@ -320,6 +325,9 @@ impl Engine {
         opts: &LoadOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Engine, String, Option<GgufFile>)> {
+        if opts.check_weights {
+            check_weights(&file, cfg)?;
+        }
         if let Some(gpu) = opened.gpu.take() {
             let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
             let loaded = opts
@@ -360,6 +368,9 @@ impl Engine {
                  asynchronously and streams the file to it (open_gpu, Model::gpu_stream)"
                     .into(),
             ));
+        }
+        if opts.check_weights {
+            check_weights(&file, cfg)?;
         }
         let model = CpuModel::load(file, cfg, context, opts.threads, progress)?;
         let reason = "the CPU path (a whole file on wasm32 loads there)".into();
@@ -588,7 +599,8 @@ impl Model {
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
         let attn = AttnOptions::for_gpu(gpu, opts.kv_cache);
         opts.check_fit(gpu, header, &cfg, context, attn)?;
-        let loader = GpuLoader::new(gpu, header, &cfg, context, attn)?;
+        let mut loader = GpuLoader::new(gpu, header, &cfg, context, attn)?;
+        loader.check_weights(opts.check_weights);
         Ok(GpuStream {
             loader,
             tokenizer,

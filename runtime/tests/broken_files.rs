@@ -1,14 +1,15 @@
 //! A corpus of broken model files, each with the error it must produce, run through the whole
 //! load path: `GgufFile::from_bytes`, `Config::from_gguf`, `Tokenizer::from_gguf`,
-//! `CpuModel::load`, `GpuModel::load` (when there is an adapter) and `Model::from_gguf`. None
+//! `check_weights`, `CpuModel::load`, `GpuModel::load` (when there is an adapter) and
+//! `Model::from_gguf`. None
 //! may panic; each must fail with an error holding its expected text (naming the key or tensor,
 //! the value found and the value expected where the error has them), or load where the case
 //! says the damage is harmless.
 //!
 //! The cases are variants of a complete tiny model (`common::tiny`, plus a small BPE tokenizer):
 //! truncated at each section, wrong magic and version, lying counts, lengths, shapes, types and
-//! offsets, bad alignment, metadata that contradicts the tensors, and tokenizer metadata that
-//! contradicts itself.
+//! offsets, bad alignment, metadata that contradicts the tensors, tokenizer metadata that
+//! contradicts itself, and NaN or infinite weights.
 //!
 //! This test is also the corpus's generator: with `KILN_WRITE_CORPUS=DIR` it writes every case to
 //! `DIR/NAME.gguf` and its expected error text to `DIR/NAME.expected` (empty for a file that must
@@ -27,8 +28,10 @@ use kiln::Gpu;
 use kiln::generate::{Backend, LoadOptions, Model};
 use kiln::gguf::{Array, GgmlType, GgufFile, GgufWriter, Value};
 use kiln::model::Config;
+use kiln::model::config::check_weights;
 use kiln::model::cpu::CpuModel;
-use kiln::model::gpu::GpuModel;
+use kiln::model::gpu::{AttnOptions, GpuLoader, GpuModel};
+use kiln::ops::attention::KvType;
 use kiln::tokenizer::Tokenizer;
 
 type Meta = Vec<(String, Value)>;
@@ -604,7 +607,57 @@ fn cases() -> Vec<Case> {
             "the model has no tensor `blk.2.attn_q.weight`",
         ),
     ]);
+
+    // NaN and infinite weights: the scale of a quantized matrix's 4th block, a norm weight.
+    let q = tensor("blk.0.attn_q.weight");
+    let norm = tensor("blk.1.attn_norm.weight");
+    c.extend([
+        case(
+            "nan_scale_in_attn_q",
+            patch(&good, q.offset as usize + 3 * 34, &[0x00, 0x7e]),
+            "tensor `blk.0.attn_q.weight` holds a NaN or infinite value (element 96)",
+        ),
+        case(
+            "inf_in_norm_weight",
+            patch(
+                &good,
+                norm.offset as usize + 5 * 4,
+                &f32::INFINITY.to_le_bytes(),
+            ),
+            "tensor `blk.1.attn_norm.weight` holds a NaN or infinite value (element 5)",
+        ),
+    ]);
     c
+}
+
+/// The GPU loader finds the same NaN and infinities in a file streamed in 7-byte chunks (so
+/// that blocks are split between chunks).
+#[test]
+fn the_gpu_loader_refuses_non_finite_weights_as_they_stream() {
+    let Some(gpu) = common::gpu() else {
+        return;
+    };
+    let cases: Vec<Case> = cases()
+        .into_iter()
+        .filter(|c| c.name == "nan_scale_in_attn_q" || c.name == "inf_in_norm_weight")
+        .collect();
+    assert_eq!(cases.len(), 2);
+    for c in cases {
+        let file = GgufFile::from_bytes(c.bytes.clone()).unwrap();
+        let cfg = Config::from_gguf(&file).unwrap();
+        let attn = AttnOptions::for_gpu(&gpu, KvType::F16);
+        let mut loader = GpuLoader::new(&gpu, file.header(), &cfg, 64, attn).unwrap();
+        loader.check_weights(true);
+        let err = c
+            .bytes
+            .chunks(7)
+            .try_for_each(|chunk| loader.write(chunk))
+            .and_then(|()| loader.finish().map(drop))
+            .unwrap_err()
+            .to_string();
+        let want = c.expect.unwrap();
+        assert!(err.contains(&want), "{}: `{err}` lacks `{want}`", c.name);
+    }
 }
 
 /// Every stage of the load path on `bytes`: the first error, named by its stage.
@@ -615,6 +668,7 @@ fn load_path(bytes: &[u8], gpu: Option<&Gpu>) -> Result<(), String> {
     let tok = Tokenizer::from_gguf(&file);
     let cfg = cfg.map_err(|e| format!("Config::from_gguf: {e}"))?;
     tok.map_err(|e| format!("Tokenizer::from_gguf: {e}"))?;
+    check_weights(&file, &cfg).map_err(|e| format!("check_weights: {e}"))?;
     let copy = GgufFile::from_bytes(bytes.to_vec()).expect("parsed once already");
     CpuModel::load(copy, &cfg, 64, 1, &mut |_, _| {})
         .map_err(|e| format!("CpuModel::load: {e}"))?;

@@ -330,6 +330,7 @@ fn default_options(backend: Backend) -> LoadOptions {
         gpu_memory: None,
         // A streamed model has no file to reload from: kiln.js loads it again.
         on_device_lost: OnDeviceLost::Fail,
+        check_weights: true,
     }
 }
 

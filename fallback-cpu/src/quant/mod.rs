@@ -105,6 +105,38 @@ impl QType {
         }
     }
 
+    /// Byte offsets within a block of its f16 scales and minimums: the only fields of a
+    /// quantized block that can hold a NaN or an infinity (its quants are integers). For F16
+    /// the element itself; F32 is checked as a whole.
+    const fn f16_fields(self) -> &'static [usize] {
+        match self {
+            QType::F32 => &[],
+            QType::F16 | QType::Q4_0 | QType::Q5_0 | QType::Q8_0 => &[0],
+            QType::Q4_1 | QType::Q4_K => &[0, 2],
+            QType::Q6_K => &[208],
+        }
+    }
+
+    /// The first block of `blocks` (whole blocks of this type) that holds a NaN or an infinity
+    /// (as an element index: the block's first element), if any. A quantized block with finite
+    /// scales dequantizes to finite values.
+    pub fn first_non_finite(self, blocks: &[u8]) -> Option<usize> {
+        let bytes = self.block_bytes();
+        let fields = self.f16_fields();
+        blocks
+            .chunks_exact(bytes)
+            .position(|b| {
+                if self == QType::F32 {
+                    return !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite();
+                }
+                // An f16 whose exponent bits are all ones is an infinity or a NaN.
+                fields
+                    .iter()
+                    .any(|&at| u16::from_le_bytes([b[at], b[at + 1]]) & 0x7c00 == 0x7c00)
+            })
+            .map(|block| block * self.block_size())
+    }
+
     /// ggml's numeric type id (as stored in GGUF tensor infos).
     pub const fn ggml_id(self) -> u32 {
         match self {

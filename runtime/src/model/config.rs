@@ -270,6 +270,40 @@ pub fn vector(file: &GgufFile, name: &str, len: u32) -> Result<Vec<f32>> {
     Ok(vector_values(file.tensor_data(t)))
 }
 
+/// Scans every weight the model uses (`cfg` checked against the file already) for NaN and
+/// infinities: one pass over the tensors' bytes, each block's scales or each float (a
+/// quantized block with finite scales dequantizes to finite values).
+pub fn check_weights(file: &GgufFile, cfg: &Config) -> Result<()> {
+    let check = |name: &str| -> Result<()> {
+        let t = file.tensor(name).ok_or_else(|| missing(name))?;
+        let qtype = kiln_cpu::QType::from_ggml_id(t.ty as u32).ok_or_else(|| {
+            Error::Unsupported(format!("tensor `{name}` has the type {:?}", t.ty))
+        })?;
+        check_finite(name, qtype, file.tensor_data(t))
+    };
+    check("token_embd.weight")?;
+    check("output_norm.weight")?;
+    if file.tensor("output.weight").is_some() {
+        check("output.weight")?;
+    }
+    for il in 0..cfg.n_layer {
+        LayerWeights::load(cfg, il, |name, _| check(name), |name, _| check(name))?;
+    }
+    Ok(())
+}
+
+/// Fails with the first NaN or infinite weight of tensor `name` (`data`: whole blocks of
+/// `qtype`).
+pub fn check_finite(name: &str, qtype: kiln_cpu::QType, data: &[u8]) -> Result<()> {
+    match qtype.first_non_finite(data) {
+        Some(index) => Err(Error::NonFiniteWeight {
+            tensor: name.to_string(),
+            index: index as u64,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The description of the vector tensor `name` (see [`vector`]), checked: `len` f32 values.
 pub fn vector_info<'a>(header: &'a GgufHeader, name: &str, len: u32) -> Result<&'a TensorInfo> {
     let t = header.tensor(name).ok_or_else(|| missing(name))?;

@@ -47,13 +47,28 @@ impl WType {
         }
     }
 
-    /// Weights per block.
     /// Whether its int8 dot products read the activations' per-unit sums (`xs`, an `XS`
     /// kernel variant): only the formats with a min term.
     pub fn reads_act_sums(self) -> bool {
         matches!(self, WType::Q4_1 | WType::Q4K)
     }
 
+    /// The CPU path's name for the same block format.
+    pub fn qtype(self) -> kiln_cpu::QType {
+        use kiln_cpu::QType;
+        match self {
+            WType::Q4_0 => QType::Q4_0,
+            WType::Q4_1 => QType::Q4_1,
+            WType::Q5_0 => QType::Q5_0,
+            WType::Q8_0 => QType::Q8_0,
+            WType::Q4K => QType::Q4_K,
+            WType::Q6K => QType::Q6_K,
+            WType::F16 => QType::F16,
+            WType::F32 => QType::F32,
+        }
+    }
+
+    /// Weights per block.
     pub fn block_elems(self) -> u32 {
         match self {
             WType::Q4K | WType::Q6K => 256,

@@ -21,6 +21,7 @@ use crate::gpu::Gpu;
 use crate::model::MemoryNeeds;
 use crate::model::config::{Config, LayerWeights, matrix, vector_info, vector_values};
 use crate::ops::gemv::WType;
+use kiln_cpu::QType;
 
 /// Small writes are gathered up to this many bytes before they go to the queue (a chunk of at
 /// least this size is written straight from the caller's bytes).
@@ -29,11 +30,13 @@ const STAGE_BYTES: usize = 64 << 10;
 /// Where a run of the file's bytes goes.
 #[derive(Debug)]
 struct Dest {
-    /// Its first byte in the file.
+    /// Its first byte in the file (a block boundary).
     start: u64,
     len: u64,
     /// Index into [`GpuLoader::tensors`].
     tensor: usize,
+    /// The block format of its bytes (checked for NaN and infinities as they pass).
+    qtype: QType,
     target: Target,
 }
 
@@ -184,6 +187,7 @@ impl Planner<'_> {
             start: m.start + u64::from(row0) * m.row_bytes,
             len: u64::from(n) * m.row_bytes,
             tensor: m.tensor,
+            qtype: m.wtype.qtype(),
             target: Target::Buffer {
                 buffer: buffer.clone(),
                 offset,
@@ -295,6 +299,7 @@ impl Planner<'_> {
             start,
             len: n_bytes,
             tensor,
+            qtype: QType::F32,
             target: Target::Host(self.vectors.len() - 1),
         });
         Ok(offset)
@@ -364,6 +369,7 @@ impl Planner<'_> {
                     start: m.start,
                     len,
                     tensor: m.tensor,
+                    qtype: m.wtype.qtype(),
                     target: Target::Widen(self.widen.len() - 1),
                 });
             }
@@ -431,6 +437,13 @@ pub struct GpuLoader {
     stage: Vec<u8>,
     /// Bytes of `dests[next]` written to its buffer (a multiple of 4).
     written: u64,
+    /// Whether the weights' values are checked for NaN and infinities as they pass (see
+    /// [`GpuLoader::check_weights`]).
+    check_weights: bool,
+    /// Bytes of `dests[next]` received but not yet checked (less than a block), and the blocks
+    /// checked.
+    unchecked: Vec<u8>,
+    checked: u64,
 }
 
 /// The weights' layout from the header: every tensor checked against the model's shapes, its
@@ -605,6 +618,9 @@ impl GpuLoader {
             file_len: header.data_end(),
             stage: Vec::new(),
             written: 0,
+            check_weights: false,
+            unchecked: Vec::new(),
+            checked: 0,
         })
     }
 
@@ -627,6 +643,15 @@ impl GpuLoader {
             kv_cache,
             scratch,
         })
+    }
+
+    /// Checks the weights' values for NaN and infinities as they arrive (off by default: a
+    /// model loaded from a whole file is checked before, by
+    /// [`crate::model::config::check_weights`]; [`crate::generate::Model::gpu_stream`] turns it
+    /// on as `LoadOptions::check_weights` says). A bad value fails the `write` that brings it
+    /// with [`Error::NonFiniteWeight`].
+    pub fn check_weights(&mut self, on: bool) {
+        self.check_weights = on;
     }
 
     /// The file's length as its header gives it (the end of its last tensor).
@@ -670,6 +695,9 @@ impl GpuLoader {
             }
             let n = (start + len - self.pos).min(bytes.len() as u64) as usize;
             let last = self.pos + n as u64 == start + len;
+            if self.check_weights {
+                self.check_finite(&bytes[..n])?;
+            }
             self.deliver(&bytes[..n], last);
             self.pos += n as u64;
             bytes = &bytes[n..];
@@ -681,8 +709,47 @@ impl GpuLoader {
                 }
                 self.next += 1;
                 self.written = 0;
+                self.checked = 0;
             }
         }
+        Ok(())
+    }
+
+    /// Checks the next bytes of `dests[next]` for NaN and infinities, a whole block at a time
+    /// (a block split between two chunks waits for its end).
+    fn check_finite(&mut self, mut data: &[u8]) -> Result<()> {
+        let qtype = self.dests[self.next].qtype;
+        let block = qtype.block_bytes();
+        if !self.unchecked.is_empty() {
+            let take = (block - self.unchecked.len()).min(data.len());
+            self.unchecked.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.unchecked.len() < block {
+                return Ok(());
+            }
+            let joined = std::mem::take(&mut self.unchecked);
+            self.check_blocks(qtype, &joined)?;
+        }
+        let whole = data.len() / block * block;
+        self.check_blocks(qtype, &data[..whole])?;
+        self.unchecked.extend_from_slice(&data[whole..]);
+        Ok(())
+    }
+
+    /// Checks whole blocks of `dests[next]` that follow the blocks checked so far.
+    fn check_blocks(&mut self, qtype: QType, blocks: &[u8]) -> Result<()> {
+        let block = qtype.block_bytes();
+        if let Some(at) = qtype.first_non_finite(blocks) {
+            let d = &self.dests[self.next];
+            let t = &self.tensors[d.tensor];
+            // The destination starts at a block boundary of its tensor.
+            let before = (d.start - t.start) / block as u64 + self.checked;
+            return Err(Error::NonFiniteWeight {
+                tensor: t.name.clone(),
+                index: before * qtype.block_size() as u64 + at as u64,
+            });
+        }
+        self.checked += (blocks.len() / block) as u64;
         Ok(())
     }
 
