@@ -250,7 +250,8 @@ fn bad_sizes_are_errors() {
 /// dequantized value non-finite exactly when `first_non_finite` finds the block.
 #[test]
 fn non_finite_blocks_are_found_where_dequantization_sees_them() {
-    const N: usize = 256;
+    // Two blocks of the largest formats.
+    const N: usize = 512;
     for t in QType::ALL {
         let row = t.row_bytes(N).unwrap();
         let block = t.block_bytes();
@@ -262,7 +263,12 @@ fn non_finite_blocks_are_found_where_dequantization_sees_them() {
                 if t == QType::F32 {
                     // An f32 NaN/infinity: its top two bytes.
                     let start = at / 4 * 4;
-                    bytes[start..start + 4].copy_from_slice(&[0, 0, poison[0] | 0x80, poison[1] | 0x7f]);
+                    bytes[start..start + 4].copy_from_slice(&[
+                        0,
+                        0,
+                        poison[0] | 0x80,
+                        poison[1] | 0x7f,
+                    ]);
                 }
                 let mut out = vec![0f32; N];
                 dequantize_row(t, &bytes, &mut out).unwrap();

@@ -137,7 +137,10 @@ fn matrices_split_across_buffers_give_the_same_logits() {
 
     // A part limit below one row is refused with the limit.
     let err = streamed(&gpu, &file, 60, || 4096).unwrap_err().to_string();
-    assert!(err.contains("row of a weight matrix") && err.contains("60"), "{err}");
+    assert!(
+        err.contains("row of a weight matrix") && err.contains("60"),
+        "{err}"
+    );
 }
 
 #[test]
