@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""How far kiln's and llama.cpp's logits are from exact arithmetic on the same weights.
+
+For each model, the prompts of runtime/tests/fixtures/reference/{model}.json (llama.cpp's token
+ids) are run through
+  exact       scripts/float_reference.py: float64 everywhere, weights expanded exactly;
+  llama.cpp   llama-cpp-python 0.3.36, CPU, f16 KV cache, loaded as make_references.py loads it;
+  kiln CPU    the `kiln logits` command (--backend cpu);
+  kiln GPU    the same on the GPU backend (on this machine lavapipe, Vulkan on the CPU);
+and every runtime's logits at every position of every prompt, over the full vocabulary, are
+compared with the exact ones: max |runtime - exact|, mean |runtime - exact|, mean signed
+(runtime - exact), and how often the runtime's top-1 token is the exact top-1.
+
+Two ways to reach a position, each a path of its own in both runtimes:
+  steps    one token at a time (the decode path: what greedy generation runs after the prompt):
+           llama.cpp `eval([t])` per token, kiln `logits --steps`;
+  prompt   the whole prompt as one batch (the prompt path): llama.cpp evaluates it once with
+           every position's logits requested; kiln evaluates each prefix as a prompt
+           (`logits` without --steps), which is the same batched path. On the GPU the prompt
+           path is run for each prompt's last position only (each prefix is a separate prompt,
+           and lavapipe takes minutes per long prompt's prefixes).
+kiln-web under Node is not measured: its API (web/src/lib.rs) returns generated tokens, not
+logits, and adding a binding means two more wasm builds; it runs kiln-cpu's kernels (SIMD128 or
+scalar), checked against llama.cpp's greedy tokens by web/node/check.mjs.
+
+Command (repository root; needs python3 with numpy, gguf and llama-cpp-python==0.3.36, models/
+from scripts/install-models.sh, a release `kiln` binary; for the GPU rows a Vulkan adapter,
+here lavapipe with XDG_RUNTIME_DIR set):
+    python3 scripts/distance_report.py --kiln target/release/kiln [--models smollm2,gemma3,qwen2]
+        [--paths ...] [--cache DIR] [--write-docs]
+Every runtime's logits are cached under --cache (default /tmp/kiln-distance) by model, path and
+case, so a rerun recomputes only what is missing (delete the folder after changing a runtime).
+--write-docs replaces the generated table in docs/correctness.md (between its markers).
+
+Time on this machine (2 shared cores): the exact passes 5-30 s per model plus load, llama.cpp
+under a minute per model, kiln CPU 1-4 minutes per model, kiln GPU on lavapipe the longest
+(about 2 min for Gemma 3, 10 for Qwen2.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+MODELS = {
+    "smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "gemma3": "gemma-3-270m-q4_k_m.gguf",
+    "qwen2": "qwen2.5-coder-0.5b-instruct.gguf",
+}
+PATHS = ["llama-steps", "llama-prompt", "cpu-steps", "cpu-prompt", "gpu-steps", "gpu-prompt"]
+LABELS = {
+    "llama-steps": ("llama.cpp", "steps"),
+    "llama-prompt": ("llama.cpp", "prompt"),
+    "cpu-steps": ("kiln CPU", "steps"),
+    "cpu-prompt": ("kiln CPU", "prompt"),
+    "gpu-steps": ("kiln GPU", "steps"),
+    "gpu-prompt": ("kiln GPU", "prompt, last"),
+}
+# Logits printed per `kiln logits --json` call (JSON text of ~20 bytes each).
+KILN_FLOATS_PER_CALL = 4_000_000
+DOC = REPO / "docs" / "correctness.md"
+BEGIN = "<!-- distance_report.py: begin -->"
+END = "<!-- distance_report.py: end -->"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtimes: each returns, per case, an array (positions, vocab) and the positions it covers.
+
+
+def exact_logits(model_path: Path, cases: list[dict]) -> list[np.ndarray]:
+    import float_reference as fr
+
+    m = fr.Model(str(model_path))
+    return m.forward([c["prompt_ids"] for c in cases])
+
+
+def llama_logits(model_path: Path, cases: list[dict], steps: bool, threads: int):
+    import llama_cpp
+    import make_references as mr
+
+    mr.disable_extra_bufts()
+    llm = llama_cpp.Llama(
+        model_path=str(model_path),
+        n_ctx=mr.N_CTX,
+        n_batch=mr.N_CTX,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_gpu_layers=0,
+        seed=mr.LLAMA_SEED,
+        logits_all=not steps,
+        verbose=False,
+    )
+    if llm.model_params.use_extra_bufts:
+        sys.exit("use_extra_bufts is still on; refusing to run (see make_references.py)")
+    n_vocab = llm.n_vocab()
+    out = []
+    for c in cases:
+        ids = c["prompt_ids"]
+        llm.reset()
+        if steps:
+            rows = []
+            for t in ids:
+                llm.eval([t])
+                rows.append(mr.last_logits(llm, n_vocab).astype(np.float32))
+            out.append(np.stack(rows))
+        else:
+            llm.eval(ids)
+            out.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
+    del llm
+    return out
+
+
+def kiln_logits(kiln: str, model_path: Path, ids: list[int], positions: list[int], backend: str,
+                steps: bool, vocab: int) -> np.ndarray:
+    per_call = max(1, KILN_FLOATS_PER_CALL // vocab)
+    rows = []
+    for a in range(0, len(positions), per_call):
+        chunk = positions[a : a + per_call]
+        cmd = [
+            kiln, "logits", "--model", str(model_path), "--backend", backend, "--json",
+            "--context", "256", "--ids", ",".join(map(str, ids)),
+            "--positions", ",".join(map(str, chunk)),
+        ] + (["--steps"] if steps else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"{' '.join(cmd[:6])} ... failed:\n{r.stderr[-2000:]}")
+        j = json.loads(r.stdout)
+        if j["backend"] != backend:
+            sys.exit(f"kiln ran on {j['backend']}, not {backend}")
+        rows.append(np.asarray(j["logits"], dtype=np.float32))
+    return np.concatenate(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def cached(cache: Path, key: str, make):
+    """make() -> dict of arrays, stored as cache/key.npz."""
+    f = cache / f"{key}.npz"
+    if f.exists():
+        with np.load(f) as z:
+            return {k: z[k] for k in z.files}
+    t0 = time.time()
+    d = make()
+    np.savez(f, **d)
+    log(f"  {key}: {time.time() - t0:.0f} s")
+    return d
+
+
+def metrics(ref: list[np.ndarray], got: list[np.ndarray], pos: list[list[int]]) -> dict:
+    diffs, agree, n = [], 0, 0
+    for r, g, p in zip(ref, got, pos):
+        r = r[p]
+        d = g.astype(np.float64) - r
+        diffs.append(d)
+        agree += int(np.sum(np.argmax(g, axis=1) == np.argmax(r, axis=1)))
+        n += len(p)
+    d = np.concatenate(diffs)
+    per_pos_mean = d.mean(axis=1)
+    return {
+        "positions": n,
+        "max": float(np.abs(d).max()),
+        "mean": float(np.abs(d).mean()),
+        "signed": float(d.mean()),
+        "centered_mean": float(np.abs(d - per_pos_mean[:, None]).mean()),
+        "top1": agree,
+    }
+
+
+def run_model(key: str, args) -> list[dict]:
+    model_path = REPO / "models" / MODELS[key]
+    fixture = json.loads((REPO / "runtime/tests/fixtures/reference" / f"{key}.json").read_text())
+    cases = fixture["cases"]
+    vocab = int(fixture["n_vocab"])
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    log(f"{key}: {len(cases)} prompts, {sum(len(c['prompt_ids']) for c in cases)} positions")
+    ref_d = cached(
+        cache, f"{key}.exact",
+        lambda: {c["name"]: l for c, l in zip(cases, exact_logits(model_path, cases))},
+    )
+    ref = [ref_d[c["name"]] for c in cases]
+    if ref[0].shape[1] != vocab:
+        sys.exit(f"{key}: float64 vocab {ref[0].shape[1]} != fixture's {vocab}")
+    rows = []
+    for path in args.paths:
+        runtime, mode = path.split("-")
+        steps = mode == "steps"
+        if runtime == "gpu" and mode == "prompt":
+            pos = [[len(c["prompt_ids"]) - 1] for c in cases]
+        else:
+            pos = [list(range(len(c["prompt_ids"]))) for c in cases]
+        if runtime == "llama":
+            make = lambda: {  # noqa: E731
+                c["name"]: l
+                for c, l in zip(cases, llama_logits(model_path, cases, steps, args.threads))
+            }
+        else:
+            backend = runtime
+
+            def make(backend=backend, steps=steps, pos=pos):
+                return {
+                    c["name"]: kiln_logits(
+                        args.kiln, model_path, c["prompt_ids"], p, backend, steps, vocab
+                    )
+                    for c, p in zip(cases, pos)
+                }
+        got_d = cached(cache, f"{key}.{path}", make)
+        got = [got_d[c["name"]] for c in cases]
+        m = metrics(ref, got, pos)
+        m.update(model=key, path=path)
+        rows.append(m)
+        log(
+            f"  {path:<13} max {m['max']:.4f} mean {m['mean']:.4f} signed {m['signed']:+.4f} "
+            f"top1 {m['top1']}/{m['positions']}"
+        )
+    return rows
+
+
+NAMES = {"smollm2": "SmolLM2-135M Q4_1", "gemma3": "Gemma 3 270M Q4_K_M", "qwen2": "Qwen2.5-Coder 0.5B"}
+
+
+def table(rows: list[dict]) -> str:
+    out = [
+        "| model | runtime | path | positions | max \\|Δ\\| | mean \\|Δ\\| | mean Δ | "
+        "mean \\|Δ − its position's mean\\| | top-1 = exact |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        who, mode = LABELS[r["path"]]
+        out.append(
+            f"| {NAMES[r['model']]} | {who} | {mode} | {r['positions']} | {r['max']:.3f} | "
+            f"{r['mean']:.4f} | {r['signed']:+.4f} | {r['centered_mean']:.4f} | "
+            f"{r['top1']}/{r['positions']} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kiln", default=str(REPO / "target/release/kiln"))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--paths", default=",".join(PATHS))
+    ap.add_argument("--cache", default="/tmp/kiln-distance")
+    ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1: see README)")
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    args.paths = [p for p in args.paths.split(",") if p]
+    for p in args.paths:
+        if p not in PATHS:
+            sys.exit(f"unknown path {p}; known: {PATHS}")
+    rows = []
+    for key in args.models.split(","):
+        rows += run_model(key, args)
+    t = table(rows)
+    print(t)
+    if args.write_docs:
+        text = DOC.read_text()
+        if BEGIN not in text or END not in text:
+            sys.exit(f"{DOC} lacks the markers {BEGIN} / {END}")
+        pre, rest = text.split(BEGIN, 1)
+        _, post = rest.split(END, 1)
+        DOC.write_text(f"{pre}{BEGIN}\n{t}\n{END}{post}")
+        log(f"wrote the table into {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp/xdg")
+    sys.exit(main())
