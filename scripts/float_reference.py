@@ -32,6 +32,8 @@ causes a difference (they emulate, they are not bit-exact):
   act8   activations quantized before each quantized matrix product as llama.cpp does: Q8_0
          blocks of 32 (f16 scale) for Q4_0/Q5_0/Q8_0 weights, Q8_1 (f16 scale and f16 block sum)
          for Q4_1/Q5_1, Q8_K blocks of 256 (f32 scale, signed extreme -> -127) for K-quants;
+         act8.qkv, act8.o, act8.gateup, act8.down, act8.head: the same before one kind of
+         product only;
   kv16   q, k, v rounded to f16 (the f16 KV cache, q converted to f16 for the K.q product) and the
          softmax weights rounded to f16 before they meet V;
   gelu16 GELU through llama.cpp's f16 table (input rounded to f16, f16 result).
@@ -314,7 +316,20 @@ def field(r: gguf.GGUFReader, key: str, default=None):
     return f.contents()
 
 
-EMULATIONS = ("act8", "kv16", "gelu16")
+# act8 on every product, or on one kind of product only (act8.down: the FFN's down projection)
+PRODUCTS = {
+    "qkv": ("attn_q", "attn_k", "attn_v"),
+    "o": ("attn_output",),
+    "gateup": ("ffn_gate", "ffn_up"),
+    "down": ("ffn_down",),
+    "head": ("output", "token_embd"),
+}
+EMULATIONS = ("act8", "kv16", "gelu16") + tuple(f"act8.{k}" for k in PRODUCTS)
+
+
+def product_kind(name: str) -> str:
+    base = name.split(".")[-2]
+    return next(k for k, v in PRODUCTS.items() if base in v)
 
 
 class Model:
@@ -387,7 +402,8 @@ class Model:
         w = self.rows(name, start, stop)
         qtype = self.qtype(name)
         kind = act_kind(qtype)
-        if "act8" not in self.emulate or kind is None:
+        on = "act8" in self.emulate or f"act8.{product_kind(name)}" in self.emulate
+        if not on or kind is None:
             return x @ w.T
         xv, sums = quantize_act(x, kind)
         if sums is None:
