@@ -32,9 +32,10 @@ Every runtime's logits are cached under --cache (default /tmp/kiln-distance) by 
 case, so a rerun recomputes only what is missing (delete the folder after changing a runtime).
 --write-docs replaces the generated table in docs/correctness.md (between its markers).
 
-Time on this machine (2 shared cores): the exact passes 5-30 s per model plus load, llama.cpp
-under a minute per model, kiln CPU 1-4 minutes per model, kiln GPU on lavapipe the longest
-(about 2 min for Gemma 3, 10 for Qwen2.5).
+Time on this machine (2 cores shared with other jobs), first run: the float64 passes 7-56 s
+per model (the emulations up to 90 s each), llama.cpp 2-18 s per path and model, kiln CPU
+30-80 s per path and model, kiln GPU on lavapipe 1.5 min (SmolLM2), 5 min (Gemma 3) and
+13 min (Qwen2.5) for both paths; about 30 minutes in all.
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kiln", default=str(REPO / "target/release/kiln"))
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--paths", default=",".join(PATHS))
+    ap.add_argument("--paths", default=",".join(PATHS + list(EMULATED)))
     ap.add_argument("--cache", default="/tmp/kiln-distance")
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1: see README)")
     ap.add_argument("--write-docs", action="store_true")
@@ -310,7 +311,9 @@ def main() -> int:
     rows = []
     for key in args.models.split(","):
         rows += run_model(key, args)
-    t = table(rows)
+    runtimes = [r for r in rows if not r["path"].startswith("emu")]
+    emulated = [r for r in rows if r["path"].startswith("emu")]
+    t = "\n\n".join(table(x) for x in (runtimes, emulated) if x)
     print(t)
     if args.write_docs:
         text = DOC.read_text()
