@@ -9,7 +9,8 @@ id and its gap to the second, and llama.cpp's logits at the same ids (llama-cpp-
 CPU, the prompt as one batch with every position's logits: loaded as make_references.py loads
 it). The test compares kiln's logits with the exact ones and kiln's distance with llama.cpp's.
 
-Command (repository root; numpy, gguf, llama-cpp-python==0.3.36; ~2 minutes for all three):
+Command (repository root; numpy, gguf, llama-cpp-python==0.3.36; 5 minutes for all three on
+two busy cores):
     python3 scripts/make_exact_fixture.py
 writes runtime/tests/fixtures/exact/{smollm2,gemma3,qwen2}.json.
 """
