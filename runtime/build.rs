@@ -1,5 +1,6 @@
-//! Expands and validates every kernel variant in `shaders/` and writes the kernel table that
-//! `gpu::kernels` includes. A broken template fails the build with its file and line.
+//! Expands and validates every kernel variant in `shaders/` and writes the kernel table and the
+//! manifest's parameter spaces (`PARAM_SPACES`, `mod params`) that `gpu::kernels` includes. A
+//! broken template fails the build with its file and line.
 
 use std::path::PathBuf;
 
@@ -11,8 +12,10 @@ fn main() {
         println!("cargo:rerun-if-changed={}", entry.display());
     }
 
-    let variants = match kiln_shadergen::generate(&shaders) {
-        Ok(v) => v,
+    let (variants, spaces) = match kiln_shadergen::generate(&shaders)
+        .and_then(|v| Ok((v, kiln_shadergen::param_spaces(&shaders)?)))
+    {
+        Ok(generated) => generated,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(1);
@@ -24,8 +27,9 @@ fn main() {
         kiln_shadergen::Target::Native
     };
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("kernels.rs");
-    std::fs::write(&out, kiln_shadergen::emit_rust(&variants, target))
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+    let mut text = kiln_shadergen::emit_rust(&variants, target);
+    text.push_str(&kiln_shadergen::emit_params(&spaces));
+    std::fs::write(&out, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {

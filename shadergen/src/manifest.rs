@@ -15,8 +15,11 @@
 //! - any other word `w`: `NAME_W` is defined (e.g. `OP=sum` defines `OP_SUM`).
 //!
 //! A variant needs SHADER_F16 when any parameter is `f16`, subgroups when `SUBGROUP` is
-//! non-zero, and the WGSL language extension `packed_4x8_integer_dot_product` when `DOT4` is.
-//! Its key is its parameters in name order, `DTYPE=f32,OP=sum,...`.
+//! non-zero, and the WGSL language extension `packed_4x8_integer_dot_product` when `DOT4` is
+//! ([`value_features`]). Its key is its parameters in name order, `DTYPE=f32,OP=sum,...`.
+//!
+//! [`spaces`] gives the lines unexpanded (each parameter with its choices), which the runtime
+//! receives as typed data ([`crate::emit_params`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,19 +48,12 @@ impl Entry {
         parts.join(",")
     }
 
+    /// What the variant needs: what any of its parameter values needs.
     pub fn features(&self) -> Features {
-        Features {
-            f16: self.params.values().any(|v| v == "f16"),
-            subgroup: self.nonzero("SUBGROUP"),
-            dot4: self.nonzero("DOT4"),
-        }
-    }
-
-    /// Whether the integer parameter `name` is given and not 0.
-    fn nonzero(&self, name: &str) -> bool {
         self.params
-            .get(name)
-            .is_some_and(|v| v.parse::<u32>().is_ok_and(|n| n != 0))
+            .iter()
+            .map(|(name, value)| value_features(name, value))
+            .fold(Features::default(), Features::union)
     }
 
     /// Names visible to `#ifdef`.
@@ -91,6 +87,28 @@ impl Entry {
     }
 }
 
+/// What a variant with parameter `name` set to `value` needs of the device: SHADER_F16 for
+/// `f16`, subgroups for a non-zero `SUBGROUP`, `dot4I8Packed` for a non-zero `DOT4`.
+pub fn value_features(name: &str, value: &str) -> Features {
+    let nonzero = value.parse::<u32>().is_ok_and(|n| n != 0);
+    Features {
+        f16: value == "f16",
+        subgroup: name == "SUBGROUP" && nonzero,
+        dot4: name == "DOT4" && nonzero,
+    }
+}
+
+/// One manifest line before expansion: its variants are the cross product of its axes.
+#[derive(Clone, Debug)]
+pub struct Space {
+    pub kernel: String,
+    pub template: String,
+    /// Each parameter, in the line's order, with the values it takes.
+    pub axes: Vec<(String, Vec<String>)>,
+    /// 1-based manifest line, for errors.
+    pub line: u32,
+}
+
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -99,9 +117,9 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Parses the manifest text into expanded entries, sorted by kernel name then key.
-pub fn parse(text: &str) -> Result<Vec<Entry>, Error> {
-    let mut entries = Vec::new();
+/// Parses the manifest text into its lines, unexpanded, in manifest order.
+pub fn spaces(text: &str) -> Result<Vec<Space>, Error> {
+    let mut spaces = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index as u32 + 1;
         let at = |message: String| Error::Template {
@@ -125,7 +143,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, Error> {
                 "template `{template}` must be a .wgsl file in shaders/"
             )));
         }
-        // Each parameter with its choices, expanded as a cross product below.
+        // Each parameter with its choices; [`parse`] expands them as a cross product.
         let mut axes: Vec<(String, Vec<String>)> = Vec::new();
         for word in words {
             let (name, values) = word.split_once('=').unwrap_or((word, "1"));
@@ -148,8 +166,22 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, Error> {
             }
             axes.push((name.to_string(), choices));
         }
+        spaces.push(Space {
+            kernel: kernel.to_string(),
+            template: template.to_string(),
+            axes,
+            line,
+        });
+    }
+    Ok(spaces)
+}
+
+/// Parses the manifest text into expanded entries, sorted by kernel name then key.
+pub fn parse(text: &str) -> Result<Vec<Entry>, Error> {
+    let mut entries = Vec::new();
+    for space in spaces(text)? {
         let mut combos: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
-        for (name, choices) in &axes {
+        for (name, choices) in &space.axes {
             combos = combos
                 .into_iter()
                 .flat_map(|combo| {
@@ -162,10 +194,10 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, Error> {
                 .collect();
         }
         entries.extend(combos.into_iter().map(|params| Entry {
-            kernel: kernel.to_string(),
-            template: template.to_string(),
+            kernel: space.kernel.clone(),
+            template: space.template.clone(),
             params,
-            line,
+            line: space.line,
         }));
     }
     entries.sort_by(|a, b| (&a.kernel, a.key()).cmp(&(&b.kernel, b.key())));

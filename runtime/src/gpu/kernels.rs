@@ -1,9 +1,12 @@
 //! The generated kernel table and typed keys into it.
 //!
 //! `build.rs` runs `kiln-shadergen` over `shaders/` and includes one [`KernelSpec`] per variant,
-//! sorted by (name, key). Ops name a variant with a [`KernelKey`] built from typed parameters,
-//! so the dispatch math reads the same values (workgroup size, tile) that the shader was
-//! generated with.
+//! sorted by (name, key), and the manifest's parameter spaces: [`PARAM_SPACES`] (each line's
+//! parameters, their values and what each value needs of the device) and [`params`] (per
+//! kernel, a constant for each integer parameter with a single value, `params::gemv::WG_SIZE`).
+//! Ops name a variant with a [`KernelKey`] built from typed parameters and those constants, so
+//! the dispatch math reads the same values (workgroup size, tile) that the shader was generated
+//! with, and a parameter that leaves the manifest fails the build.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,7 +52,60 @@ pub struct KernelSpec {
     pub wgsl: &'static str,
 }
 
+/// One manifest line: a kernel and the values each of its parameters takes there (its variants
+/// are their cross product).
+#[derive(Debug)]
+pub struct ParamSpace {
+    pub kernel: &'static str,
+    /// The line in `shaders/manifest.txt`.
+    pub line: u32,
+    pub axes: &'static [ParamAxis],
+}
+
+/// One parameter of a manifest line and its values.
+#[derive(Debug)]
+pub struct ParamAxis {
+    pub name: &'static str,
+    pub values: &'static [ParamValue],
+}
+
+/// One value of a parameter and the device features a variant with it needs.
+#[derive(Debug)]
+pub struct ParamValue {
+    pub value: &'static str,
+    pub needs: KernelFeatures,
+}
+
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+
+impl ParamSpace {
+    /// The manifest lines of `kernel`, in manifest order.
+    pub fn of(kernel: &str) -> impl Iterator<Item = &'static ParamSpace> {
+        PARAM_SPACES.iter().filter(move |s| s.kernel == kernel)
+    }
+
+    /// The values of parameter `name` on this line.
+    pub fn values(&self, name: &str) -> impl Iterator<Item = &'static ParamValue> {
+        let axes = self.axes;
+        axes.iter()
+            .filter(move |a| a.name == name)
+            .flat_map(|a| a.values)
+    }
+
+    /// The integer parameter `name` where this line gives it exactly one value.
+    pub fn uint(&self, name: &str) -> Option<u32> {
+        let mut values = self.values(name);
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.value.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether this line's parameter `name` takes `value`.
+    pub fn takes(&self, name: &str, value: &str) -> bool {
+        self.values(name).any(|v| v.value == value)
+    }
+}
 
 impl KernelSpec {
     /// `name[key]`, as in error messages and snapshots.
@@ -175,6 +231,31 @@ impl DType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn param_spaces_follow_the_manifest() {
+        let lines: Vec<_> = ParamSpace::of("attention_flash").collect();
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.takes("OUT", "split") && !l.takes("OUT", "none"))
+        );
+        assert_eq!(
+            lines[0].uint("WG_SIZE"),
+            Some(params::attention_flash::WG_SIZE)
+        );
+        assert_eq!(lines[0].uint("OUT"), None, "two values, and words");
+        let gemv = ParamSpace::of("gemv").next().unwrap();
+        let needs = |name, value| {
+            gemv.values(name)
+                .find(|v| v.value == value)
+                .map(|v| v.needs)
+                .unwrap()
+        };
+        assert!(needs("SUBGROUP", "1").subgroup && !needs("SUBGROUP", "0").subgroup);
+        assert!(needs("ADTYPE", "f16").f16 && !needs("ADTYPE", "f32").f16);
+    }
 
     #[test]
     fn table_is_sorted_and_unique() {

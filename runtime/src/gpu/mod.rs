@@ -11,7 +11,9 @@ pub mod recorder;
 
 pub use context::{Capabilities, Gpu, GpuOptions};
 pub use counters::Counters;
-pub use kernels::{BindingKind, BindingSpec, DType, KernelFeatures, KernelKey, KernelSpec};
+pub use kernels::{
+    BindingKind, BindingSpec, DType, KernelFeatures, KernelKey, KernelSpec, ParamSpace, params,
+};
 pub use pipelines::Kernel;
 pub use plan::{Plan, Replay, Shift, Shifted, StepArena};
 pub use pool::GpuBuffer;

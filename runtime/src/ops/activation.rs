@@ -2,7 +2,7 @@
 //! residuals and biases.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::need;
 
 /// The activation applied to the gate.
@@ -27,11 +27,11 @@ impl Act {
 pub fn gated_key(act: Act) -> KernelKey {
     KernelKey::new("gated")
         .word("ACT", act.word())
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::gated::WG_SIZE)
 }
 
 pub fn add_inplace_key() -> KernelKey {
-    KernelKey::new("add_inplace").uint("WG_SIZE", 256)
+    KernelKey::new("add_inplace").uint("WG_SIZE", params::add_inplace::WG_SIZE)
 }
 
 #[repr(C)]

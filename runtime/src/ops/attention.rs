@@ -5,12 +5,13 @@
 //! caller asks for it ([`KvType`]).
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, Shifted, View, grid_of};
+use crate::gpu::{KernelKey, ParamSpace, Recorder, Shifted, View, grid_of, params};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
 
-/// Largest head dimension the attention kernel takes (Gemma 3 uses 256).
-pub const MAX_HEAD_DIM: u32 = 256;
+/// Largest head dimension the attention kernel takes (its variants' `MAX_HEAD_DIM`; Gemma 3
+/// uses 256).
+pub const MAX_HEAD_DIM: u32 = params::attention::MAX_HEAD_DIM;
 
 /// How the KV cache stores its values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -57,14 +58,14 @@ impl std::str::FromStr for KvType {
 
 pub fn kv_store_key(kv: KvType) -> KernelKey {
     KernelKey::new("kv_store")
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::kv_store::WG_SIZE)
         .word("KV", kv.word())
 }
 
 pub fn attention_key(combine: Combine, kv: KvType) -> KernelKey {
     KernelKey::new("attention")
         .uint("MAX_HEAD_DIM", MAX_HEAD_DIM)
-        .uint("WG_SIZE", 64)
+        .uint("WG_SIZE", params::attention::WG_SIZE)
         .flag("SUBGROUP", combine == Combine::Subgroup)
         .word("KV", kv.word())
 }
@@ -300,30 +301,46 @@ pub fn partials_bytes(a: &Attention, splits: u32) -> u64 {
 }
 
 /// The tiled kernel's tile for a cache type and head dimension: (largest head dimension, query
-/// rows BR, positions BC), chosen so that the tiles stay under WebGPU's default 16 KiB of
-/// workgroup memory.
-fn flash_tile(kv: KvType, head_dim: u32) -> (u32, u32, u32) {
-    match (kv, head_dim <= 128) {
-        (KvType::F16, true) => (128, 16, 16),
-        (KvType::F16, false) => (256, 16, 8),
-        (KvType::F32, true) => (128, 16, 8),
-        (KvType::F32, false) => (256, 8, 4),
-    }
+/// rows BR, positions BC) from the manifest's `attention_flash` line for `kv` with the smallest
+/// `MAX_HEAD_DIM` that holds `head_dim` (the largest where none does). The manifest sizes each
+/// line's tiles to stay under WebGPU's default 16 KiB of workgroup memory.
+fn flash_tile(kv: KvType, head_dim: u32) -> Option<(u32, u32, u32)> {
+    ParamSpace::of("attention_flash")
+        .filter(|line| line.takes("KV", kv.word()))
+        .filter_map(|line| {
+            Some((
+                line.uint("MAX_HEAD_DIM")?,
+                line.uint("BR")?,
+                line.uint("BC")?,
+            ))
+        })
+        .min_by_key(|&(max, _, _)| {
+            if head_dim <= max {
+                (false, max)
+            } else {
+                (true, u32::MAX - max)
+            }
+        })
 }
 
+/// The tiled kernel for `kv` and `head_dim`; without a manifest line for `kv` the key names no
+/// tile, and looking it up fails listing the variants there are.
 pub fn attention_flash_key(kv: KvType, head_dim: u32, split: bool) -> KernelKey {
-    let (max_head_dim, br, bc) = flash_tile(kv, head_dim);
-    KernelKey::new("attention_flash")
-        .uint("MAX_HEAD_DIM", max_head_dim)
-        .uint("BR", br)
-        .uint("BC", bc)
-        .uint("WG_SIZE", 64)
+    let mut key = KernelKey::new("attention_flash")
+        .uint("WG_SIZE", params::attention_flash::WG_SIZE)
         .word("KV", kv.word())
-        .word("OUT", if split { "split" } else { "final" })
+        .word("OUT", if split { "split" } else { "final" });
+    if let Some((max_head_dim, br, bc)) = flash_tile(kv, head_dim) {
+        key = key
+            .uint("MAX_HEAD_DIM", max_head_dim)
+            .uint("BR", br)
+            .uint("BC", bc);
+    }
+    key
 }
 
 pub fn attention_combine_key() -> KernelKey {
-    KernelKey::new("attention_combine").uint("WG_SIZE", 256)
+    KernelKey::new("attention_combine").uint("WG_SIZE", params::attention_combine::WG_SIZE)
 }
 
 #[repr(C)]
@@ -408,9 +425,10 @@ fn flash_dispatch(
     need("attention", "k_cache", &k_cache, a.cache_bytes())?;
     need("attention", "v_cache", &v_cache, a.cache_bytes())?;
     let split = rule.is_some();
-    let key = attention_flash_key(a.kv, a.head_dim, split);
-    let (_, br, _) = flash_tile(a.kv, a.head_dim);
-    let kernel = rec.gpu().kernel(&key)?;
+    let kernel = rec
+        .gpu()
+        .kernel(&attention_flash_key(a.kv, a.head_dim, split))?;
+    let br = kernel.spec.param("BR").unwrap_or(1);
     let tiles = (a.n_tok * (a.n_head / a.n_kv_head)).div_ceil(br);
     let max = rec.gpu().limits().max_compute_workgroups_per_dimension;
     let grid = move |s: &Splits| grid_of((tiles * a.n_kv_head * s.count).max(1), max);

@@ -1,7 +1,7 @@
 //! Binary elementwise ops (`add`, `mul`) over f32 or f16 storage.
 
 use crate::error::Result;
-use crate::gpu::{DType, KernelKey, Recorder, View};
+use crate::gpu::{DType, KernelKey, Recorder, View, params};
 use crate::ops::need;
 
 /// Which binary op.
@@ -28,7 +28,7 @@ pub fn binary_key(op: BinaryOp, dtype: DType, vec4: bool) -> KernelKey {
         .word("OP", op.word())
         .word("DTYPE", dtype.wgsl())
         .word("VEC", if vec4 { "vec4" } else { "scalar" })
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::elementwise::WG_SIZE)
 }
 
 #[repr(C)]

@@ -2,7 +2,7 @@
 //! weights stay in their GGUF block format on the GPU and are read in place.
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, KernelKey, Recorder, Shifted, View};
+use crate::gpu::{DType, KernelKey, Recorder, Shifted, View, params};
 use crate::ops::need;
 use crate::ops::prep::{PrepIn, PrepOut};
 use crate::ops::reduce::Combine;
@@ -146,7 +146,7 @@ pub fn gemv_key(wtype: WType, act: DType, split: Split, accumulate: bool) -> Ker
     let key = KernelKey::new("gemv")
         .word("WTYPE", wtype.word())
         .word("ADTYPE", act.wgsl())
-        .uint("WG_SIZE", 64)
+        .uint("WG_SIZE", params::gemv::WG_SIZE)
         .flag("ACC", accumulate);
     split.key(key)
 }
@@ -154,7 +154,7 @@ pub fn gemv_key(wtype: WType, act: DType, split: Split, accumulate: bool) -> Ker
 pub fn embed_key(wtype: WType) -> KernelKey {
     KernelKey::new("embed")
         .word("WTYPE", wtype.word())
-        .uint("WG_SIZE", 64)
+        .uint("WG_SIZE", params::embed::WG_SIZE)
 }
 
 /// Shape of one gemv: `m` activation rows of length `k` against `rows` weight rows, writing
@@ -426,11 +426,11 @@ impl IntDot {
 pub fn gemv_q8_key(wtype: WType, split: Split, dot: IntDot, accumulate: bool) -> KernelKey {
     let mut key = KernelKey::new("gemv_q8")
         .word("WTYPE", wtype.word())
-        .uint("WG_SIZE", 64)
+        .uint("WG_SIZE", params::gemv_q8::WG_SIZE)
         .flag("ACC", accumulate)
         .flag("DOT4", dot == IntDot::Packed);
     if wtype.reads_act_sums() {
-        key = key.uint("XS", 1);
+        key = key.uint("XS", params::gemv_q8::XS);
     }
     split.key(key)
 }

@@ -4,7 +4,7 @@
 //! f16 and f32 weights).
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::activation::Act;
 use crate::ops::gemv::{ActInput, ActQuant, QAct, Split, WType};
 use crate::ops::need;
@@ -36,9 +36,9 @@ pub fn gemv_gated_key(wtype: WType, act: Act, split: Split) -> KernelKey {
                 "f32"
             },
         )
-        .uint("WG_SIZE", 64);
+        .uint("WG_SIZE", params::gemv_gated::WG_SIZE);
     if wtype.reads_act_sums() {
-        key = key.uint("XS", 1);
+        key = key.uint("XS", params::gemv_gated::XS);
     }
     split.key(key)
 }

@@ -7,7 +7,7 @@
 //! and then their GEMV.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, KernelSpec, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::activation::Act;
 use crate::ops::gemv::{ActQuant, GemvShape, IntDot, Split, WType};
 use crate::ops::gemv_gated::GatedShape;
@@ -15,32 +15,29 @@ use crate::ops::need;
 use crate::ops::prep::{PrepIn, PrepUniform};
 
 pub fn gemv_prep_key(wtype: WType, split: Split, dot: IntDot, gated: Option<Act>) -> KernelKey {
-    let mut key = KernelKey::new(if gated.is_some() {
-        "gemv_prep_gated"
-    } else {
-        "gemv_prep"
-    })
-    .word("WTYPE", wtype.word())
-    .uint("WG_SIZE", 64)
-    .uint("MAX_K", 8192)
-    .flag("DOT4", dot == IntDot::Packed);
+    use params::{gemv_prep as plain, gemv_prep_gated as gate};
+    let (name, wg_size, max_k, rows) = match gated {
+        None => ("gemv_prep", plain::WG_SIZE, plain::MAX_K, plain::ROWS),
+        Some(_) => ("gemv_prep_gated", gate::WG_SIZE, gate::MAX_K, gate::ROWS),
+    };
+    let mut key = KernelKey::new(name)
+        .word("WTYPE", wtype.word())
+        .uint("WG_SIZE", wg_size)
+        .uint("MAX_K", max_k)
+        .flag("DOT4", dot == IntDot::Packed);
     key = match split {
-        Split::Group(_) => key.word("SPLIT", "group").uint("ROWS", 4),
+        Split::Group(_) => key.word("SPLIT", "group").uint("ROWS", rows),
         Split::Thread => key.word("SPLIT", "thread"),
     };
     if let Some(act) = gated {
-        key = key.uint("GATED", 1).word("ACT", act.word());
+        key = key.uint("GATED", gate::GATED).word("ACT", act.word());
     }
     key
 }
 
 /// The longest activation row the fused kernels take (their variants' `MAX_K`).
 pub fn max_k() -> u32 {
-    let key = gemv_prep_key(WType::Q8_0, Split::Thread, IntDot::Unpacked, None);
-    KernelSpec::find(&key)
-        .ok()
-        .and_then(|s| s.param("MAX_K"))
-        .unwrap_or(0)
+    params::gemv_prep::MAX_K.min(params::gemv_prep_gated::MAX_K)
 }
 
 /// Whether decode steps should prepare each product's input inside its GEMV: on GPUs, where a

@@ -3,7 +3,7 @@
 //! int8 dot products through `dot4I8Packed` where the device has it.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::gemv::{IntDot, Split};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
@@ -22,13 +22,13 @@ pub struct I8Rows<'a> {
 
 pub fn quantize_row_key(combine: Combine) -> KernelKey {
     KernelKey::new("quantize_row")
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::quantize_row::WG_SIZE)
         .flag("SUBGROUP", combine == Combine::Subgroup)
 }
 
 pub fn gemv_w8a8_key(split: Split, dot: IntDot) -> KernelKey {
     let key = KernelKey::new("gemv_w8a8")
-        .uint("WG_SIZE", 64)
+        .uint("WG_SIZE", params::gemv_w8a8::WG_SIZE)
         .flag("DOT4", dot == IntDot::Packed);
     split.key(key)
 }

@@ -4,7 +4,7 @@
 //! memory, per-batch strides).
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, KernelKey, Recorder, View};
+use crate::gpu::{DType, KernelKey, Recorder, View, params};
 use crate::ops::need;
 
 /// Shape of `c[z] = a[z] * op(b[z])`: a (m, k), op(b) (k, n), c (m, n), `batch` times.
@@ -19,11 +19,12 @@ pub struct MatmulShape {
 }
 
 pub fn matmul_key(trans_b: bool) -> KernelKey {
+    use params::matmul_reg as p;
     KernelKey::new("matmul_reg")
-        .uint("TILE_M", 4)
-        .uint("TILE_N", 4)
-        .uint("WG_X", 8)
-        .uint("WG_Y", 8)
+        .uint("TILE_M", p::TILE_M)
+        .uint("TILE_N", p::TILE_N)
+        .uint("WG_X", p::WG_X)
+        .uint("WG_Y", p::WG_Y)
         .flag("TRANS_B", trans_b)
 }
 
@@ -107,13 +108,14 @@ impl MatmulShape {
 }
 
 pub fn matmul_tiled_key(dtype: DType, trans_b: bool) -> KernelKey {
+    use params::matmul_tiled as p;
     KernelKey::new("matmul_tiled")
         .word("DTYPE", dtype.wgsl())
-        .uint("TILE_M", 4)
-        .uint("TILE_N", 4)
-        .uint("TILE_K", 16)
-        .uint("WG_X", 8)
-        .uint("WG_Y", 8)
+        .uint("TILE_M", p::TILE_M)
+        .uint("TILE_N", p::TILE_N)
+        .uint("TILE_K", p::TILE_K)
+        .uint("WG_X", p::WG_X)
+        .uint("WG_Y", p::WG_Y)
         .flag("TRANS_B", trans_b)
 }
 

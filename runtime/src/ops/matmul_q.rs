@@ -5,7 +5,7 @@
 //! there is more than one row.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::gemv::{ActInput, ActQuant, GemvShape, QAct, WType};
 use crate::ops::need;
 
@@ -39,16 +39,17 @@ impl Prefill {
 /// The variant for `wtype` on int8 activations (`q8`, the formats [`ActQuant::for_weights`]
 /// pairs with one) or f32 activations (every format).
 pub fn matmul_q_key(wtype: WType, q8: bool, accumulate: bool) -> KernelKey {
+    use params::matmul_q as p;
     let mut key = KernelKey::new("matmul_q")
         .word("WTYPE", wtype.word())
         .word("ACTS", if q8 { "q8" } else { "f32" })
-        .uint("TILE_R", 32)
-        .uint("TILE_T", 32)
-        .uint("WG_X", 8)
-        .uint("WG_Y", 8)
+        .uint("TILE_R", p::TILE_R)
+        .uint("TILE_T", p::TILE_T)
+        .uint("WG_X", p::WG_X)
+        .uint("WG_Y", p::WG_Y)
         .flag("ACC", accumulate);
     if q8 && wtype.reads_act_sums() {
-        key = key.uint("XS", 1);
+        key = key.uint("XS", p::XS);
     }
     key
 }

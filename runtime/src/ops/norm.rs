@@ -2,13 +2,13 @@
 //! with an optional weight and bias.
 
 use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
 
 pub fn rms_norm_key(combine: Combine) -> KernelKey {
     KernelKey::new("rms_norm")
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::rms_norm::WG_SIZE)
         .flag("SUBGROUP", combine == Combine::Subgroup)
 }
 
@@ -55,7 +55,7 @@ pub fn rms_norm(
 
 pub fn layer_norm_key(combine: Combine) -> KernelKey {
     KernelKey::new("layer_norm")
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::layer_norm::WG_SIZE)
         .flag("SUBGROUP", combine == Combine::Subgroup)
 }
 

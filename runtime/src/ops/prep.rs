@@ -5,7 +5,7 @@
 //! of the fused GEMVs ([`crate::ops::gemv_prep`]).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelKey, Recorder, View};
+use crate::gpu::{Gpu, KernelKey, Recorder, View, params};
 use crate::ops::gemv::{ActQuant, QAct};
 use crate::ops::need;
 
@@ -161,7 +161,7 @@ pub enum PrepOut<'a> {
 pub fn prep_key(out: Option<ActQuant>) -> KernelKey {
     KernelKey::new("prep")
         .word("QTYPE", out.map_or("f32", ActQuant::word))
-        .uint("WG_SIZE", 64)
+        .uint("WG_SIZE", params::prep::WG_SIZE)
 }
 
 #[repr(C)]

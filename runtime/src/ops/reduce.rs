@@ -1,7 +1,7 @@
 //! Row reductions (sum, max) with a subgroup variant and a shared-memory variant.
 
 use crate::error::Result;
-use crate::gpu::{Gpu, KernelKey, Recorder, View};
+use crate::gpu::{Gpu, KernelKey, Recorder, View, params};
 use crate::ops::need;
 
 /// Which reduction.
@@ -41,7 +41,7 @@ pub fn reduce_key(op: ReduceOp, combine: Combine) -> KernelKey {
             },
         )
         .flag("SUBGROUP", combine == Combine::Subgroup)
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::reduce::WG_SIZE)
 }
 
 #[repr(C)]

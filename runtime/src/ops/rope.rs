@@ -1,7 +1,7 @@
 //! Rotary position embedding, in place, NORM (llama) and NEOX (qwen2, gemma3) layouts.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::need;
 
 /// Which dimensions form a rotated pair.
@@ -22,7 +22,7 @@ pub fn rope_key(layout: RopeLayout) -> KernelKey {
                 RopeLayout::Neox => "neox",
             },
         )
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::rope::WG_SIZE)
 }
 
 /// Shape and parameters of one rotation.

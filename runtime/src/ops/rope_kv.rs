@@ -4,8 +4,11 @@
 //! two rotations, two cache stores) with the same arithmetic.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, Shifted, View, grid_of};
-use crate::ops::attention::{KvType, MAX_HEAD_DIM};
+use crate::gpu::{KernelKey, Recorder, Shifted, View, grid_of, params};
+use crate::ops::attention::KvType;
+
+/// Largest head dimension `rope_kv` takes (its variants' `MAX_HEAD_DIM`).
+const MAX_HEAD_DIM: u32 = params::rope_kv::MAX_HEAD_DIM;
 use crate::ops::need;
 use crate::ops::rope::RopeLayout;
 
@@ -57,7 +60,7 @@ pub fn rope_kv_key(layout: RopeLayout, kv: KvType) -> KernelKey {
         )
         .word("KV", kv.word())
         .uint("MAX_HEAD_DIM", MAX_HEAD_DIM)
-        .uint("WG_SIZE", 64)
+        .uint("WG_SIZE", params::rope_kv::WG_SIZE)
 }
 
 #[repr(C)]

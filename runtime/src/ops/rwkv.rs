@@ -5,30 +5,35 @@
 //! channel_mix}`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::gemv::{ActQuant, GemvShape, QAct, Split, WType, gemv, gemv_q8, quantize};
 use crate::ops::need;
 
 /// The largest head size the WKV kernels take: each invocation keeps one state row or column of
 /// this many values, and the workgroup has one invocation per value.
-pub const WKV_MAX_HEAD: u32 = 64;
+pub const WKV_MAX_HEAD: u32 = params::wkv6::MAX_HEAD;
+
+// Both kernels share one shape check.
+const _: () = assert!(params::wkv7::MAX_HEAD == WKV_MAX_HEAD);
 
 pub fn wkv6_key() -> KernelKey {
+    use params::wkv6 as p;
     KernelKey::new("wkv6")
-        .uint("CHUNK", 8)
-        .uint("MAX_HEAD", WKV_MAX_HEAD)
-        .uint("WG_SIZE", WKV_MAX_HEAD)
+        .uint("CHUNK", p::CHUNK)
+        .uint("MAX_HEAD", p::MAX_HEAD)
+        .uint("WG_SIZE", p::WG_SIZE)
 }
 
 pub fn wkv7_key() -> KernelKey {
+    use params::wkv7 as p;
     KernelKey::new("wkv7")
-        .uint("CHUNK", 8)
-        .uint("MAX_HEAD", WKV_MAX_HEAD)
-        .uint("WG_SIZE", WKV_MAX_HEAD)
+        .uint("CHUNK", p::CHUNK)
+        .uint("MAX_HEAD", p::MAX_HEAD)
+        .uint("WG_SIZE", p::WG_SIZE)
 }
 
 pub fn token_shift_key() -> KernelKey {
-    KernelKey::new("token_shift").uint("WG_SIZE", 64)
+    KernelKey::new("token_shift").uint("WG_SIZE", params::token_shift::WG_SIZE)
 }
 
 /// The pointwise steps of the channel mix.
@@ -49,7 +54,7 @@ pub fn ffn_act_key(act: FfnAct) -> KernelKey {
                 FfnAct::SigmoidGate => "sigmoid_gate",
             },
         )
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::rwkv_ffn_act::WG_SIZE)
 }
 
 fn shape(op: &'static str, detail: String) -> Error {

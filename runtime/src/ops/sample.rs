@@ -3,7 +3,7 @@
 //! ([`sample`]: penalty, temperature, top-k, top-p, seeded RNG).
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, Shifted, View};
+use crate::gpu::{KernelKey, Recorder, Shifted, View, params};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
 
@@ -17,7 +17,7 @@ pub const NON_FINITE_ID: u32 = u32::MAX;
 pub fn argmax_key(combine: Combine) -> KernelKey {
     KernelKey::new("argmax")
         .flag("SUBGROUP", combine == Combine::Subgroup)
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::argmax::WG_SIZE)
 }
 
 #[repr(C)]
@@ -64,7 +64,7 @@ pub fn argmax_with(
 }
 
 pub fn sample_key() -> KernelKey {
-    KernelKey::new("sample").uint("WG_SIZE", 256)
+    KernelKey::new("sample").uint("WG_SIZE", params::sample::WG_SIZE)
 }
 
 /// Settings of [`sample`]; the same fields as `kiln_cpu::Sampler`.

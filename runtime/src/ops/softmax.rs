@@ -1,13 +1,13 @@
 //! Row softmax, max-subtracted so that it stays finite, with an optional scale of the inputs.
 
 use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::need;
 use crate::ops::reduce::Combine;
 
 pub fn softmax_key(combine: Combine) -> KernelKey {
     KernelKey::new("softmax")
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::softmax::WG_SIZE)
         .flag("SUBGROUP", combine == Combine::Subgroup)
 }
 

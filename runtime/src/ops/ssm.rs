@@ -4,17 +4,17 @@
 //! `kiln_cpu::ops::causal_conv1d_step` and `kiln_cpu::ops::selective_scan`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder, View};
+use crate::gpu::{KernelKey, Recorder, View, params};
 use crate::ops::need;
 
 pub fn ssm_conv_key() -> KernelKey {
-    KernelKey::new("ssm_conv").uint("WG_SIZE", 64)
+    KernelKey::new("ssm_conv").uint("WG_SIZE", params::ssm_conv::WG_SIZE)
 }
 
 pub fn ssm_scan_key() -> KernelKey {
     KernelKey::new("ssm_scan")
-        .uint("CHUNK", 8)
-        .uint("WG_SIZE", 64)
+        .uint("CHUNK", params::ssm_scan::CHUNK)
+        .uint("WG_SIZE", params::ssm_scan::WG_SIZE)
 }
 
 fn shape(op: &'static str, detail: String) -> Error {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::gpu::{DType, Kernel, KernelKey, Recorder, View};
+use crate::gpu::{DType, Kernel, KernelKey, Recorder, View, params};
 use crate::ops::need;
 
 /// Which unary op.
@@ -54,7 +54,7 @@ pub fn unary_key(op: UnaryOp, dtype: DType, vec4: bool) -> KernelKey {
         .word("OP", op.word())
         .word("DTYPE", dtype.wgsl())
         .word("VEC", vec_word(vec4))
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::unary::WG_SIZE)
 }
 
 /// The `axpy` variant (`out = x + s * b`) for a storage type.
@@ -63,7 +63,7 @@ pub fn axpy_key(dtype: DType, vec4: bool) -> KernelKey {
         .word("OP", "axpy")
         .word("DTYPE", dtype.wgsl())
         .word("VEC", vec_word(vec4))
-        .uint("WG_SIZE", 256)
+        .uint("WG_SIZE", params::axpy::WG_SIZE)
 }
 
 #[repr(C)]
