@@ -7,6 +7,8 @@ ids) are run through
   llama.cpp   llama-cpp-python 0.3.36, CPU, f16 KV cache, loaded as make_references.py loads it;
   kiln CPU    the `kiln logits` command (--backend cpu);
   kiln GPU    the same on the GPU backend (on this machine lavapipe, Vulkan on the CPU);
+  kiln-web    kiln-web's SIMD128 build under Node, `Model.logits` (web/node/logits.mjs): the
+              CPU path's kernels compiled for wasm32 + SIMD128, one thread;
 and every runtime's logits at every position of every prompt, over the full vocabulary, are
 compared with the exact ones: max |runtime - exact|, mean |runtime - exact|, mean signed
 (runtime - exact), and how often the runtime's top-1 token is the exact top-1.
@@ -19,13 +21,13 @@ Two ways to reach a position, each a path of its own in both runtimes:
            (`logits` without --steps), which is the same batched path. On the GPU the prompt
            path is run for each prompt's last position only (each prefix is a separate prompt,
            and lavapipe takes minutes per long prompt's prefixes).
-kiln-web under Node is not measured: its API (web/src/lib.rs) returns generated tokens, not
-logits, and adding a binding means two more wasm builds; it runs kiln-cpu's kernels (SIMD128 or
-scalar), checked against llama.cpp's greedy tokens by web/node/check.mjs.
+kiln-web is run on the steps path only: each prefix as a prompt would run the prompt path once
+per position, and kiln-web's logits are bit-identical both ways (web/node/check.mjs checks it).
 
 Command (repository root; needs python3 with numpy, gguf and llama-cpp-python==0.3.36, models/
 from scripts/install-models.sh, a release `kiln` binary; for the GPU rows a Vulkan adapter,
-here lavapipe with XDG_RUNTIME_DIR set):
+here lavapipe with XDG_RUNTIME_DIR set; for the kiln-web rows Node and scripts/build-web.sh's
+web/pkg/simd):
     python3 scripts/distance_report.py --kiln target/release/kiln [--models smollm2,gemma3,qwen2]
         [--paths ...] [--cache DIR] [--write-docs]
 Every runtime's logits are cached under --cache (default /tmp/kiln-distance) by model, path and
@@ -35,7 +37,8 @@ case, so a rerun recomputes only what is missing (delete the folder after changi
 Time on this machine (2 cores shared with other jobs), first run: the float64 passes 7-56 s
 per model (the emulations up to 90 s each), llama.cpp 2-18 s per path and model, kiln CPU
 30-80 s per path and model, kiln GPU on lavapipe 1.5 min (SmolLM2), 5 min (Gemma 3) and
-13 min (Qwen2.5) for both paths; about 30 minutes in all.
+13 min (Qwen2.5) for both paths; about 30 minutes in all. kiln-web (SIMD128, Node 20, one
+thread) 20 s (SmolLM2), 27 s (Gemma 3) and 67 s (Qwen2.5).
 """
 
 from __future__ import annotations
@@ -59,7 +62,10 @@ MODELS = {
     "gemma3": "gemma-3-270m-q4_k_m.gguf",
     "qwen2": "qwen2.5-coder-0.5b-instruct.gguf",
 }
-PATHS = ["llama-steps", "llama-prompt", "cpu-steps", "cpu-prompt", "gpu-steps", "gpu-prompt"]
+PATHS = [
+    "llama-steps", "llama-prompt", "cpu-steps", "cpu-prompt", "web-steps", "gpu-steps",
+    "gpu-prompt",
+]
 # float64 passes with some of llama.cpp's roundings (float_reference.py --emulate): which
 # rounding the distance comes from. Not in the default set.
 EMULATED = {
@@ -78,6 +84,7 @@ LABELS = {
     "llama-prompt": ("llama.cpp", "prompt"),
     "cpu-steps": ("kiln CPU", "steps"),
     "cpu-prompt": ("kiln CPU", "prompt"),
+    "web-steps": ("kiln-web (Node, SIMD128)", "steps"),
     "gpu-steps": ("kiln GPU", "steps"),
     "gpu-prompt": ("kiln GPU", "prompt, last"),
     "emu-act8": ("float64 + int8 activations", "prompt"),
@@ -169,6 +176,27 @@ def kiln_logits(kiln: str, model_path: Path, ids: list[int], positions: list[int
     return np.concatenate(rows)
 
 
+def web_logits(node: str, model_path: Path, ids: list[int], positions: list[int], steps: bool,
+               vocab: int) -> np.ndarray:
+    """kiln-web's SIMD128 build under Node (web/node/logits.mjs): raw float32 through a file."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "logits.f32"
+        cmd = [
+            node, str(REPO / "web/node/logits.mjs"), "--model", str(model_path), "--flavor", "simd",
+            "--context", "256", "--ids", ",".join(map(str, ids)),
+            "--positions", ",".join(map(str, positions)), "--out", str(out),
+        ] + (["--steps"] if steps else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"{' '.join(cmd[:4])} ... failed:\n{r.stderr[-2000:]}")
+        j = json.loads(r.stdout)
+        if j["backend"] != "cpu" or not j["simd128"] or j["vocab"] != vocab:
+            sys.exit(f"kiln-web ran as {j}, not the SIMD128 CPU path with vocab {vocab}")
+        return np.fromfile(out, dtype="<f4").reshape(len(positions), vocab)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -253,6 +281,13 @@ def run_model(key: str, args) -> list[dict]:
                 c["name"]: l
                 for c, l in zip(cases, llama_logits(model_path, cases, steps, args.threads))
             }
+        elif runtime == "web":
+
+            def make(steps=steps, pos=pos):
+                return {
+                    c["name"]: web_logits(args.node, model_path, c["prompt_ids"], p, steps, vocab)
+                    for c, p in zip(cases, pos)
+                }
         else:
             backend = runtime
 
@@ -298,6 +333,7 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kiln", default=str(REPO / "target/release/kiln"))
+    ap.add_argument("--node", default="node", help="Node for the kiln-web rows")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--paths", default=",".join(PATHS + list(EMULATED)))
     ap.add_argument("--cache", default="/tmp/kiln-distance")

@@ -60,8 +60,8 @@ bench/device/run.sh --quick --out "$(mktemp -d)/device-quick.json"
 CARGO_TARGET_DIR=target/wasm-check cargo check -p kiln --lib --target wasm32-unknown-unknown
 
 # kiln-web, SIMD128 and scalar (release, as shipped): SmolLM2 streamed in under Node, tokens and
-# 14 greedy tokens against llama.cpp's fixture, stop strings, cancellation, bad files, the
-# `auto`/`gpu` backends without WebGPU.
+# 14 greedy tokens against llama.cpp's fixture, logits against its first-position logits, stop
+# strings, cancellation, bad files, the `auto`/`gpu` backends without WebGPU.
 scripts/build-web.sh
 node web/node/check.mjs --flavor both
 

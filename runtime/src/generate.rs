@@ -26,6 +26,11 @@ use crate::ops::attention::KvType;
 use crate::ops::sample::{NON_FINITE_ID, SampleParams};
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 
+/// Why `prompt_logits` and `logits_at` refuse a GPU model in a browser.
+#[cfg(target_arch = "wasm32")]
+const GPU_LOGITS_IN_BROWSER: &str =
+    "logits from the GPU in a browser (its readbacks are asynchronous; use the CPU backend)";
+
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
@@ -835,7 +840,8 @@ impl Model {
         Ok(self.tokenizer.encode(&text, true, true))
     }
 
-    /// The logits after `prompt` (a fresh context; for reference tests).
+    /// The logits after `prompt` (a fresh context; for reference tests). In a browser only the
+    /// CPU engine gives them.
     pub fn prompt_logits(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
         self.check_prompt(prompt)?;
         match &mut self.engine {
@@ -848,9 +854,7 @@ impl Model {
                 }
             }
             #[cfg(target_arch = "wasm32")]
-            Engine::Gpu(_) => Err(Error::Unsupported(
-                "prompt logits from the GPU in a browser (its readbacks are asynchronous)".into(),
-            )),
+            Engine::Gpu(_) => Err(Error::Unsupported(GPU_LOGITS_IN_BROWSER.into())),
             Engine::Cpu(m) => Ok(m.step(prompt, 0)?.to_vec()),
         }
     }
@@ -858,8 +862,8 @@ impl Model {
     /// The logits after each prefix `ids[..=p]` for `p` in `positions`, from a fresh context:
     /// each prefix run as one prompt, or (`steps`) the ids fed one decode step at a time (the
     /// kernels of generation's decode steps). For comparing with a reference runtime without a
-    /// tokenizer (`kiln logits`).
-    #[cfg(not(target_arch = "wasm32"))]
+    /// tokenizer (`kiln logits`, kiln-web's `logits`). In a browser only the CPU engine gives
+    /// them (the GPU's readbacks are asynchronous there).
     pub fn logits_at(
         &mut self,
         ids: &[u32],
@@ -886,6 +890,7 @@ impl Model {
         let mut out = Vec::with_capacity(positions.len());
         for (i, &id) in ids[..=last].iter().enumerate() {
             let logits = match &mut self.engine {
+                #[cfg(not(target_arch = "wasm32"))]
                 Engine::Gpu(m) => {
                     use crate::model::gpu::StepOutput;
                     match m.step(&[id], i as u32, 1, &Choice::Logits)? {
@@ -893,6 +898,8 @@ impl Model {
                         StepOutput::Token(_) => unreachable!("logits were asked for"),
                     }
                 }
+                #[cfg(target_arch = "wasm32")]
+                Engine::Gpu(_) => return Err(Error::Unsupported(GPU_LOGITS_IN_BROWSER.into())),
                 Engine::Cpu(m) => m.step(&[id], i as u32)?.to_vec(),
             };
             if positions.contains(&i) {

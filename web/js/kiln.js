@@ -137,7 +137,7 @@ const MAX_RECOVERIES = 3;
 
 /**
  * A loaded model: kiln-web's `Model` (info, tokenize, detokenize, encodeChat, generate,
- * generateAsync, free), loaded again when its GPU device is lost.
+ * generateAsync, logits, free), loaded again when its GPU device is lost.
  */
 export class Model {
   #inner;
@@ -155,6 +155,11 @@ export class Model {
   detokenize(ids) { return this.#inner.detokenize(ids); }
   encodeChat(messages) { return this.#inner.encodeChat(messages); }
   generate(prompt, options, onToken) { return this.#inner.generate(prompt, options, onToken); }
+  /**
+   * The logits at `options.positions` (default: the last) of `ids`, `{positions, steps}`: a
+   * Float32Array of positions × vocab, row i holding position i's (CPU path; synchronous).
+   */
+  logits(ids, options) { return this.#inner.logits(ids, options); }
   /** Destroys the GPU device, as a driver reset would (for testing recovery). */
   destroyDevice() { this.#inner.destroyDevice(); }
   free() { this.#inner.free(); }

@@ -8,7 +8,8 @@
 //!   first (the GPU when asked for or available), so the GPU path streams the weights into GPU
 //!   buffers as they arrive (wasm memory never holds the file) and the CPU path copies them
 //!   once into the buffer its model keeps (`new ModelLoader()` is the CPU path);
-//! - [`Model`] tokenizes, applies the chat template and generates with a callback per token.
+//! - [`Model`] tokenizes, applies the chat template and generates with a callback per token;
+//!   `logits` gives the logits at chosen positions of a token sequence (CPU path).
 //!
 //! CPU generation (`generate`) runs synchronously on the calling thread: in a browser, run it in
 //! a Worker. GPU generation (`generateAsync`, which also runs the CPU path) returns a Promise:
@@ -21,14 +22,14 @@ use std::cell::{Ref, RefCell, RefMut};
 use std::ops::ControlFlow;
 use std::rc::Rc;
 
-use js_sys::{Array, Function, Object, Promise, Reflect, Uint32Array};
+use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint32Array};
 use kiln::generate::{Generation, StopReason, TokenStream};
 use kiln::tokenizer::Message;
 use kiln::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 
 pub use loader::ModelLoader;
-use options::{Options, set};
+use options::{LogitsOptions, Options, set};
 
 /// Turns any error into a JS `Error` with its message.
 pub(crate) fn js_err(e: impl std::fmt::Display) -> JsValue {
@@ -138,6 +139,30 @@ impl Model {
         }
         let ids = self.model()?.encode_chat(&list).map_err(js_err)?;
         Ok(Uint32Array::from(&ids[..]))
+    }
+
+    /// The logits after the prefixes `ids[..=p]` for each `p` in `options.positions`, from a
+    /// fresh context, for comparing with other runtimes. `ids`: a string (tokenized as a plain
+    /// prompt), a `Uint32Array` or an array of token ids. `options`: `{positions, steps}`;
+    /// `positions` (strictly increasing, each below the id count; default: the last id's) and
+    /// `steps` (default false: each prefix runs as one prompt, through the prefill kernels; true:
+    /// the ids are fed one decode step at a time, through generation's decode kernels, in one
+    /// pass). Unknown keys are an error.
+    ///
+    /// Returns a `Float32Array` of `positions.length × vocab` floats, row-major: the logits at
+    /// `positions[i]` are `[i * vocab, (i + 1) * vocab)` (`vocab` as in `info()`). Synchronous,
+    /// so the CPU path only: a GPU model gives an error.
+    pub fn logits(&self, ids: &JsValue, options: &JsValue) -> Result<Float32Array, JsValue> {
+        let ids = self.prompt_ids(ids)?;
+        let opts = LogitsOptions::parse(options)?;
+        let positions = opts
+            .positions
+            .unwrap_or_else(|| vec![ids.len().saturating_sub(1)]);
+        let rows = self
+            .model_mut()?
+            .logits_at(&ids, &positions, opts.steps)
+            .map_err(js_err)?;
+        Ok(Float32Array::from(&rows.concat()[..]))
     }
 
     /// Generates from `prompt` (a string, or token ids as a `Uint32Array` or an array) in a fresh

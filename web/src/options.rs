@@ -108,6 +108,82 @@ impl Options {
     }
 }
 
+/// What [`crate::Model::logits`] reads from its options.
+#[derive(Debug, PartialEq)]
+pub(crate) struct LogitsOptions {
+    /// Positions to return the logits at, strictly increasing; `None`: the last id's.
+    pub positions: Option<Vec<usize>>,
+    /// Feed the ids one decode step at a time instead of each prefix as one prompt.
+    pub steps: bool,
+}
+
+impl LogitsOptions {
+    /// Reads `{positions, steps}` from `value` (undefined or null: the defaults); unknown keys
+    /// are an error, as for generate's options.
+    pub fn parse(value: &JsValue) -> Result<LogitsOptions, JsValue> {
+        let mut o = LogitsOptions {
+            positions: None,
+            steps: false,
+        };
+        if value.is_undefined() || value.is_null() {
+            return Ok(o);
+        }
+        let obj = value
+            .dyn_ref::<Object>()
+            .ok_or_else(|| js_err("logits options must be an object"))?;
+        for key in Object::keys(obj).iter() {
+            let name = key.as_string().unwrap_or_default();
+            let v = Reflect::get(obj, &key)?;
+            if v.is_undefined() {
+                continue;
+            }
+            match name.as_str() {
+                "steps" => {
+                    o.steps = v
+                        .as_bool()
+                        .ok_or_else(|| js_err("option `steps` must be a boolean"))?
+                }
+                "positions" => {
+                    let list: Vec<JsValue> = if let Some(a) = v.dyn_ref::<Array>() {
+                        a.iter().collect()
+                    } else if let Some(a) = v.dyn_ref::<js_sys::Uint32Array>() {
+                        a.to_vec().into_iter().map(JsValue::from).collect()
+                    } else {
+                        return Err(js_err(
+                            "option `positions` must be an array or Uint32Array of positions",
+                        ));
+                    };
+                    let positions = list
+                        .iter()
+                        .map(|p| uint("positions", p).map(|p| p as usize))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    check_positions(&positions).map_err(js_err)?;
+                    o.positions = Some(positions);
+                }
+                other => {
+                    return Err(js_err(format!(
+                        "unknown logits option `{other}` (known: positions, steps)"
+                    )));
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Positions must be some, in increasing order, each once (the rows come back in that order).
+fn check_positions(positions: &[usize]) -> Result<(), String> {
+    if positions.is_empty() {
+        return Err("option `positions` is empty".into());
+    }
+    if positions.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "option `positions` must be strictly increasing (got {positions:?})"
+        ));
+    }
+    Ok(())
+}
+
 fn float(name: &str, v: &JsValue) -> Result<f32, JsValue> {
     v.as_f64()
         .filter(|x| x.is_finite())
@@ -133,6 +209,14 @@ mod tests {
             longest_stop: stops.iter().map(|s| s.len()).max().unwrap_or(0),
             continue_from: Vec::new(),
         }
+    }
+
+    #[test]
+    fn logits_positions_are_increasing_and_unique() {
+        assert!(check_positions(&[0, 3, 7]).is_ok());
+        assert!(check_positions(&[]).is_err());
+        assert!(check_positions(&[3, 3]).is_err());
+        assert!(check_positions(&[4, 2]).is_err());
     }
 
     #[test]
