@@ -5,6 +5,14 @@ pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
+impl Error {
+    /// Whether this says the model does not fit the GPU (its limits, or the memory allowed):
+    /// the errors after which `Backend::Auto` takes the CPU path.
+    pub fn does_not_fit(&self) -> bool {
+        matches!(self, Error::GpuMemory { .. } | Error::BufferTooLarge { .. })
+    }
+}
+
 /// Result with kiln's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

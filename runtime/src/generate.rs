@@ -21,7 +21,9 @@ use crate::gpu::{Gpu, GpuOptions, Readback};
 use crate::model::MemoryNeeds;
 use crate::model::config::{Config, check_weights};
 use crate::model::cpu::CpuModel;
-use crate::model::gpu::{AttnOptions, Choice, DECODE_BATCH, GpuLoader, GpuModel, MAX_DECODE_BATCH};
+use crate::model::gpu::{
+    AttnOptions, Choice, DECODE_BATCH, GpuLoader, GpuModel, check_decode_batch,
+};
 use crate::ops::attention::KvType;
 use crate::ops::sample::{NON_FINITE_ID, SampleParams};
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
@@ -123,13 +125,7 @@ impl Default for LoadOptions {
 impl LoadOptions {
     /// Checks every value's range (a load checks its options before it starts).
     pub fn validate(&self) -> Result<()> {
-        if !(1..=MAX_DECODE_BATCH).contains(&self.decode_batch) {
-            return Err(Error::InvalidOption {
-                option: "decode_batch (KILN_DECODE_BATCH)",
-                value: self.decode_batch.to_string(),
-                expected: "1 to 16",
-            });
-        }
+        check_decode_batch(self.decode_batch)?;
         if self.gpu_memory == Some(0) {
             return Err(Error::InvalidOption {
                 option: "gpu_memory (KILN_GPU_MEMORY)",
@@ -138,6 +134,23 @@ impl LoadOptions {
             });
         }
         Ok(())
+    }
+
+    /// The model of `file` on `gpu` as these options ask, once it is known to fit.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn load_gpu(
+        &self,
+        gpu: &Gpu,
+        file: &GgufFile,
+        cfg: &Config,
+        context: u32,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<GpuModel> {
+        let attn = AttnOptions::for_gpu(gpu, self.kv_cache);
+        self.check_fit(gpu, file.header(), cfg, context, attn)?;
+        let mut model = GpuModel::load_with(gpu, file, cfg, context, attn, progress)?;
+        model.set_decode_batch(self.decode_batch)?;
+        Ok(model)
     }
 
     /// Checks that a model fits the GPU before anything is created on it: every buffer below
@@ -162,12 +175,6 @@ impl LoadOptions {
             _ => Ok(()),
         }
     }
-}
-
-/// Whether `e` says the model does not fit the GPU (so `Backend::Auto` may take the CPU path).
-#[cfg(not(target_arch = "wasm32"))]
-fn does_not_fit(e: &Error) -> bool {
-    matches!(e, Error::GpuMemory { .. } | Error::BufferTooLarge { .. })
 }
 
 /// Sampling and stopping settings of one generation.
@@ -334,17 +341,12 @@ impl Engine {
             check_weights(&file, cfg)?;
         }
         if let Some(gpu) = opened.gpu.take() {
-            let attn = AttnOptions::for_gpu(&gpu, opts.kv_cache);
-            let loaded = opts
-                .check_fit(&gpu, file.header(), cfg, context, attn)
-                .and_then(|()| GpuModel::load_with(&gpu, &file, cfg, context, attn, progress));
-            match loaded {
-                Ok(mut model) => {
-                    model.set_decode_batch(opts.decode_batch)?;
+            match opts.load_gpu(&gpu, &file, cfg, context, progress) {
+                Ok(model) => {
                     // Kept to reload from if the device is lost (mapped: no copy).
                     return Ok((Engine::Gpu(Box::new(model)), opened.reason, Some(file)));
                 }
-                Err(e) if opts.backend == Backend::Auto && does_not_fit(&e) => {
+                Err(e) if opts.backend == Backend::Auto && e.does_not_fit() => {
                     opened.reason = format!(
                         "auto: the CPU path, because the model does not fit the GPU `{}`: {e}",
                         gpu.adapter_info().name
@@ -541,11 +543,9 @@ impl Recovery<'_> {
     /// The model on a new device with the options it was loaded with.
     fn gpu_again(&self, r: &Reload, batch: u32, fused: bool) -> Result<GpuModel> {
         let gpu = pollster::block_on(Gpu::new(r.opts.gpu.clone()))?;
-        let attn = AttnOptions::for_gpu(&gpu, r.opts.kv_cache);
-        r.opts
-            .check_fit(&gpu, r.file.header(), self.cfg, r.context, attn)?;
-        let mut model =
-            GpuModel::load_with(&gpu, &r.file, self.cfg, r.context, attn, &mut |_, _| {})?;
+        let mut model = r
+            .opts
+            .load_gpu(&gpu, &r.file, self.cfg, r.context, &mut |_, _| {})?;
         model.set_decode_batch(batch)?;
         model.set_fused(fused)?;
         Ok(model)
@@ -983,15 +983,7 @@ impl Model {
     ) -> Result<TokenStream<'m>> {
         opts.validate()?;
         let n_prompt = self.check_prompt(prompt)?;
-        if let Some(bad) = generated.iter().find(|&&t| t >= self.cfg.vocab) {
-            return Err(Error::Shape {
-                op: "generate",
-                detail: format!(
-                    "generated token id {bad} is outside the vocabulary of {}",
-                    self.cfg.vocab
-                ),
-            });
-        }
+        self.cfg.check_tokens("generate", generated)?;
         let capacity = self.capacity();
         let mut sampler = Sampler::new(
             opts.temperature,

@@ -58,8 +58,8 @@ fn generate_with(
 }
 
 /// Lost after the 6th token (mid-batch: decode batches hold 4), then again between two
-/// generations, then in a sampled generation: each time the model comes back on a new device and the tokens are those of an
-/// uninterrupted run.
+/// generations, then in a sampled generation: each time the model comes back on a new device
+/// and the tokens are those of an uninterrupted run.
 #[test]
 fn a_lost_device_is_reloaded_and_the_generation_goes_on() {
     if common::gpu().is_none() {

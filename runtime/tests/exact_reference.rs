@@ -59,12 +59,7 @@ struct Position {
 }
 
 fn load_fixture(model: &str) -> (String, Vec<u32>, Vec<Position>) {
-    let path = format!(
-        "{}/tests/fixtures/exact/{model}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("exact fixture");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("fixture JSON");
+    let v = common::fixture(&format!("exact/{model}.json"));
     let nums = |x: &serde_json::Value| -> Vec<f64> {
         x.as_array()
             .unwrap()
@@ -108,14 +103,9 @@ fn centered(positions: &[Position], got: impl Fn(usize, usize) -> f64) -> (f64, 
 
 fn check(name: &str, backend: Backend) {
     let (file, ids, positions) = load_fixture(name);
-    let path = format!("{}/../models/{file}", env!("CARGO_MANIFEST_DIR"));
-    if !std::path::Path::new(&path).exists() {
-        if std::env::var("KILN_SKIP_MODEL_TESTS").is_ok_and(|v| v == "1") {
-            common::skip(&format!("{path} is missing and KILN_SKIP_MODEL_TESTS=1"));
-            return;
-        }
-        panic!("{path} is missing: run `scripts/install-models.sh all` first");
-    }
+    let Some(path) = common::model_file(&file, common::INSTALL_MODELS) else {
+        return;
+    };
     if backend == Backend::Gpu && common::gpu().is_none() {
         return;
     }

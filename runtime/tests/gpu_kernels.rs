@@ -6,7 +6,7 @@
 mod common;
 
 use common::quant::{
-    QUANTIZED, dequant_rows, int8_bound, qtype, random_weights, reference_quantize, test_k,
+    QUANTIZED, dequant_rows, int8_bound, random_weights, reference_quantize, test_k,
 };
 use common::{
     Rng, as_f32, assert_close, combines, gpu, guarded_output, read_guarded, splits, upload_f32,
@@ -412,7 +412,7 @@ fn embed_every_type_with_parts_and_scale() {
             let id = id as usize;
             if (row0..row0 + rows).contains(&id) {
                 let o = &mut want[t * k..(t + 1) * k];
-                kiln_cpu::ops::embed_row(qtype(w), &table, id, o).unwrap();
+                kiln_cpu::ops::embed_row(w.qtype(), &table, id, o).unwrap();
                 o.iter_mut().for_each(|v| *v *= scale);
             }
         }
@@ -956,9 +956,9 @@ fn int8_path_agrees_with_kiln_cpu() {
         let wf = dequant_rows(w, &weights, rows, k);
         let x = rng.vec(m * k);
         let mut act = kiln_cpu::ActBuffer::new();
-        act.quantize_rows(&x, m, qtype(w)).unwrap();
+        act.quantize_rows(&x, m, w.qtype()).unwrap();
         let mut want = vec![0f32; m * rows];
-        kiln_cpu::QMatrix::new(qtype(w), rows, k, &weights)
+        kiln_cpu::QMatrix::new(w.qtype(), rows, k, &weights)
             .unwrap()
             .matmul(&act, &mut want, &pool)
             .unwrap();

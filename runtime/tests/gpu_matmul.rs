@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::quant::{qtype, random_weights, test_k};
+use common::quant::{random_weights, test_k};
 use common::{Rng, as_f32, assert_close, gpu, guarded_output, read_guarded, splits};
 use half::f16;
 use kiln::gpu::{DType, View};
@@ -490,7 +490,8 @@ fn matmul_q_matches_gemv_q8_and_cpu() {
         let rb = w.row_bytes(k).unwrap() as usize;
         let mut wf = vec![0f32; (rows * k) as usize];
         for (r, out) in wf.chunks_mut(k as usize).enumerate() {
-            kiln_cpu::quant::dequantize_row(qtype(w), &weights[r * rb..(r + 1) * rb], out).unwrap();
+            kiln_cpu::quant::dequantize_row(w.qtype(), &weights[r * rb..(r + 1) * rb], out)
+                .unwrap();
         }
         for m in [3u32, 37] {
             let x = rng.vec((m * k) as usize);

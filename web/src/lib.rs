@@ -29,7 +29,7 @@ use kiln::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 
 pub use loader::ModelLoader;
-use options::{LogitsOptions, Options, set};
+use options::{LogitsOptions, Options, set, uints};
 
 /// Turns any error into a JS `Error` with its message.
 pub(crate) fn js_err(e: impl std::fmt::Display) -> JsValue {
@@ -333,23 +333,7 @@ impl Model {
         if let Some(text) = prompt.as_string() {
             return Ok(self.model()?.encode_prompt(&text));
         }
-        if let Some(ids) = prompt.dyn_ref::<Uint32Array>() {
-            return Ok(ids.to_vec());
-        }
-        if let Some(ids) = prompt.dyn_ref::<Array>() {
-            return ids
-                .iter()
-                .map(|v| {
-                    v.as_f64()
-                        .filter(|x| x.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(x))
-                        .map(|x| x as u32)
-                        .ok_or_else(|| js_err("prompt token ids must be non-negative integers"))
-                })
-                .collect();
-        }
-        Err(js_err(
-            "the prompt must be a string, a Uint32Array or an array of token ids",
-        ))
+        uints("the prompt (when not a string)", prompt)
     }
 }
 

@@ -9,7 +9,7 @@
 //!   passes through a bounded scratch buffer into the weight buffers on the GPU
 //!   ([`kiln::generate::GpuStream`]), so wasm memory never holds the file.
 
-use js_sys::{Object, Reflect, Uint8Array};
+use js_sys::Uint8Array;
 use kiln::generate::{Backend, LoadOptions, OnDeviceLost};
 use kiln::gguf::{GgufError, GgufFile, GgufHeader, Parsed};
 use kiln::gpu::GpuOptions;
@@ -17,6 +17,7 @@ use kiln::model::gpu::DECODE_BATCH;
 use kiln::ops::attention::KvType;
 use wasm_bindgen::prelude::*;
 
+use crate::options::for_each_option;
 use crate::{Model, js_err};
 
 /// Where the file's bytes go.
@@ -93,40 +94,44 @@ impl ModelLoader {
     pub async fn open(options: JsValue) -> Result<ModelLoader, JsValue> {
         let mut opts = default_options(Backend::Auto);
         let mut size_hint = None;
-        for_each_option(&options, &mut |key, v| match key {
-            "backend" => {
-                opts.backend = v.as_string().and_then(|s| s.parse().ok()).ok_or_else(|| {
-                    js_err("option `backend` must be \"auto\", \"gpu\" or \"cpu\"")
-                })?;
-                Ok(())
-            }
-            "context" => {
-                opts.context = context(&v)?;
-                Ok(())
-            }
-            "gpuMemory" => {
-                opts.gpu_memory = Some(size(key, &v)?);
-                Ok(())
-            }
-            "maxBuffer" => {
-                opts.gpu.max_buffer_bytes = Some(size(key, &v)?);
-                Ok(())
-            }
-            "sizeHint" => {
-                size_hint = Some(
-                    v.as_f64()
-                        .filter(|n| n.is_finite() && *n >= 0.0)
-                        .ok_or_else(|| {
-                            js_err("option `sizeHint` must be the file's length in bytes")
-                        })?,
-                );
-                Ok(())
-            }
-            _ => Err(js_err(format!(
-                "unknown ModelLoader.open option `{key}` (backend, context, gpuMemory, \
+        for_each_option(
+            "ModelLoader.open options",
+            &options,
+            &mut |key, v| match key {
+                "backend" => {
+                    opts.backend = v.as_string().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                        js_err("option `backend` must be \"auto\", \"gpu\" or \"cpu\"")
+                    })?;
+                    Ok(())
+                }
+                "context" => {
+                    opts.context = context(&v)?;
+                    Ok(())
+                }
+                "gpuMemory" => {
+                    opts.gpu_memory = Some(size(key, &v)?);
+                    Ok(())
+                }
+                "maxBuffer" => {
+                    opts.gpu.max_buffer_bytes = Some(size(key, &v)?);
+                    Ok(())
+                }
+                "sizeHint" => {
+                    size_hint = Some(
+                        v.as_f64()
+                            .filter(|n| n.is_finite() && *n >= 0.0)
+                            .ok_or_else(|| {
+                                js_err("option `sizeHint` must be the file's length in bytes")
+                            })?,
+                    );
+                    Ok(())
+                }
+                _ => Err(js_err(format!(
+                    "unknown ModelLoader.open option `{key}` (backend, context, gpuMemory, \
                  maxBuffer, sizeHint)"
-            ))),
-        })?;
+                ))),
+            },
+        )?;
         if opts.backend != Backend::Cpu && !has_webgpu() {
             if opts.backend == Backend::Gpu {
                 return Err(js_err(
@@ -239,9 +244,7 @@ impl ModelLoader {
                         self.buf = Vec::new();
                         self.sink = Sink::Gpu(Box::new(stream));
                     }
-                    Err(
-                        e @ (kiln::Error::GpuMemory { .. } | kiln::Error::BufferTooLarge { .. }),
-                    ) if self.opts.backend == Backend::Auto => {
+                    Err(e) if self.opts.backend == Backend::Auto && e.does_not_fit() => {
                         // The whole file then comes to wasm memory, as on the CPU path.
                         self.reason = format!(
                             "auto: the CPU path, because the model does not fit the GPU: {e}"
@@ -279,7 +282,7 @@ impl ModelLoader {
         }
         let mut opts = self.opts;
         let cpu = matches!(self.sink, Sink::Cpu);
-        for_each_option(options, &mut |key, v| match key {
+        for_each_option("finish options", options, &mut |key, v| match key {
             "context" if cpu => {
                 opts.context = context(&v)?;
                 Ok(())
@@ -359,34 +362,13 @@ fn context(v: &JsValue) -> Result<u32, JsValue> {
         .ok_or_else(|| js_err("option `context` must be a positive integer"))? as u32)
 }
 
-/// Calls `f(key, value)` for each defined option of `options` (undefined or null: none).
-fn for_each_option(
-    options: &JsValue,
-    f: &mut dyn FnMut(&str, JsValue) -> Result<(), JsValue>,
-) -> Result<(), JsValue> {
-    if options.is_undefined() || options.is_null() {
-        return Ok(());
-    }
-    let obj = options
-        .dyn_ref::<Object>()
-        .ok_or_else(|| js_err("options must be an object"))?;
-    for key in Object::keys(obj).iter() {
-        let key = key.as_string().unwrap_or_default();
-        let v = Reflect::get(options, &key.as_str().into())?;
-        if !v.is_undefined() {
-            f(&key, v)?;
-        }
-    }
-    Ok(())
-}
-
 /// Whether the global object has `navigator.gpu` (browsers with WebGPU, in a page or a worker).
 #[cfg(target_arch = "wasm32")]
 fn has_webgpu() -> bool {
     let global = js_sys::global();
-    Reflect::get(&global, &"navigator".into())
+    js_sys::Reflect::get(&global, &"navigator".into())
         .ok()
         .filter(|n| n.is_object())
-        .and_then(|n| Reflect::get(&n, &"gpu".into()).ok())
+        .and_then(|n| js_sys::Reflect::get(&n, &"gpu".into()).ok())
         .is_some_and(|g| g.is_object())
 }

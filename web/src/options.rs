@@ -33,27 +33,17 @@ impl Options {
             longest_stop: 0,
             continue_from: Vec::new(),
         };
-        if value.is_undefined() || value.is_null() {
-            return Ok(o);
-        }
-        let obj = value
-            .dyn_ref::<Object>()
-            .ok_or_else(|| js_err("generate options must be an object"))?;
         let g = &mut o.generate;
-        for key in Object::keys(obj).iter() {
-            let name = key.as_string().unwrap_or_default();
-            let v = Reflect::get(obj, &key)?;
-            if v.is_undefined() {
-                continue;
-            }
-            match name.as_str() {
-                "maxTokens" => g.max_tokens = uint(&name, &v)?,
-                "temperature" => g.temperature = float(&name, &v)?,
-                "topK" => g.top_k = uint(&name, &v)? as usize,
-                "topP" => g.top_p = float(&name, &v)?,
-                "repetitionPenalty" => g.repetition_penalty = float(&name, &v)?,
-                "repeatLastN" => g.repeat_last_n = uint(&name, &v)? as usize,
-                "seed" => g.seed = uint(&name, &v)?,
+        let (stop_strings, continue_from) = (&mut o.stop_strings, &mut o.continue_from);
+        for_each_option("generate options", value, &mut |name, v| {
+            match name {
+                "maxTokens" => g.max_tokens = uint(name, &v)?,
+                "temperature" => g.temperature = float(name, &v)?,
+                "topK" => g.top_k = uint(name, &v)? as usize,
+                "topP" => g.top_p = float(name, &v)?,
+                "repetitionPenalty" => g.repetition_penalty = float(name, &v)?,
+                "repeatLastN" => g.repeat_last_n = uint(name, &v)? as usize,
+                "seed" => g.seed = uint(name, &v)?,
                 "ignoreEog" => {
                     g.ignore_eog = v
                         .as_bool()
@@ -65,25 +55,13 @@ impl Options {
                         .ok_or_else(|| js_err("option `stop` must be an array"))?;
                     for s in list.iter() {
                         match s.as_string() {
-                            Some(text) if !text.is_empty() => o.stop_strings.push(text),
+                            Some(text) if !text.is_empty() => stop_strings.push(text),
                             Some(_) => return Err(js_err("an empty stop string")),
                             None => g.stop_tokens.push(uint("stop", &s)?),
                         }
                     }
                 }
-                "continueFrom" => {
-                    if let Some(ids) = v.dyn_ref::<js_sys::Uint32Array>() {
-                        o.continue_from = ids.to_vec();
-                    } else if let Some(list) = v.dyn_ref::<Array>() {
-                        for id in list.iter() {
-                            o.continue_from.push(uint("continueFrom", &id)?);
-                        }
-                    } else {
-                        return Err(js_err(
-                            "option `continueFrom` must be an array or Uint32Array of token ids",
-                        ));
-                    }
-                }
+                "continueFrom" => *continue_from = uints("option `continueFrom`", &v)?,
                 other => {
                     return Err(js_err(format!(
                         "unknown generate option `{other}` (known: maxTokens, temperature, topK, \
@@ -92,7 +70,8 @@ impl Options {
                     )));
                 }
             }
-        }
+            Ok(())
+        })?;
         o.longest_stop = o.stop_strings.iter().map(String::len).max().unwrap_or(0);
         Ok(o)
     }
@@ -125,38 +104,18 @@ impl LogitsOptions {
             positions: None,
             steps: false,
         };
-        if value.is_undefined() || value.is_null() {
-            return Ok(o);
-        }
-        let obj = value
-            .dyn_ref::<Object>()
-            .ok_or_else(|| js_err("logits options must be an object"))?;
-        for key in Object::keys(obj).iter() {
-            let name = key.as_string().unwrap_or_default();
-            let v = Reflect::get(obj, &key)?;
-            if v.is_undefined() {
-                continue;
-            }
-            match name.as_str() {
+        for_each_option("logits options", value, &mut |name, v| {
+            match name {
                 "steps" => {
                     o.steps = v
                         .as_bool()
                         .ok_or_else(|| js_err("option `steps` must be a boolean"))?
                 }
                 "positions" => {
-                    let list: Vec<JsValue> = if let Some(a) = v.dyn_ref::<Array>() {
-                        a.iter().collect()
-                    } else if let Some(a) = v.dyn_ref::<js_sys::Uint32Array>() {
-                        a.to_vec().into_iter().map(JsValue::from).collect()
-                    } else {
-                        return Err(js_err(
-                            "option `positions` must be an array or Uint32Array of positions",
-                        ));
-                    };
-                    let positions = list
-                        .iter()
-                        .map(|p| uint("positions", p).map(|p| p as usize))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let positions: Vec<usize> = uints("option `positions`", &v)?
+                        .into_iter()
+                        .map(|p| p as usize)
+                        .collect();
                     check_positions(&positions).map_err(js_err)?;
                     o.positions = Some(positions);
                 }
@@ -166,7 +125,8 @@ impl LogitsOptions {
                     )));
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(o)
     }
 }
@@ -182,6 +142,52 @@ fn check_positions(positions: &[usize]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Calls `f(key, value)` for each defined option of `options` (undefined or null: none);
+/// `what` names them in the error for a value that is not an object.
+pub(crate) fn for_each_option(
+    what: &str,
+    options: &JsValue,
+    f: &mut dyn FnMut(&str, JsValue) -> Result<(), JsValue>,
+) -> Result<(), JsValue> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(());
+    }
+    let obj = options
+        .dyn_ref::<Object>()
+        .ok_or_else(|| js_err(format!("{what} must be an object")))?;
+    for key in Object::keys(obj).iter() {
+        let key = key.as_string().unwrap_or_default();
+        let v = Reflect::get(obj, &key.as_str().into())?;
+        if !v.is_undefined() {
+            f(&key, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Token ids or positions: a `Uint32Array`, or an array of non-negative integers (`what`
+/// names them in the error).
+pub(crate) fn uints(what: &str, v: &JsValue) -> Result<Vec<u32>, JsValue> {
+    if let Some(ids) = v.dyn_ref::<js_sys::Uint32Array>() {
+        return Ok(ids.to_vec());
+    }
+    let bad = || {
+        js_err(format!(
+            "{what} must be a Uint32Array or an array of non-negative integers"
+        ))
+    };
+    v.dyn_ref::<Array>()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|x| {
+            x.as_f64()
+                .filter(|x| x.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(x))
+                .map(|x| x as u32)
+                .ok_or_else(bad)
+        })
+        .collect()
 }
 
 fn float(name: &str, v: &JsValue) -> Result<f32, JsValue> {

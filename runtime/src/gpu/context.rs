@@ -315,26 +315,19 @@ impl Gpu {
     pub fn lost_reason(&self) -> Option<String> {
         #[cfg(not(target_arch = "wasm32"))]
         let _ = self.inner.device.poll(wgpu::PollType::wait_indefinitely());
-        self.inner.lost.0.load(Ordering::SeqCst).then(|| {
-            self.inner
-                .lost
-                .1
-                .lock()
-                .map(|m| m.clone())
-                .unwrap_or_default()
-        })
+        self.reported_loss()
+    }
+
+    /// The driver's words if wgpu has reported the device lost (no wait).
+    fn reported_loss(&self) -> Option<String> {
+        let (lost, reason) = &*self.inner.lost;
+        lost.load(Ordering::SeqCst)
+            .then(|| reason.lock().map(|m| m.clone()).unwrap_or_default())
     }
 
     /// Fails if the device was lost or wgpu reported an error since the last check.
     pub fn check(&self) -> Result<()> {
-        if self.inner.lost.0.load(Ordering::SeqCst) {
-            let reason = self
-                .inner
-                .lost
-                .1
-                .lock()
-                .map(|m| m.clone())
-                .unwrap_or_default();
+        if let Some(reason) = self.reported_loss() {
             return Err(Error::DeviceLost { reason });
         }
         if let Some(message) = self

@@ -211,6 +211,17 @@ impl Config {
         Ok(())
     }
 
+    /// Fails (for `op`) on the first of `ids` outside the vocabulary.
+    pub fn check_tokens(&self, op: &'static str, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&t| t >= self.vocab) {
+            Some(bad) => Err(Error::Shape {
+                op,
+                detail: format!("token id {bad} is outside the vocabulary of {}", self.vocab),
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub fn q_dim(&self) -> u32 {
         self.n_head * self.head_dim
     }

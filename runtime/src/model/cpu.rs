@@ -234,15 +234,7 @@ impl CpuModel {
                 capacity: self.capacity,
             });
         }
-        if let Some(bad) = tokens.iter().find(|&&t| t >= self.cfg.vocab) {
-            return Err(Error::Shape {
-                op: "step",
-                detail: format!(
-                    "token id {bad} is outside the vocabulary of {}",
-                    self.cfg.vocab
-                ),
-            });
-        }
+        self.cfg.check_tokens("step", tokens)?;
         let mut done = 0;
         while done < n_new {
             let n = CHUNK.min(n_new - done);

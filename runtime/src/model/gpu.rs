@@ -46,6 +46,18 @@ pub const DECODE_BATCH: u32 = 4;
 /// The most decode steps one submit may hold.
 pub const MAX_DECODE_BATCH: u32 = 16;
 
+/// Fails unless `n` decode steps per submit is 1 to [`MAX_DECODE_BATCH`].
+pub fn check_decode_batch(n: u32) -> Result<()> {
+    if (1..=MAX_DECODE_BATCH).contains(&n) {
+        return Ok(());
+    }
+    Err(Error::InvalidOption {
+        option: "decode_batch (KILN_DECODE_BATCH, --decode-batch)",
+        value: n.to_string(),
+        expected: "1 to 16",
+    })
+}
+
 /// A prompt's submits are sized to about this much GPU time each, far under the 2 s after
 /// which Windows resets a GPU that has not finished a submit (TDR).
 const SUBMIT_SECONDS: f64 = 0.25;
@@ -688,11 +700,7 @@ impl GpuModel {
     /// Decode steps recorded into one submit (1 to [`MAX_DECODE_BATCH`]; default
     /// [`DECODE_BATCH`]).
     pub fn set_decode_batch(&mut self, n: u32) -> Result<()> {
-        if !(1..=MAX_DECODE_BATCH).contains(&n) {
-            return Err(Error::Unsupported(format!(
-                "{n} decode steps per submit: use 1 to {MAX_DECODE_BATCH}"
-            )));
-        }
+        check_decode_batch(n)?;
         self.batch = n;
         Ok(())
     }
@@ -790,15 +798,7 @@ impl GpuModel {
                     detail: format!("{} tokens for {n_new} positions", tokens.len()),
                 });
             }
-            if let Some(bad) = tokens.iter().find(|&&t| t >= self.cfg.vocab) {
-                return Err(Error::Shape {
-                    op: "step",
-                    detail: format!(
-                        "token id {bad} is outside the vocabulary of {}",
-                        self.cfg.vocab
-                    ),
-                });
-            }
+            self.cfg.check_tokens("step", tokens)?;
             self.gpu.write(
                 &self.s.tokens,
                 u64::from(pos0) * 4,

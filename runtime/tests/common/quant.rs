@@ -3,7 +3,6 @@
 
 use half::f16;
 use kiln::ops::gemv::{ActQuant, WType};
-use kiln_cpu::QType;
 use kiln_cpu::quant::dequantize_row;
 
 use super::Rng;
@@ -17,20 +16,6 @@ pub const QUANTIZED: [WType; 6] = [
     WType::Q4K,
     WType::Q6K,
 ];
-
-/// kiln-cpu's name for a weight format.
-pub fn qtype(w: WType) -> QType {
-    match w {
-        WType::Q4_0 => QType::Q4_0,
-        WType::Q4_1 => QType::Q4_1,
-        WType::Q5_0 => QType::Q5_0,
-        WType::Q8_0 => QType::Q8_0,
-        WType::Q4K => QType::Q4_K,
-        WType::Q6K => QType::Q6_K,
-        WType::F16 => QType::F16,
-        WType::F32 => QType::F32,
-    }
-}
 
 pub fn put_f16(b: &mut [u8], at: usize, v: f32) {
     b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
@@ -92,7 +77,7 @@ pub fn dequant_rows(w: WType, bytes: &[u8], rows: usize, k: usize) -> Vec<f32> {
     let rb = w.row_bytes(k as u32).unwrap() as usize;
     for r in 0..rows {
         dequantize_row(
-            qtype(w),
+            w.qtype(),
             &bytes[r * rb..(r + 1) * rb],
             &mut out[r * k..(r + 1) * k],
         )
