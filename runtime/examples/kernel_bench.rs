@@ -590,7 +590,7 @@ fn time(gpu: &Gpu, case: &Case, reps: usize) -> Result<(f64, &'static str)> {
 
 fn main() -> Result<()> {
     let filter = std::env::args().nth(1).unwrap_or_default();
-    let gpu = Gpu::new_blocking(GpuOptions::from_env())?;
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let info = gpu.adapter_info();
     println!(
         "adapter: {} ({:?}, {:?}); timestamps: {}",

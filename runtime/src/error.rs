@@ -116,6 +116,10 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// A tuning profile that cannot be read.
+    #[error("profile {origin}: {detail}; run `kiln tune` to write a new one")]
+    Profile { origin: String, detail: String },
+
     /// An option outside its range.
     #[error("option `{option}` is {value}; it takes {expected}")]
     InvalidOption {

@@ -16,14 +16,12 @@ use kiln_cpu::sample::Sampler;
 use crate::clock::Instant;
 use crate::error::{Error, Result, mib};
 use crate::gguf::{GgufFile, GgufHeader};
-use crate::gpu::context::parse_bytes;
+use crate::gpu::context::{GPU_ENV, bad_env, env, parse_bytes};
 use crate::gpu::{Gpu, GpuOptions, Readback};
 use crate::model::MemoryNeeds;
 use crate::model::config::{Config, check_weights};
 use crate::model::cpu::CpuModel;
-use crate::model::gpu::{
-    AttnOptions, Choice, DECODE_BATCH, GpuLoader, GpuModel, check_decode_batch,
-};
+use crate::model::gpu::{AttnOptions, Choice, GpuLoader, GpuModel, check_decode_batch};
 use crate::ops::attention::KvType;
 use crate::ops::sample::{NON_FINITE_ID, SampleParams};
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
@@ -62,19 +60,19 @@ impl std::str::FromStr for Backend {
 /// How to load a model.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// `KILN_DEVICE=gpu|cpu|auto` overrides the default (auto).
+    /// Where the model runs (`KILN_DEVICE=gpu|cpu|auto`); auto by default.
     pub backend: Backend,
     /// KV cache positions (prompt + generated); capped at the model's training context.
     pub context: u32,
     /// CPU threads (0 = all cores).
     pub threads: usize,
     pub gpu: GpuOptions,
-    /// How the GPU path's KV cache stores values; `KILN_KV_CACHE=f16|f32` overrides the
-    /// default (f16). The CPU path's cache is always f16.
+    /// How the GPU path's KV cache stores values (`KILN_KV_CACHE=f16|f32`; f16 by default).
+    /// The CPU path's cache is always f16.
     pub kv_cache: KvType,
-    /// GPU decode steps per submit (1 to 16; `KILN_DECODE_BATCH` overrides the default 4).
-    /// Tokens still stream one by one; a batch's ids are read back together.
-    pub decode_batch: u32,
+    /// GPU decode steps per submit (1 to 16; `KILN_DECODE_BATCH`); None: the tuned profile's
+    /// winner, else 4. Tokens still stream one by one; a batch's ids are read back together.
+    pub decode_batch: Option<u32>,
     /// The most bytes the model may take on the GPU (`KILN_GPU_MEMORY`, e.g. `1GiB`): weights,
     /// KV cache and scratch, computed before anything is created. Over it, `Backend::Gpu`
     /// refuses to load and `Backend::Auto` takes the CPU path. None: as much as the device
@@ -90,42 +88,95 @@ pub struct LoadOptions {
 }
 
 impl Default for LoadOptions {
+    /// The library's defaults: auto backend, 2048 positions, all cores, an f16 KV cache, the
+    /// device's tuned or heuristic choices, reload on a lost device, weights scanned. Reads no
+    /// environment variable (see [`LoadOptions::from_env`]).
     fn default() -> Self {
-        let backend = std::env::var("KILN_DEVICE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_default();
         LoadOptions {
-            backend,
+            backend: Backend::Auto,
             context: 2048,
             threads: 0,
-            gpu: GpuOptions::from_env(),
-            kv_cache: std::env::var("KILN_KV_CACHE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_default(),
-            decode_batch: std::env::var("KILN_DECODE_BATCH")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(DECODE_BATCH),
-            // Unreadable is 0, which `validate` names.
-            gpu_memory: std::env::var("KILN_GPU_MEMORY")
-                .ok()
-                .map(|v| parse_bytes(&v).unwrap_or(0)),
-            on_device_lost: match std::env::var("KILN_ON_DEVICE_LOST").as_deref() {
-                Ok("cpu") => OnDeviceLost::Cpu,
-                Ok("fail") => OnDeviceLost::Fail,
-                _ => OnDeviceLost::Reload,
-            },
-            check_weights: std::env::var("KILN_CHECK_WEIGHTS").as_deref() != Ok("0"),
+            gpu: GpuOptions::default(),
+            kv_cache: KvType::default(),
+            decode_batch: None,
+            gpu_memory: None,
+            on_device_lost: OnDeviceLost::Reload,
+            check_weights: true,
         }
     }
 }
 
+/// The environment variables [`LoadOptions::from_env`] reads besides [`GPU_ENV`].
+pub const LOAD_ENV: [&str; 6] = [
+    "KILN_DEVICE",
+    "KILN_KV_CACHE",
+    "KILN_DECODE_BATCH",
+    "KILN_GPU_MEMORY",
+    "KILN_ON_DEVICE_LOST",
+    "KILN_CHECK_WEIGHTS",
+];
+
+/// Every `KILN_*` variable [`LoadOptions::from_env`] reads that is set, with its value: what a
+/// report lists as overrides of the defaults.
+pub fn env_overrides() -> Vec<(String, String)> {
+    let names: Vec<&str> = LOAD_ENV.iter().chain(GPU_ENV.iter()).copied().collect();
+    crate::gpu::context::env_overrides(&names)
+}
+
 impl LoadOptions {
+    /// The defaults, overridden by the variables in [`LOAD_ENV`] and [`GPU_ENV`]: the one
+    /// place loading reads the environment (the CLI calls it; a library user may). A value a
+    /// variable does not take is an [`Error::InvalidOption`] naming it.
+    pub fn from_env() -> Result<Self> {
+        let mut opts = LoadOptions {
+            gpu: GpuOptions::from_env()?,
+            ..LoadOptions::default()
+        };
+        if let Some(v) = env("KILN_DEVICE") {
+            opts.backend = v
+                .parse()
+                .map_err(|_| bad_env("KILN_DEVICE", v, "gpu, cpu or auto"))?;
+        }
+        if let Some(v) = env("KILN_KV_CACHE") {
+            opts.kv_cache = v
+                .parse()
+                .map_err(|_| bad_env("KILN_KV_CACHE", v, "f16 or f32"))?;
+        }
+        if let Some(v) = env("KILN_DECODE_BATCH") {
+            let n = v
+                .parse()
+                .map_err(|_| bad_env("KILN_DECODE_BATCH", v, "1 to 16"))?;
+            opts.decode_batch = Some(n);
+        }
+        if let Some(v) = env("KILN_GPU_MEMORY") {
+            opts.gpu_memory =
+                Some(parse_bytes(&v).ok_or_else(|| {
+                    bad_env("KILN_GPU_MEMORY", v, "a size such as 1GiB or 512MiB")
+                })?);
+        }
+        if let Some(v) = env("KILN_ON_DEVICE_LOST") {
+            opts.on_device_lost = match v.as_str() {
+                "reload" => OnDeviceLost::Reload,
+                "cpu" => OnDeviceLost::Cpu,
+                "fail" => OnDeviceLost::Fail,
+                _ => return Err(bad_env("KILN_ON_DEVICE_LOST", v, "reload, cpu or fail")),
+            };
+        }
+        if let Some(v) = env("KILN_CHECK_WEIGHTS") {
+            opts.check_weights = match v.as_str() {
+                "1" => true,
+                "0" => false,
+                _ => return Err(bad_env("KILN_CHECK_WEIGHTS", v, "0 or 1")),
+            };
+        }
+        Ok(opts)
+    }
+
     /// Checks every value's range (a load checks its options before it starts).
     pub fn validate(&self) -> Result<()> {
-        check_decode_batch(self.decode_batch)?;
+        if let Some(n) = self.decode_batch {
+            check_decode_batch(n)?;
+        }
         if self.gpu_memory == Some(0) {
             return Err(Error::InvalidOption {
                 option: "gpu_memory (KILN_GPU_MEMORY)",
@@ -146,10 +197,12 @@ impl LoadOptions {
         context: u32,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<GpuModel> {
-        let attn = AttnOptions::for_gpu(gpu, self.kv_cache);
+        let attn = AttnOptions::for_gpu(gpu, cfg, self.kv_cache);
         self.check_fit(gpu, file.header(), cfg, context, attn)?;
         let mut model = GpuModel::load_with(gpu, file, cfg, context, attn, progress)?;
-        model.set_decode_batch(self.decode_batch)?;
+        if let Some(n) = self.decode_batch {
+            model.set_decode_batch(n)?;
+        }
         Ok(model)
     }
 
@@ -392,7 +445,7 @@ pub struct GpuStream {
     tokenizer: Tokenizer,
     cfg: Config,
     reason: String,
-    decode_batch: u32,
+    decode_batch: Option<u32>,
 }
 
 impl GpuStream {
@@ -420,7 +473,9 @@ impl GpuStream {
     /// not, otherwise).
     pub fn finish(self) -> Result<Model> {
         let mut model = self.loader.finish()?;
-        model.set_decode_batch(self.decode_batch)?;
+        if let Some(n) = self.decode_batch {
+            model.set_decode_batch(n)?;
+        }
         Ok(Model {
             engine: Engine::Gpu(Box::new(model)),
             tokenizer: self.tokenizer,
@@ -602,7 +657,7 @@ impl Model {
         let cfg = Config::from_header(header)?;
         let tokenizer = Tokenizer::from_header(header)?;
         let context = opts.context.clamp(16, cfg.n_ctx_train.max(16));
-        let attn = AttnOptions::for_gpu(gpu, opts.kv_cache);
+        let attn = AttnOptions::for_gpu(gpu, &cfg, opts.kv_cache);
         opts.check_fit(gpu, header, &cfg, context, attn)?;
         let mut loader = GpuLoader::new(gpu, header, &cfg, context, attn)?;
         loader.check_weights(opts.check_weights);
@@ -749,6 +804,15 @@ impl Model {
         match &self.engine {
             Engine::Gpu(m) => m.decode_batch(),
             Engine::Cpu(_) => 0,
+        }
+    }
+
+    /// The GPU path's variant choices as this model runs them, and the tuned profile they came
+    /// from (see [`crate::tune`]), as JSON for reports; null on the CPU path.
+    pub fn tuning_report(&self) -> serde_json::Value {
+        match &self.engine {
+            Engine::Gpu(m) => m.tuning_report(),
+            Engine::Cpu(_) => serde_json::Value::Null,
         }
     }
 

@@ -7,7 +7,7 @@
 //!
 //! Model files: [`gguf`] reads GGUF files, [`tokenizer`] builds tokenizers from their metadata.
 //! Models: [`model`] runs the architectures on the GPU or the CPU path, [`generate`] streams
-//! tokens from them.
+//! tokens from them. [`tune`] holds the GPU path's variant choices and reads tuned profiles.
 //!
 //! On wasm32 everything builds except the GPU model (`model::gpu`), whose steps block on GPU
 //! readbacks: there [`generate`] runs the CPU path (one thread, SIMD128 where the build enables
@@ -21,6 +21,7 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod tokenizer;
+pub mod tune;
 
 pub use error::{Error, Result};
 pub use gpu::{Counters, Gpu, GpuOptions};

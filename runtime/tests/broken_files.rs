@@ -645,7 +645,7 @@ fn the_gpu_loader_refuses_non_finite_weights_as_they_stream() {
     for c in cases {
         let file = GgufFile::from_bytes(c.bytes.clone()).unwrap();
         let cfg = Config::from_gguf(&file).unwrap();
-        let attn = AttnOptions::for_gpu(&gpu, KvType::F16);
+        let attn = AttnOptions::for_gpu(&gpu, &cfg, KvType::F16);
         let mut loader = GpuLoader::new(&gpu, file.header(), &cfg, 64, attn).unwrap();
         loader.check_weights(true);
         let err = c

@@ -16,7 +16,7 @@ use kiln::Gpu;
 use kiln::gpu::View;
 use kiln::ops::activation::{Act, add_inplace};
 use kiln::ops::attention::{Attention, KvType, kv_store};
-use kiln::ops::gemv::{ActInput, ActQuant, GemvShape, QAct, WType, gemv_q8};
+use kiln::ops::gemv::{ActInput, ActQuant, GemvShape, IntDot, QAct, WType, gemv_q8};
 use kiln::ops::gemv_gated::{GatedShape, gemv_gated};
 use kiln::ops::gemv_prep::{gemv_prep, gemv_prep_gated};
 use kiln::ops::norm::rms_norm;
@@ -24,6 +24,7 @@ use kiln::ops::prep::{Add, PrepIn, PrepOut, prep};
 use kiln::ops::reduce::Combine;
 use kiln::ops::rope::{Rope, RopeLayout, rope};
 use kiln::ops::rope_kv::{RopeKv, rope_kv};
+use kiln::tune::GemvPick;
 
 const EPS: f32 = 1e-6;
 
@@ -348,7 +349,10 @@ fn fused_gemvs_equal_prep_then_gemv() {
                             None => {
                                 gemv_prep(
                                     &mut rec,
-                                    split,
+                                    GemvPick {
+                                        split,
+                                        dot: IntDot::best(&gpu),
+                                    },
                                     gate_view,
                                     &fused_in,
                                     vy(&yf, of),
@@ -361,7 +365,10 @@ fn fused_gemvs_equal_prep_then_gemv() {
                             Some(act) => {
                                 gemv_prep_gated(
                                     &mut rec,
-                                    split,
+                                    GemvPick {
+                                        split,
+                                        dot: IntDot::best(&gpu),
+                                    },
                                     wv,
                                     &fused_in,
                                     vy(&yf, of),
@@ -434,7 +441,10 @@ fn fused_gemv_matches_its_cpu_twin() {
         let input = inp.input(f, Some(View::new(&xo, oxo, (3 * k * 4) as u64)), 1);
         gemv_prep(
             &mut rec,
-            split,
+            GemvPick {
+                split,
+                dot: IntDot::best(&gpu),
+            },
             View::new(&ws.buf, 0, rb.next_multiple_of(4)),
             &input,
             View::new(&y, oy, (m * (rows + 3) * 4) as u64),

@@ -33,8 +33,8 @@ fn logits(model: &mut GpuModel) -> Vec<Vec<f32>> {
     all
 }
 
-fn attn(gpu: &Gpu) -> AttnOptions {
-    AttnOptions::for_gpu(gpu, KvType::F16)
+fn attn(gpu: &Gpu, cfg: &Config) -> AttnOptions {
+    AttnOptions::for_gpu(gpu, cfg, KvType::F16)
 }
 
 /// The model from `file` fed in chunks of the sizes `next_size` gives, with parts of at most
@@ -46,8 +46,14 @@ fn streamed(
     mut next_size: impl FnMut() -> usize,
 ) -> kiln::Result<GpuModel> {
     let cfg = Config::from_header(file.header())?;
-    let mut loader =
-        GpuLoader::with_part_limit(gpu, file.header(), &cfg, CAPACITY, attn(gpu), part_limit)?;
+    let mut loader = GpuLoader::with_part_limit(
+        gpu,
+        file.header(),
+        &cfg,
+        CAPACITY,
+        attn(gpu, &cfg),
+        part_limit,
+    )?;
     let mut rest = file.bytes();
     let mut last_done = 0;
     while !rest.is_empty() {
@@ -70,7 +76,7 @@ fn streamed(
 /// The whole-file load's logits (the native path: the mapped file in one feed).
 fn whole(gpu: &Gpu, file: &GgufFile) -> Vec<Vec<f32>> {
     let cfg = Config::from_gguf(file).expect("config");
-    let mut model = GpuModel::load_with(gpu, file, &cfg, CAPACITY, attn(gpu), &mut |_, _| {})
+    let mut model = GpuModel::load_with(gpu, file, &cfg, CAPACITY, attn(gpu, &cfg), &mut |_, _| {})
         .expect("whole-file load");
     logits(&mut model)
 }
@@ -158,7 +164,7 @@ fn a_truncated_file_names_the_missing_tensor() {
         // Cut in the middle of the tensor, and right at its start.
         for cut in [t.offset + t.n_bytes / 2, t.offset] {
             let mut loader =
-                GpuLoader::new(&gpu, file.header(), &cfg, CAPACITY, attn(&gpu)).unwrap();
+                GpuLoader::new(&gpu, file.header(), &cfg, CAPACITY, attn(&gpu, &cfg)).unwrap();
             for chunk in bytes[..cut as usize].chunks(777) {
                 loader.write(chunk).unwrap();
             }
@@ -178,14 +184,14 @@ fn bytes_past_the_end_are_refused() {
     let cfg = Config::from_gguf(&file).unwrap();
     let bytes = file.bytes();
     assert_eq!(file.header().data_end(), bytes.len() as u64);
-    let mut loader = GpuLoader::new(&gpu, file.header(), &cfg, CAPACITY, attn(&gpu)).unwrap();
+    let mut loader = GpuLoader::new(&gpu, file.header(), &cfg, CAPACITY, attn(&gpu, &cfg)).unwrap();
     loader.write(bytes).unwrap();
     let err = loader.write(&[0]).unwrap_err().to_string();
     assert!(err.contains("longer than its header says"), "{err}");
     // In one chunk too.
     let mut longer = bytes.to_vec();
     longer.extend_from_slice(&[0; 5]);
-    let mut loader = GpuLoader::new(&gpu, file.header(), &cfg, CAPACITY, attn(&gpu)).unwrap();
+    let mut loader = GpuLoader::new(&gpu, file.header(), &cfg, CAPACITY, attn(&gpu, &cfg)).unwrap();
     let err = loader.write(&longer).unwrap_err().to_string();
     assert!(err.contains("longer than its header says"), "{err}");
 }

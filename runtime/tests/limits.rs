@@ -19,7 +19,7 @@ fn options(max_buffer: Option<u64>, gpu_memory: Option<u64>, context: u32) -> Lo
         context,
         gpu: GpuOptions {
             max_buffer_bytes: max_buffer,
-            ..GpuOptions::from_env()
+            ..common::gpu_options()
         },
         gpu_memory,
         ..LoadOptions::default()
@@ -173,7 +173,7 @@ fn a_cache_over_the_binding_limit_is_refused_up_front() {
     };
     let gpu = match Gpu::new_blocking(GpuOptions {
         max_buffer_bytes: Some(MIB),
-        ..GpuOptions::from_env()
+        ..common::gpu_options()
     }) {
         Ok(gpu) => gpu,
         // common::gpu() records the missing adapter (a failure under KILN_REQUIRE_GPU=1).
@@ -206,7 +206,7 @@ fn sizes_parse_and_bad_ones_are_named() {
     assert!(err.to_string().contains("KILN_GPU_MEMORY"), "{err}");
     let err = Gpu::new_blocking(GpuOptions {
         max_buffer_bytes: Some(1000),
-        ..GpuOptions::from_env()
+        ..common::gpu_options()
     })
     .unwrap_err();
     assert!(err.to_string().contains("KILN_MAX_BUFFER"), "{err}");

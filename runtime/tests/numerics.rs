@@ -58,7 +58,7 @@ fn load(file: GgufFile, backend: Backend, decode_batch: u32) -> Option<Model> {
         backend,
         context: 32,
         threads: 1,
-        decode_batch,
+        decode_batch: Some(decode_batch),
         // The load-time scan would refuse the NaN weights these files carry; what is tested
         // here is the check on the logits, which also catches activations that overflow.
         check_weights: false,

@@ -12,9 +12,6 @@
 use js_sys::Uint8Array;
 use kiln::generate::{Backend, LoadOptions, OnDeviceLost};
 use kiln::gguf::{GgufError, GgufFile, GgufHeader, Parsed};
-use kiln::gpu::GpuOptions;
-use kiln::model::gpu::DECODE_BATCH;
-use kiln::ops::attention::KvType;
 use wasm_bindgen::prelude::*;
 
 use crate::options::for_each_option;
@@ -325,15 +322,10 @@ fn longer(total: usize) -> JsValue {
 fn default_options(backend: Backend) -> LoadOptions {
     LoadOptions {
         backend,
-        context: 2048,
         threads: 1,
-        gpu: GpuOptions::default(),
-        kv_cache: KvType::default(),
-        decode_batch: DECODE_BATCH,
-        gpu_memory: None,
         // A streamed model has no file to reload from: kiln.js loads it again.
         on_device_lost: OnDeviceLost::Fail,
-        check_weights: true,
+        ..LoadOptions::default()
     }
 }
 

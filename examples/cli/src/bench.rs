@@ -142,6 +142,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             "peak_rss_mb": peak_rss_mb(),
             "per_token": per_token,
             "tokens": tokens,
+            "tuning": model.tuning_report(),
+            "overrides": crate::overrides(&args.load),
         });
         println!("{v}");
     } else {

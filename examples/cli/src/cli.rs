@@ -34,6 +34,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a model with a real GGUF's layout and seeded random weights, or the layout alone
     Synth(SynthArgs),
+    /// Measure the GPU variants on this device, check them against the CPU path, save a profile
+    Tune(TuneArgs),
 }
 
 /// Where the model runs: `--backend` (the library's [`Backend`]).
@@ -89,6 +91,10 @@ pub struct LoadArgs {
     /// device with smaller limits) [default: $KILN_MAX_BUFFER or the adapter's]
     #[arg(long, value_name = "SIZE", value_parser = byte_size)]
     pub max_buffer: Option<u64>,
+    /// A tuned profile to use (a file `kiln tune` wrote), or `off` for the built-in choices
+    /// [default: $KILN_PROFILE, else the one `kiln tune` saved for this GPU, if any]
+    #[arg(long, value_name = "PATH|off")]
+    pub profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +204,33 @@ pub struct BenchArgs {
           allow_negative_numbers = true)]
     pub reps: usize,
     /// Print one JSON object (with the last repetition's tokens)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// Tune for this model's shapes and model-wide choices (without: a standard shape set)
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Stop measuring after this many seconds (what is left keeps its default)
+    #[arg(long, value_name = "N", default_value_t = 60,
+          value_parser = value_parser!(u64).range(1..),
+          allow_negative_numbers = true)]
+    pub budget_seconds: u64,
+    /// Where to write the profile [default: the adapter's file in the cache folder's profiles/,
+    /// where kiln finds it]
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Timed runs per candidate (after one that compiles and checks it)
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = value_parser!(u32).range(1..=100),
+          allow_negative_numbers = true)]
+    pub runs: u32,
+    /// Measure everything again instead of keeping what the profile at --out already holds
+    #[arg(long)]
+    pub again: bool,
+    /// Print one JSON object (the profile's path and the profile) instead of the table
     #[arg(long)]
     pub json: bool,
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod synth;
+mod tune;
 
 use std::io::Write as _;
 use std::ops::ControlFlow;
@@ -13,8 +14,9 @@ use std::time::Instant;
 
 use clap::Parser as _;
 use cli::{Cli, Command, GenerateArgs, LoadArgs, LogitsArgs, TokenizeArgs};
-use kiln::generate::{GenerateOptions, LoadOptions, Model};
+use kiln::generate::{GenerateOptions, LoadOptions, Model, env_overrides};
 use kiln::tokenizer::{Message, Tokenizer};
+use kiln::tune::ProfileSource;
 
 fn main() -> ExitCode {
     // Usage errors (an unknown option, a value out of range) exit with code 2 here.
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => logits(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Synth(a) => synth::run(&a),
+        Command::Tune(a) => tune::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,20 +54,23 @@ fn check_model(path: &Path) -> Result<(), String> {
 /// reason for its backend).
 pub(crate) fn load(args: &LoadArgs, json: bool) -> Result<(Model, f64), String> {
     check_model(&args.model)?;
-    let mut opts = LoadOptions::default();
+    let mut opts = LoadOptions::from_env().map_err(|e| e.to_string())?;
     if let Some(b) = args.backend {
         opts.backend = b.into();
     }
     opts.threads = args.threads;
     opts.context = args.context;
-    if let Some(n) = args.decode_batch {
-        opts.decode_batch = n;
+    if args.decode_batch.is_some() {
+        opts.decode_batch = args.decode_batch;
     }
     if let Some(bytes) = args.gpu_memory {
         opts.gpu_memory = Some(bytes);
     }
     if let Some(bytes) = args.max_buffer {
         opts.gpu.max_buffer_bytes = Some(bytes);
+    }
+    if let Some(profile) = &args.profile {
+        opts.gpu.profiles = profile_source(profile)?;
     }
     let start = Instant::now();
     let mut last = usize::MAX;
@@ -82,6 +88,52 @@ pub(crate) fn load(args: &LoadArgs, json: bool) -> Result<(Model, f64), String> 
         eprintln!("backend: {}", model.backend_reason());
     }
     Ok((model, start.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// Where `--profile` says to look for a tuned profile: `off`, or a file.
+pub(crate) fn profile_source(arg: &Path) -> Result<ProfileSource, String> {
+    if arg == Path::new("off") {
+        return Ok(ProfileSource::off());
+    }
+    let text =
+        std::fs::read_to_string(arg).map_err(|e| format!("--profile {}: {e}", arg.display()))?;
+    let mut source = ProfileSource::default();
+    source.texts.push((arg.display().to_string(), text));
+    Ok(source)
+}
+
+/// What `--json` reports as overridden: the `KILN_*` variables that are set and the load
+/// options given on the command line.
+pub(crate) fn overrides(args: &LoadArgs) -> serde_json::Value {
+    let mut all: serde_json::Map<String, serde_json::Value> = env_overrides()
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
+    let mut flag = |name: &str, value: Option<String>| {
+        if let Some(v) = value {
+            all.insert(format!("--{name}"), v.into());
+        }
+    };
+    flag(
+        "backend",
+        args.backend.map(|b| format!("{b:?}").to_lowercase()),
+    );
+    flag(
+        "threads",
+        (args.threads != 0).then(|| args.threads.to_string()),
+    );
+    flag(
+        "context",
+        (args.context != LoadOptions::default().context).then(|| args.context.to_string()),
+    );
+    flag("decode-batch", args.decode_batch.map(|n| n.to_string()));
+    flag("gpu-memory", args.gpu_memory.map(|n| n.to_string()));
+    flag("max-buffer", args.max_buffer.map(|n| n.to_string()));
+    flag(
+        "profile",
+        args.profile.as_ref().map(|p| p.display().to_string()),
+    );
+    all.into()
 }
 
 fn generate(args: &GenerateArgs) -> Result<(), String> {
@@ -140,6 +192,8 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
             "prefill_tok_s": s.prefill_tok_s,
             "decode_tok_s": s.decode_tok_s,
             "peak_rss_mb": bench::peak_rss_mb(),
+            "tuning": model.tuning_report(),
+            "overrides": overrides(&args.load),
         });
         let _ = writeln!(out, "{v}");
     } else {

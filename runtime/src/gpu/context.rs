@@ -9,6 +9,7 @@ use crate::gpu::counters::{Counters, LiveCounters};
 use crate::gpu::pipelines::Pipelines;
 use crate::gpu::pool::BufferPool;
 use crate::gpu::recorder::Arena;
+use crate::tune::{Overrides, ProfileSource, SplitKind, Tuning, find_profile, parse_prefill};
 
 /// How to pick an adapter. [`GpuOptions::from_env`] reads the same choices from the environment.
 #[derive(Clone, Debug)]
@@ -33,9 +34,17 @@ pub struct GpuOptions {
     /// (`KILN_MAX_BUFFER`, e.g. `128MiB`): to run as a device with smaller limits would (a phone's
     /// browser), or to test that kiln splits its weights below them. None: the adapter's.
     pub max_buffer_bytes: Option<u64>,
+    /// Where to look for a tuned profile of the adapter (`KILN_PROFILE=PATH|off`); by default
+    /// the folder `kiln tune` writes to. See [`crate::tune`].
+    pub profiles: ProfileSource,
+    /// Variant choices that win over the profile and the heuristics (`KILN_GEMV_SPLIT`,
+    /// `KILN_PREFILL`, `KILN_FUSE`, `KILN_ATTN_SPLIT`).
+    pub overrides: Overrides,
 }
 
 impl Default for GpuOptions {
+    /// Every adapter, high performance, the adapter's features and limits, the tuned profile of
+    /// the adapter if `kiln tune` wrote one. Reads no environment variable.
     fn default() -> Self {
         GpuOptions {
             backends: wgpu::Backends::all(),
@@ -45,34 +54,125 @@ impl Default for GpuOptions {
             packed_int_dot: true,
             subgroups: true,
             max_buffer_bytes: None,
+            profiles: ProfileSource::default(),
+            overrides: Overrides::default(),
         }
     }
 }
 
+/// The environment variables [`GpuOptions::from_env`] reads.
+pub const GPU_ENV: [&str; 12] = [
+    "KILN_BACKEND",
+    "KILN_POWER",
+    "KILN_ADAPTER",
+    "KILN_CACHE_DIR",
+    "KILN_DOT4",
+    "KILN_SUBGROUPS",
+    "KILN_MAX_BUFFER",
+    "KILN_PROFILE",
+    "KILN_GEMV_SPLIT",
+    "KILN_PREFILL",
+    "KILN_FUSE",
+    "KILN_ATTN_SPLIT",
+];
+
+/// `name`'s value if it is set and not empty.
+pub(crate) fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// An environment variable's value that is not one the variable takes.
+pub(crate) fn bad_env(option: &'static str, value: String, expected: &'static str) -> Error {
+    Error::InvalidOption {
+        option,
+        value: format!("`{value}`"),
+        expected,
+    }
+}
+
+/// A `0`/`1` switch from the environment.
+fn env_flag(name: &'static str) -> Result<Option<bool>> {
+    match env(name).as_deref() {
+        None => Ok(None),
+        Some("1") => Ok(Some(true)),
+        Some("0") => Ok(Some(false)),
+        Some(v) => Err(bad_env(name, v.to_string(), "0 or 1")),
+    }
+}
+
 impl GpuOptions {
-    /// Defaults, overridden by `KILN_BACKEND`, `KILN_POWER`, `KILN_ADAPTER`, `KILN_CACHE_DIR`,
-    /// `KILN_DOT4`, `KILN_SUBGROUPS`, `KILN_MAX_BUFFER` (an unreadable size is kept as 0, which
-    /// [`Gpu::new`] refuses with the variable's name).
-    pub fn from_env() -> Self {
+    /// The defaults, overridden by the variables in [`GPU_ENV`]: the one place the GPU
+    /// options read the environment (the CLI calls it; a library user may). A value a variable
+    /// does not take is an [`Error::InvalidOption`] naming it.
+    pub fn from_env() -> Result<Self> {
         let mut opts = GpuOptions::default();
-        if let Ok(list) = std::env::var("KILN_BACKEND") {
+        if let Some(list) = env("KILN_BACKEND") {
             opts.backends = wgpu::Backends::from_comma_list(&list);
         }
-        if let Ok(power) = std::env::var("KILN_POWER") {
+        if let Some(power) = env("KILN_POWER") {
             opts.power_preference = match power.to_ascii_lowercase().as_str() {
                 "low" | "low-power" => wgpu::PowerPreference::LowPower,
-                _ => wgpu::PowerPreference::HighPerformance,
+                "high" | "high-performance" => wgpu::PowerPreference::HighPerformance,
+                _ => return Err(bad_env("KILN_POWER", power, "high or low")),
             };
         }
-        opts.adapter_name = std::env::var("KILN_ADAPTER").ok().filter(|s| !s.is_empty());
-        opts.cache_dir = std::env::var_os("KILN_CACHE_DIR").map(Into::into);
-        opts.packed_int_dot = std::env::var("KILN_DOT4").as_deref() != Ok("0");
-        opts.subgroups = std::env::var("KILN_SUBGROUPS").as_deref() != Ok("0");
-        opts.max_buffer_bytes = std::env::var("KILN_MAX_BUFFER")
-            .ok()
-            .map(|v| parse_bytes(&v).unwrap_or(0));
-        opts
+        opts.adapter_name = env("KILN_ADAPTER");
+        opts.cache_dir = std::env::var_os("KILN_CACHE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(Into::into);
+        opts.packed_int_dot = env_flag("KILN_DOT4")?.unwrap_or(true);
+        opts.subgroups = env_flag("KILN_SUBGROUPS")?.unwrap_or(true);
+        if let Some(v) = env("KILN_MAX_BUFFER") {
+            opts.max_buffer_bytes = Some(
+                parse_bytes(&v)
+                    .ok_or_else(|| bad_env("KILN_MAX_BUFFER", v, "a size such as 128MiB"))?,
+            );
+        }
+        match env("KILN_PROFILE") {
+            Some(v) if v == "off" => opts.profiles = ProfileSource::off(),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::Profile {
+                    origin: path.clone(),
+                    detail: format!("cannot be read ({e}; KILN_PROFILE)"),
+                })?;
+                opts.profiles.texts.push((path, text));
+            }
+            None => {}
+        }
+        let o = &mut opts.overrides;
+        o.gemv_split = match env("KILN_GEMV_SPLIT").as_deref() {
+            None => None,
+            Some("thread") => Some(SplitKind::Thread),
+            Some("group") => Some(SplitKind::Group),
+            Some(v) => return Err(bad_env("KILN_GEMV_SPLIT", v.into(), "thread or group")),
+        };
+        o.prefill = match env("KILN_PREFILL") {
+            None => None,
+            Some(v) => {
+                Some(parse_prefill(&v).ok_or_else(|| bad_env("KILN_PREFILL", v, "tiled or gemv"))?)
+            }
+        };
+        o.fused = env_flag("KILN_FUSE")?;
+        o.attn_split = match env("KILN_ATTN_SPLIT") {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                bad_env(
+                    "KILN_ATTN_SPLIT",
+                    v,
+                    "a number of positions (0: never split)",
+                )
+            })?),
+        };
+        Ok(opts)
     }
+}
+
+/// The `KILN_*` variables of `names` that are set, with their values (for reports).
+pub fn env_overrides(names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter_map(|&n| Some((n.to_string(), env(n)?)))
+        .collect()
 }
 
 /// A byte count as people write it: `1048576`, `512KiB`, `128MiB`, `1GiB` (also `K`, `M`, `G`,
@@ -123,6 +223,7 @@ pub(crate) struct GpuInner {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub caps: Capabilities,
+    pub tuning: Tuning,
     pub counters: LiveCounters,
     pub pool: BufferPool,
     pub pipelines: Pipelines,
@@ -225,6 +326,13 @@ impl Gpu {
                     .wgsl_language_features()
                     .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
         };
+        let (profile, notes) = find_profile(
+            &info,
+            &opts.profiles,
+            #[cfg(not(target_arch = "wasm32"))]
+            opts.cache_dir.as_deref(),
+        );
+        let tuning = Tuning::new(&info, caps, opts.overrides, profile, notes);
         let pipelines = Pipelines::new(&device, &info, features, opts.cache_dir.as_deref());
         let placeholder = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
@@ -245,6 +353,7 @@ impl Gpu {
                 info,
                 limits,
                 caps,
+                tuning,
                 counters: LiveCounters::default(),
                 pool: BufferPool::default(),
                 pipelines,
@@ -287,6 +396,12 @@ impl Gpu {
 
     pub fn capabilities(&self) -> Capabilities {
         self.inner.caps
+    }
+
+    /// The variant choices on this device: the tuned profile found for it (if any) over
+    /// heuristics from the adapter, with the options' overrides over both.
+    pub fn tuning(&self) -> &Tuning {
+        &self.inner.tuning
     }
 
     /// A small buffer to bind where a kernel ignores a binding this time: `writable` for a

@@ -79,7 +79,7 @@ impl Pipelines {
     }
 }
 
-fn cache_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn cache_dir(explicit: Option<&Path>) -> Option<PathBuf> {
     if cfg!(target_arch = "wasm32") {
         return None;
     }

@@ -19,15 +19,16 @@ use crate::ops::attention::{
     attention_tiled, partials_bytes, scratch_bytes,
 };
 use crate::ops::gemv::{
-    ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8,
+    ActInput, ActQuant, EmbedShape, GemvShape, QAct, Split, WType, embed, gemv, gemv_q8_with,
 };
 use crate::ops::gemv_gated::{GatedShape, gemv_gated};
-use crate::ops::gemv_prep::{fuse_by_default, gemv_prep, gemv_prep_gated, takes};
+use crate::ops::gemv_prep::{gemv_prep, gemv_prep_gated, takes};
 use crate::ops::matmul_q::{Prefill, matmul_q};
 use crate::ops::prep::{Add, PrepIn, PrepOut, prep};
 use crate::ops::reduce::Combine;
 use crate::ops::rope_kv::{RopeKv, rope_kv};
 use crate::ops::sample::{NON_FINITE_ID, SampleParams, argmax, sample};
+use crate::tune::{GemvOp, GemvPick, Tuning};
 
 mod load;
 
@@ -89,25 +90,17 @@ impl Default for AttnOptions {
 }
 
 impl AttnOptions {
-    /// What suits the device: no split on CPU adapters (lavapipe), whose few cores gain
-    /// nothing from more workgroups (there a split decode step at 2048 positions took 2.3x
-    /// the one-pass kernel's time), [`SPLIT_MIN_LEN`] on GPUs; `KILN_ATTN_SPLIT=N` sets the
-    /// fewest positions per split (0: never split).
-    /// The cache is `kv`, except f32 where the device lacks SHADER_F16 (the f16 cache's kernels
-    /// need it; e.g. Chromium's SwiftShader, some mobile GPUs).
-    pub fn for_gpu(gpu: &Gpu, kv: KvType) -> AttnOptions {
-        let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
-        let split_min_len = std::env::var("KILN_ATTN_SPLIT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(if cpu { 0 } else { SPLIT_MIN_LEN });
+    /// What suits the device for `cfg` ([`crate::tune::Tuning::attn_split`]), with a cache of
+    /// `kv`, except f32 where the device lacks SHADER_F16 (the f16 cache's kernels need it;
+    /// e.g. Chromium's SwiftShader, some mobile GPUs).
+    pub fn for_gpu(gpu: &Gpu, cfg: &Config, kv: KvType) -> AttnOptions {
         AttnOptions {
             kv: if gpu.capabilities().f16 {
                 kv
             } else {
                 KvType::F32
             },
-            split_min_len,
+            split_min_len: gpu.tuning().attn_split(cfg),
         }
     }
 }
@@ -323,7 +316,7 @@ struct Activations {
 
 impl Activations {
     fn new(gpu: &Gpu, cfg: &Config, capacity: u32, attn: AttnOptions) -> Activations {
-        let prefill = Prefill::best(gpu);
+        let prefill = gpu.tuning().prefill(cfg);
         let chunk = if prefill == Prefill::Tiled {
             CHUNK_TILED
         } else {
@@ -469,6 +462,8 @@ pub struct GpuModel {
     cfg: Config,
     combine: Combine,
     split: Split,
+    /// The variant choices (the device's, or what [`GpuModel::set_tuning`] gave).
+    tuning: Tuning,
     prefill: Prefill,
     /// Tokens per recorded prompt chunk.
     chunk: u32,
@@ -510,7 +505,7 @@ impl GpuModel {
         capacity: u32,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<GpuModel> {
-        let attn = AttnOptions::for_gpu(gpu, KvType::F16);
+        let attn = AttnOptions::for_gpu(gpu, cfg, KvType::F16);
         Self::load_with(gpu, file, cfg, capacity, attn, progress)
     }
 
@@ -596,6 +591,7 @@ impl GpuModel {
         let mut model = GpuModel {
             combine: Combine::best(&gpu),
             split: Split::best(&gpu),
+            tuning: gpu.tuning().clone(),
             prefill,
             chunk,
             embd,
@@ -608,8 +604,8 @@ impl GpuModel {
             capacity,
             attn,
             plans: None,
-            batch: DECODE_BATCH,
-            fused: fuse_by_default(&gpu),
+            batch: gpu.tuning().decode_batch(&cfg, DECODE_BATCH),
+            fused: gpu.tuning().fused(&cfg),
             secs_per_token: None,
             cached_pipelines: 0,
             warnings: Vec::new(),
@@ -724,6 +720,68 @@ impl GpuModel {
     /// Whether decode steps run the fused GEMVs.
     pub fn fused(&self) -> bool {
         self.fused
+    }
+
+    /// The variant choices as this model runs them and where they came from (JSON, for
+    /// reports): [`crate::tune::Tuning::report`] with the model's own settings.
+    pub fn tuning_report(&self) -> serde_json::Value {
+        let mut v = self.tuning.report(&self.cfg, self.batch);
+        v["fused"] = self.fused.into();
+        v["prefill"] = format!("{:?}", self.prefill).to_lowercase().into();
+        v["attn_split"] = self.attn.split_min_len.into();
+        v
+    }
+
+    /// Runs with `tuning`'s choices from now on (a tuner tries candidates this way): its
+    /// decode-product variants, fusing, prefill and decode batch; the decode plans are built
+    /// again. Attention's split is fixed at load ([`AttnOptions`]).
+    pub fn set_tuning(&mut self, tuning: Tuning) -> Result<()> {
+        self.prefill = tuning.prefill(&self.cfg);
+        self.fused = tuning.fused(&self.cfg);
+        self.batch = tuning.decode_batch(&self.cfg, DECODE_BATCH);
+        self.tuning = tuning;
+        self.build_plans()
+    }
+
+    /// The distinct decode-step products whose variant a profile chooses, as the step runs
+    /// them with fusing `fused`: (op, format, rows, k). Products on f32 activations (f16 and
+    /// f32 weights) have no variants to choose.
+    pub fn gemv_cases(&self, fused: bool) -> Vec<(GemvOp, WType, u32, u32)> {
+        let single = |m: &GpuMatrix| {
+            if fused && takes(m.wtype, m.k) {
+                GemvOp::Prep
+            } else {
+                GemvOp::Q8
+            }
+        };
+        let mut all: Vec<(GemvOp, &GpuMatrix)> = Vec::new();
+        for l in &self.layers {
+            match &l.qkv {
+                Qkv::One(m) => all.push((single(m), m)),
+                Qkv::Apart(ms) => all.extend(ms.iter().map(|m| (single(m), m))),
+            }
+            all.push((single(&l.o), &l.o));
+            if l.gate.pairs_with(&l.up) {
+                let op = if fused && takes(l.gate.wtype, l.gate.k) {
+                    GemvOp::PrepGated
+                } else {
+                    GemvOp::Gated
+                };
+                all.push((op, &l.gate));
+            } else {
+                all.extend([(GemvOp::Q8, &l.gate), (GemvOp::Q8, &l.up)]);
+            }
+            all.push((single(&l.down), &l.down));
+        }
+        all.push((GemvOp::Q8, self.output.as_ref().unwrap_or(&self.embd)));
+        let mut cases = Vec::new();
+        for (op, m) in all {
+            let case = (op, m.wtype, m.rows, m.k);
+            if ActQuant::for_weights(m.wtype).is_some() && !cases.contains(&case) {
+                cases.push(case);
+            }
+        }
+        cases
     }
 
     /// Dispatches of one decode step as planned at position `pos` (without the choice).
@@ -1092,11 +1150,24 @@ impl GpuModel {
             let w = mat.view(p);
             match x {
                 _ if m > 1 && self.prefill == Prefill::Tiled => matmul_q(rec, w, x, y, shape)?,
-                ActInput::Q8(q) => gemv_q8(rec, self.split, w, q, y, shape)?,
+                ActInput::Q8(q) => {
+                    let pick = self.pick(GemvOp::Q8, mat, m);
+                    gemv_q8_with(rec, pick.split, pick.dot, w, q, y, shape)?
+                }
                 ActInput::F32(v) => gemv(rec, self.split, w, v, y, shape)?,
             }
         }
         Ok(())
+    }
+
+    /// The variant of a product `op` of `mat` over `m` tokens: the device's tuning for one
+    /// token (a profile's winner for the shape), its default for a chunk.
+    fn pick(&self, op: GemvOp, mat: &GpuMatrix, m: u32) -> GemvPick {
+        if m == 1 {
+            self.tuning.gemv(op, mat.wtype, mat.rows, mat.k)
+        } else {
+            self.tuning.default_gemv()
+        }
     }
 
     /// Whether a product of `mat` over `m` tokens prepares its input in the GEMV: single-token
@@ -1142,7 +1213,14 @@ impl GpuModel {
                 y_offset: y_offset + p.row0,
                 accumulate: false,
             };
-            gemv_prep(rec, self.split, mat.view(p), &input, y, shape)?;
+            gemv_prep(
+                rec,
+                self.pick(GemvOp::Prep, mat, m),
+                mat.view(p),
+                &input,
+                y,
+                shape,
+            )?;
         }
         Ok(())
     }
@@ -1183,7 +1261,10 @@ impl GpuModel {
                 };
                 let w: View<'_> = (&g.buffer).into();
                 match x {
-                    Some(x) => gemv_gated(rec, self.split, w, x, hidden, shape)?,
+                    Some(x) => {
+                        let split = self.pick(GemvOp::Gated, &l.gate, m).split;
+                        gemv_gated(rec, split, w, x, hidden, shape)?
+                    }
                     None => {
                         let input = if i == 0 {
                             *input
@@ -1193,7 +1274,8 @@ impl GpuModel {
                                 ..*input
                             }
                         };
-                        gemv_prep_gated(rec, self.split, w, &input, hidden, shape)?;
+                        let pick = self.pick(GemvOp::PrepGated, &l.gate, m);
+                        gemv_prep_gated(rec, pick, w, &input, hidden, shape)?;
                     }
                 }
             }

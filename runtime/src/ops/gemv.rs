@@ -116,19 +116,10 @@ pub enum Split {
 }
 
 impl Split {
-    /// What suits the device: per-thread rows on CPU adapters, workgroup rows on GPUs.
-    /// `KILN_GEMV_SPLIT=thread|group` overrides the choice (for measuring both).
+    /// The device's default ([`crate::tune::Tuning::default_gemv`]): per-thread rows on
+    /// software adapters, workgroup rows on GPUs, unless the options override it.
     pub fn best(gpu: &crate::gpu::Gpu) -> Split {
-        match std::env::var("KILN_GEMV_SPLIT").as_deref() {
-            Ok("thread") => return Split::Thread,
-            Ok("group") => return Split::Group(Combine::best(gpu)),
-            _ => {}
-        }
-        if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
-            Split::Thread
-        } else {
-            Split::Group(Combine::best(gpu))
-        }
+        gpu.tuning().default_gemv().split
     }
 
     /// `key` with this split's parameters (`SPLIT`, and `SUBGROUP` for the group split).
@@ -413,13 +404,11 @@ pub enum IntDot {
 }
 
 impl IntDot {
-    /// Packed where the device has it ([`crate::gpu::Capabilities::dot4`]), unpacked elsewhere.
+    /// The device's default ([`crate::tune::Tuning::default_gemv`]): packed where the device
+    /// has it ([`crate::gpu::Capabilities::dot4`]) and it is not an Apple GPU, unpacked
+    /// elsewhere.
     pub fn best(gpu: &crate::gpu::Gpu) -> IntDot {
-        if gpu.capabilities().dot4 {
-            IntDot::Packed
-        } else {
-            IntDot::Unpacked
-        }
+        gpu.tuning().default_gemv().dot
     }
 }
 

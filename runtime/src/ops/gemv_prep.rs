@@ -13,6 +13,7 @@ use crate::ops::gemv::{ActQuant, GemvShape, IntDot, Split, WType};
 use crate::ops::gemv_gated::GatedShape;
 use crate::ops::need;
 use crate::ops::prep::{PrepIn, PrepUniform};
+use crate::tune::GemvPick;
 
 pub fn gemv_prep_key(wtype: WType, split: Split, dot: IntDot, gated: Option<Act>) -> KernelKey {
     use params::{gemv_prep as plain, gemv_prep_gated as gate};
@@ -38,18 +39,6 @@ pub fn gemv_prep_key(wtype: WType, split: Split, dot: IntDot, gated: Option<Act>
 /// The longest activation row the fused kernels take (their variants' `MAX_K`).
 pub fn max_k() -> u32 {
     params::gemv_prep::MAX_K.min(params::gemv_prep_gated::MAX_K)
-}
-
-/// Whether decode steps should prepare each product's input inside its GEMV: on GPUs, where a
-/// dispatch costs more than the prologue every workgroup repeats; not on CPU adapters, where
-/// the fused kernels run slower than the two dispatches each replaces (measured on lavapipe:
-/// docs/performance.md, "GPU decode"). `KILN_FUSE=1|0` overrides it.
-pub fn fuse_by_default(gpu: &crate::gpu::Gpu) -> bool {
-    match std::env::var("KILN_FUSE").as_deref() {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ => gpu.adapter_info().device_type != wgpu::DeviceType::Cpu,
-    }
 }
 
 /// Whether the fused kernels take weights of `wtype` with rows of `k`.
@@ -78,7 +67,7 @@ struct Params {
 )]
 fn record(
     rec: &mut Recorder,
-    split: Split,
+    GemvPick { split, dot }: GemvPick,
     gated: Option<Act>,
     w: View<'_>,
     input: &PrepIn<'_>,
@@ -111,9 +100,7 @@ fn record(
     let weight_bytes = u64::from(rows) * u64::from(row_bytes);
     need(op, "w", &w, u64::from(up_offset) + weight_bytes)?;
     need(op, "y", &y, u64::from(m) * u64::from(y_stride) * 4)?;
-    let kernel = rec
-        .gpu()
-        .kernel(&gemv_prep_key(wtype, split, IntDot::best(rec.gpu()), gated))?;
+    let kernel = rec.gpu().kernel(&gemv_prep_key(wtype, split, dot, gated))?;
     let per_group = match split {
         Split::Group(_) => kernel.spec.param("ROWS").unwrap_or(1),
         Split::Thread => kernel.spec.workgroup_size[0],
@@ -139,7 +126,7 @@ fn record(
 /// [`PrepIn`]) for `W`'s format, in one dispatch.
 pub fn gemv_prep(
     rec: &mut Recorder,
-    split: Split,
+    pick: GemvPick,
     w: View<'_>,
     input: &PrepIn<'_>,
     y: View<'_>,
@@ -147,7 +134,7 @@ pub fn gemv_prep(
 ) -> Result<()> {
     record(
         rec,
-        split,
+        pick,
         None,
         w,
         input,
@@ -162,7 +149,7 @@ pub fn gemv_prep(
 /// [`crate::ops::gemv_gated::gemv_gated`] takes them, in one dispatch.
 pub fn gemv_prep_gated(
     rec: &mut Recorder,
-    split: Split,
+    pick: GemvPick,
     w: View<'_>,
     input: &PrepIn<'_>,
     out: View<'_>,
@@ -181,7 +168,7 @@ pub fn gemv_prep_gated(
     }
     record(
         rec,
-        split,
+        pick,
         Some(s.act),
         w,
         input,

@@ -19,23 +19,6 @@ pub enum Prefill {
     Gemv,
 }
 
-impl Prefill {
-    /// What suits the device: GEMVs on CPU adapters, the tiled matmul on GPUs.
-    /// `KILN_PREFILL=tiled|gemv` overrides the choice (for measuring both).
-    pub fn best(gpu: &crate::gpu::Gpu) -> Prefill {
-        match std::env::var("KILN_PREFILL").as_deref() {
-            Ok("tiled") => return Prefill::Tiled,
-            Ok("gemv") => return Prefill::Gemv,
-            _ => {}
-        }
-        if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
-            Prefill::Gemv
-        } else {
-            Prefill::Tiled
-        }
-    }
-}
-
 /// The variant for `wtype` on int8 activations (`q8`, the formats [`ActQuant::for_weights`]
 /// pairs with one) or f32 activations (every format).
 pub fn matmul_q_key(wtype: WType, q8: bool, accumulate: bool) -> KernelKey {

@@ -54,10 +54,19 @@ pub fn fixture(rel: &str) -> serde_json::Value {
 
 use kiln::{Error, Gpu, GpuOptions};
 
+/// The GPU options the environment selects, without a tuned profile (so that a profile
+/// `kiln tune` saved on this machine changes no test's choices).
+pub fn gpu_options() -> GpuOptions {
+    GpuOptions {
+        profiles: kiln::tune::ProfileSource::off(),
+        ..GpuOptions::from_env().expect("the KILN_* variables")
+    }
+}
+
 /// Opens the adapter the environment selects. Without one the test is skipped loudly, unless
 /// `KILN_REQUIRE_GPU=1` (CI), where a missing adapter fails the test.
 pub fn gpu() -> Option<Gpu> {
-    match Gpu::new_blocking(GpuOptions::from_env()) {
+    match Gpu::new_blocking(gpu_options()) {
         Ok(gpu) => {
             eprintln!("adapter: {gpu:?}");
             Some(gpu)
