@@ -5,11 +5,17 @@ use std::ffi::OsStr;
 use std::process::Command;
 
 fn kiln<S: AsRef<OsStr>>(args: &[S]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("run kiln")
+    kiln_with(args, &[])
+}
+
+/// `kiln` with extra environment variables.
+fn kiln_with<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &OsStr)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run kiln")
 }
 
 fn models() -> std::path::PathBuf {
@@ -161,8 +167,9 @@ fn help_for_every_command_names_its_options() {
         "--threads",
         "--context",
         "--decode-batch",
+        "--profile",
     ];
-    let commands: [(&str, &[&str]); 5] = [
+    let commands: [(&str, &[&str]); 6] = [
         (
             "generate",
             &[
@@ -205,12 +212,23 @@ fn help_for_every_command_names_its_options() {
                 "--gain",
             ],
         ),
+        (
+            "tune",
+            &[
+                "--model",
+                "--budget-seconds",
+                "--out",
+                "--runs",
+                "--again",
+                "--json",
+            ],
+        ),
     ];
     for (command, options) in commands {
         let out = kiln(&[command, "--help"]);
         assert!(out.status.success(), "{command} --help");
         let help = String::from_utf8_lossy(&out.stdout);
-        let shared: &[&str] = if command == "tokenize" || command == "synth" {
+        let shared: &[&str] = if ["tokenize", "synth", "tune"].contains(&command) {
             &[]
         } else {
             &load
@@ -360,6 +378,110 @@ fn non_utf8_paths_fail_cleanly() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// `kiln tune` on this machine's adapter, twice under a small budget into a fresh cache folder:
+/// the profile is written where kiln looks for it, every winner passed its check, the budget
+/// is kept (within one case), the second run starts from the first's profile; then `generate
+/// --json` reports the profile it used, `--profile off` uses none, and an environment override
+/// is reported and applied.
+#[test]
+fn tune_writes_a_profile_that_generate_uses() {
+    let cache = std::env::temp_dir().join(format!("kiln-tune-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let env = [("KILN_CACHE_DIR", cache.as_os_str())];
+    let budget = 20.0;
+    let run = || {
+        let out = kiln_with(
+            &["tune", "--budget-seconds", "20", "--runs", "2", "--json"],
+            &env,
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (out, err)
+    };
+    let (out, err) = run();
+    if !out.status.success() && err.contains("no GPU adapter") {
+        assert!(
+            std::env::var("KILN_REQUIRE_GPU").as_deref() != Ok("1"),
+            "KILN_REQUIRE_GPU=1 but: {err}"
+        );
+        skip("no GPU adapter for kiln tune");
+        return;
+    }
+    assert!(out.status.success(), "{err}");
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = first["profile_path"].as_str().unwrap().to_string();
+    assert!(
+        path.starts_with(cache.join("profiles").to_str().unwrap()),
+        "{path}"
+    );
+    let profile = &first["profile"];
+    assert_eq!(profile["format"], "kiln-profile");
+    let entries = profile["entries"].as_array().unwrap();
+    assert!(!entries.is_empty(), "nothing measured in {budget} s");
+    for e in entries {
+        let status = |name: &serde_json::Value| {
+            e["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| &c["name"] == name)
+                .map(|c| c["status"].clone())
+        };
+        if !e["winner"].is_null() {
+            assert_eq!(status(&e["winner"]), Some("ok".into()), "{e}");
+        }
+    }
+    // One case runs past the budget at most (the largest standard one takes a few seconds).
+    let seconds = first["seconds"].as_f64().unwrap();
+    assert!(
+        seconds < budget + 30.0,
+        "{seconds} s for a {budget} s budget"
+    );
+
+    let (out, err) = run();
+    assert!(out.status.success(), "{err}");
+    let second: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(second["kept"].as_u64().unwrap() >= 1, "{second}");
+    assert!(second["profile"]["entries"].as_array().unwrap().len() >= entries.len());
+
+    let real = models().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !real.exists() {
+        skip("no SmolLM2 for kiln generate with a profile");
+        return;
+    }
+    let generate = |extra: &[&str], env: &[(&str, &OsStr)]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            real.to_str().unwrap(),
+            "--ids",
+            "1,2,3",
+            "--max-tokens",
+            "2",
+            "--backend",
+            "gpu",
+            "--json",
+        ];
+        args.extend(extra);
+        let out = kiln_with(&args, env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = generate(&[], &env);
+    assert_eq!(v["tuning"]["profile"], path.as_str(), "{v}");
+    let v = generate(&["--profile", "off"], &env);
+    assert!(v["tuning"]["profile"].is_null(), "{v}");
+    assert_eq!(v["overrides"]["--profile"], "off");
+    let fuse = [env[0], ("KILN_FUSE", OsStr::new("1"))];
+    let v = generate(&[], &fuse);
+    assert_eq!(v["overrides"]["KILN_FUSE"], "1", "{v}");
+    assert_eq!(v["tuning"]["fused"], true, "{v}");
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
 /// Says loudly that the test checked nothing, and records it where `KILN_SKIP_LOG` points
 /// (scripts/test.sh lists every skip at its end), as the runtime's tests do.
 fn skip(reason: &str) {
@@ -371,7 +493,7 @@ fn skip(reason: &str) {
             .create(true)
             .open(log)
         {
-            let line = format!("kiln-cli tokenize_and_generate_json: {reason}\n");
+            let line = format!("kiln-cli: {reason}\n");
             let _ = f.write_all(line.as_bytes());
         }
     }

@@ -114,6 +114,20 @@ impl Gpu {
         Ok(kernel)
     }
 
+    /// The variants whose pipelines this device has created (`name[key]`, sorted): which
+    /// variants a workload chose.
+    pub fn pipelines(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .inner
+            .pipelines
+            .kernels
+            .lock()
+            .map(|m| m.values().map(|k| k.spec.id()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
     /// Creates the pipelines a workload will use before it runs, so that the first token pays
     /// no compile time, and waits until the driver reports them valid.
     pub async fn prewarm(&self, keys: &[KernelKey]) -> Result<()> {
