@@ -243,7 +243,7 @@ impl GemvBench {
             y_offset: 0,
         };
         match op {
-            GemvOp::Q8 => gemv_q8_with(rec, pick.split, pick.dot, w, self.qact(quant), y, shape),
+            GemvOp::Q8 => gemv_q8_with(rec, pick, w, self.qact(quant), y, shape),
             GemvOp::Prep => gemv_prep(rec, pick, w, &input, y, shape),
             GemvOp::Gated => {
                 gemv_gated(rec, pick.split, w, ActInput::Q8(self.qact(quant)), y, gated)

@@ -39,6 +39,7 @@ use kiln::ops::reduce::Combine;
 use kiln::ops::rwkv::{Wkv6Io, Wkv7Io, WkvShape, wkv6, wkv7};
 use kiln::ops::sample::{SampleParams, sample};
 use kiln::ops::ssm::{ScanIo, selective_scan};
+use kiln::tune::{GemvOp, GemvPick};
 use kiln::{Gpu, GpuOptions, Result};
 
 /// Peak memory bandwidth (GB/s) of adapters whose name contains the key.
@@ -212,7 +213,10 @@ fn quant_case(gpu: &Gpu, kernel: QKernel, w: WType, rows: u32, k: u32, m: u32) -
             };
             let (wv, y) = ((&b[i % copies]).into(), (&b[copies + 3]).into());
             match kernel {
-                QKernel::Gemv(dot) => gemv_q8_with(rec, split, dot, wv, act, y, shape),
+                QKernel::Gemv(dot) => {
+                    let wg = GemvOp::Q8.wg_sizes()[0];
+                    gemv_q8_with(rec, GemvPick { split, dot, wg }, wv, act, y, shape)
+                }
                 QKernel::MatmulQ => matmul_q(rec, wv, ActInput::Q8(act), y, shape),
                 QKernel::Gated => {
                     let s = GatedShape {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::gpu::Capabilities;
+use crate::gpu::ParamSpace;
 use crate::gpu::kernels::KERNELS;
 use crate::model::config::Config;
 use crate::ops::attention::SPLIT_MIN_LEN;
@@ -73,51 +74,91 @@ impl GemvOp {
         }
     }
 
-    /// The variants of this op a device with `caps` runs.
-    pub fn candidates(self, caps: Capabilities) -> Vec<GemvPick> {
-        let mut picks = GemvPick::candidates(caps);
-        if self == GemvOp::Gated {
-            picks.retain(|p| p.dot == IntDot::Unpacked);
+    /// The workgroup sizes the op's kernel is generated with, in manifest order (the first is
+    /// the default): read from the manifest's parameter spaces.
+    pub fn wg_sizes(self) -> Vec<u32> {
+        let mut sizes = Vec::new();
+        for line in ParamSpace::of(self.name()) {
+            for v in line.values("WG_SIZE") {
+                if let Ok(n) = v.value.parse()
+                    && !sizes.contains(&n)
+                {
+                    sizes.push(n);
+                }
+            }
         }
+        sizes
+    }
+
+    /// The variants of this op a device with `caps` runs, in a fixed order: every split
+    /// (per-row threads, workgroup rows reduced in shared memory or with subgroups), int8 dot
+    /// product (unpacked, packed; `gemv_gated` has no packed variant) and workgroup size.
+    pub fn candidates(self, caps: Capabilities) -> Vec<GemvPick> {
+        let splits = [
+            Split::Thread,
+            Split::Group(Combine::SharedMemory),
+            Split::Group(Combine::Subgroup),
+        ];
+        let dots: &[IntDot] = match self {
+            GemvOp::Gated => &[IntDot::Unpacked],
+            _ => &[IntDot::Unpacked, IntDot::Packed],
+        };
+        let wgs = self.wg_sizes();
+        let mut picks = Vec::new();
+        for split in splits {
+            for &dot in dots {
+                for &wg in &wgs {
+                    picks.push(GemvPick { split, dot, wg });
+                }
+            }
+        }
+        picks.retain(|p| p.runs_on(caps));
         picks
     }
 
-    /// [`Tuning::default_gemv`] as this op runs it.
+    /// [`Tuning::default_gemv`] as this op runs it: its default workgroup size, and the
+    /// unpacked dot product for `gemv_gated`.
     fn default_of(self, pick: GemvPick) -> GemvPick {
-        match self {
-            GemvOp::Gated => GemvPick {
-                dot: IntDot::Unpacked,
-                ..pick
+        GemvPick {
+            dot: match self {
+                GemvOp::Gated => IntDot::Unpacked,
+                _ => pick.dot,
             },
-            _ => pick,
+            wg: self.wg_sizes()[0],
+            ..pick
         }
     }
 }
 
-/// One decode-product variant: how rows are split over invocations, and the int8 dot product.
+/// One decode-product variant: how rows are split over invocations, the int8 dot product and
+/// the workgroup size (several for `gemv_q8`; the other ops have one, which their picks carry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GemvPick {
     pub split: Split,
     pub dot: IntDot,
+    pub wg: u32,
 }
 
 impl GemvPick {
     /// The candidate's name: `thread`, `group` (shared-memory reduction) or `subgroup`, with
-    /// `+dot4` for the packed int8 dot product.
+    /// `+dot4` for the packed int8 dot product, then `/` and the workgroup size:
+    /// `subgroup+dot4/128`.
     pub fn name(self) -> String {
         let split = match self.split {
             Split::Thread => "thread",
             Split::Group(Combine::SharedMemory) => "group",
             Split::Group(Combine::Subgroup) => "subgroup",
         };
-        match self.dot {
-            IntDot::Packed => format!("{split}+dot4"),
-            IntDot::Unpacked => split.to_string(),
-        }
+        let dot = match self.dot {
+            IntDot::Packed => "+dot4",
+            IntDot::Unpacked => "",
+        };
+        format!("{split}{dot}/{}", self.wg)
     }
 
     /// The variant a [`GemvPick::name`] names.
     pub fn parse(name: &str) -> Option<GemvPick> {
+        let (name, wg) = name.split_once('/')?;
         let (split, dot) = match name.strip_suffix("+dot4") {
             Some(s) => (s, IntDot::Packed),
             None => (name, IntDot::Unpacked),
@@ -128,27 +169,17 @@ impl GemvPick {
             "subgroup" => Split::Group(Combine::Subgroup),
             _ => return None,
         };
-        Some(GemvPick { split, dot })
+        Some(GemvPick {
+            split,
+            dot,
+            wg: wg.parse().ok()?,
+        })
     }
 
     /// Whether a device with `caps` runs this variant.
     pub fn runs_on(self, caps: Capabilities) -> bool {
         (self.dot == IntDot::Unpacked || caps.dot4)
             && (self.split != Split::Group(Combine::Subgroup) || caps.subgroup)
-    }
-
-    /// Every variant a device with `caps` runs, in a fixed order.
-    pub fn candidates(caps: Capabilities) -> Vec<GemvPick> {
-        let splits = [
-            Split::Thread,
-            Split::Group(Combine::SharedMemory),
-            Split::Group(Combine::Subgroup),
-        ];
-        splits
-            .into_iter()
-            .flat_map(|split| [IntDot::Unpacked, IntDot::Packed].map(|dot| GemvPick { split, dot }))
-            .filter(|p| p.runs_on(caps))
-            .collect()
     }
 }
 
@@ -242,8 +273,9 @@ pub fn candidate_hash() -> String {
         .iter()
         .map(|op| op.name().to_string())
         .chain(
-            GemvPick::candidates(all_caps)
-                .into_iter()
+            GemvOp::ALL
+                .iter()
+                .flat_map(|op| op.candidates(all_caps))
                 .map(GemvPick::name),
         )
         .chain(
@@ -601,11 +633,13 @@ pub struct ProfileSource {
     /// Profiles given as JSON text (an app's shipped profiles, a browser's stored one), with a
     /// name for messages.
     pub texts: Vec<(String, String)>,
-    /// Folders of profiles (natively): every `*.json` in them is read.
+    /// Folders of shipped profiles (natively): every `*.json` in them is read, after the
+    /// tuned folder.
     #[cfg(not(target_arch = "wasm32"))]
     pub dirs: Vec<PathBuf>,
     /// Also the folder `kiln tune` writes to: `profiles/` in the cache folder
-    /// ([`crate::GpuOptions::cache_dir`]). On by default.
+    /// ([`crate::GpuOptions::cache_dir`]), searched after `texts` and before `dirs`. On by
+    /// default.
     pub tuned: bool,
 }
 
@@ -718,10 +752,17 @@ impl Tuning {
     }
 
     /// The default decode-product variant: per-row threads on software adapters (lavapipe,
-    /// SwiftShader), one workgroup per row reduced with subgroups where the device has them on
-    /// GPUs; the packed int8 dot product where the device has it, except on Apple's GPUs.
+    /// SwiftShader), one workgroup per row on GPUs, reduced with subgroups where the device has
+    /// them no wider than the kernels' workgroups (64 invocations) (Adreno's can be 128 wide) and
+    /// in shared memory elsewhere; the packed int8 dot product where the device has it, except
+    /// on Apple's GPUs.
     pub fn default_gemv(&self) -> GemvPick {
-        let combine = if self.caps.subgroup {
+        let narrowest = GemvOp::ALL
+            .iter()
+            .flat_map(|op| op.wg_sizes())
+            .min()
+            .unwrap_or(0);
+        let combine = if self.caps.subgroup && self.caps.subgroup_sizes.1 <= narrowest {
             Combine::Subgroup
         } else {
             Combine::SharedMemory
@@ -737,7 +778,7 @@ impl Tuning {
         } else {
             IntDot::Unpacked
         };
-        GemvPick { split, dot }
+        GemvOp::Q8.default_of(GemvPick { split, dot, wg: 0 })
     }
 
     /// The variant of `op` for a product of `rows` rows of `k` in `wtype`: the profile's winner
@@ -854,10 +895,9 @@ fn profile_files(
 ) -> (Vec<(String, String)>, Vec<String>) {
     let mut found = Vec::new();
     let mut notes = Vec::new();
-    let mut dirs = source.dirs.clone();
-    if source.tuned {
-        dirs.extend(tuned_dir(cache_dir));
-    }
+    // The user's tuned profiles before the shipped ones: a profile measured here wins.
+    let tuned = tuned_dir(cache_dir).filter(|_| source.tuned);
+    let dirs = tuned.into_iter().chain(source.dirs.iter().cloned());
     for dir in dirs {
         let Ok(read) = std::fs::read_dir(&dir) else {
             continue;
@@ -935,17 +975,21 @@ mod tests {
 
     #[test]
     fn candidate_names_round_trip_and_follow_the_device() {
-        let all = GemvPick::candidates(caps(true, true));
-        assert_eq!(all.len(), 6);
+        let wgs = GemvOp::Q8.wg_sizes();
+        assert_eq!(wgs[0], 64, "the manifest lists the default first");
+        let all = GemvOp::Q8.candidates(caps(true, true));
+        assert_eq!(all.len(), 6 * wgs.len());
         for p in &all {
             assert_eq!(GemvPick::parse(&p.name()), Some(*p));
         }
-        let plain = GemvPick::candidates(caps(false, false));
+        let plain = GemvOp::Prep.candidates(caps(false, false));
         assert_eq!(
             plain.iter().map(|p| p.name()).collect::<Vec<_>>(),
-            ["thread", "group"]
+            ["thread/64", "group/64"]
         );
-        assert_eq!(GemvPick::parse("warp+dot4"), None);
+        assert_eq!(GemvOp::Gated.candidates(caps(true, true)).len(), 3);
+        assert_eq!(GemvPick::parse("warp+dot4/64"), None);
+        assert_eq!(GemvPick::parse("thread"), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use kiln::ops::prep::{Add, PrepIn, PrepOut, prep};
 use kiln::ops::reduce::Combine;
 use kiln::ops::rope::{Rope, RopeLayout, rope};
 use kiln::ops::rope_kv::{RopeKv, rope_kv};
-use kiln::tune::GemvPick;
+use kiln::tune::{GemvOp, GemvPick};
 
 const EPS: f32 = 1e-6;
 
@@ -352,6 +352,7 @@ fn fused_gemvs_equal_prep_then_gemv() {
                                     GemvPick {
                                         split,
                                         dot: IntDot::best(&gpu),
+                                        wg: GemvOp::Prep.wg_sizes()[0],
                                     },
                                     gate_view,
                                     &fused_in,
@@ -368,6 +369,7 @@ fn fused_gemvs_equal_prep_then_gemv() {
                                     GemvPick {
                                         split,
                                         dot: IntDot::best(&gpu),
+                                        wg: GemvOp::Prep.wg_sizes()[0],
                                     },
                                     wv,
                                     &fused_in,
@@ -444,6 +446,7 @@ fn fused_gemv_matches_its_cpu_twin() {
             GemvPick {
                 split,
                 dot: IntDot::best(&gpu),
+                wg: GemvOp::Prep.wg_sizes()[0],
             },
             View::new(&ws.buf, 0, rb.next_multiple_of(4)),
             &input,

@@ -24,6 +24,7 @@ use kiln::ops::norm::rms_norm;
 use kiln::ops::reduce::Combine;
 use kiln::ops::rope::{Rope, RopeLayout, rope};
 use kiln::ops::sample::{NON_FINITE_ID, argmax_with};
+use kiln::tune::{GemvOp, GemvPick};
 use kiln_cpu::ops::AttnParams;
 
 fn upload(gpu: &Gpu, data: &[u8]) -> wgpu::Buffer {
@@ -347,25 +348,31 @@ fn gemv_q8_every_type_and_split() {
                 xs: (&sb).into(),
             };
             let init = rng.vec(m * case.y_stride());
+            // Every split, int8 dot product and workgroup size.
+            let mut picks = Vec::new();
             for split in splits(&gpu) {
                 for dot in int_dots(&gpu) {
-                    for acc in [false, true] {
-                        // Integer dot products per block are exact; only the f32 scaling and
-                        // the sum over blocks round, so 1e-5 of the sum of |terms| is ample.
-                        case.check(
-                            &gpu,
-                            &format!("gemv_q8 {w:?} {split:?} {dot:?} m={m} acc={acc}"),
-                            &weights,
-                            acc,
-                            &init,
-                            &want,
-                            &scale,
-                            1e-5,
-                            &|rec, wv, yv, sh| {
-                                gemv_q8_with(rec, split, dot, wv, act, yv, sh).unwrap()
-                            },
-                        );
+                    for wg in GemvOp::Q8.wg_sizes() {
+                        picks.push(GemvPick { split, dot, wg });
                     }
+                }
+            }
+            for pick in picks {
+                let GemvPick { split, dot, wg } = pick;
+                for acc in [false, true] {
+                    // Integer dot products per block are exact; only the f32 scaling and
+                    // the sum over blocks round, so 1e-5 of the sum of |terms| is ample.
+                    case.check(
+                        &gpu,
+                        &format!("gemv_q8 {w:?} {split:?} {dot:?} wg={wg} m={m} acc={acc}"),
+                        &weights,
+                        acc,
+                        &init,
+                        &want,
+                        &scale,
+                        1e-5,
+                        &|rec, wv, yv, sh| gemv_q8_with(rec, pick, wv, act, yv, sh).unwrap(),
+                    );
                 }
             }
         }

@@ -9,7 +9,9 @@ use common::tiny::tiny;
 use kiln::gguf::GgmlType;
 use kiln::model::Config;
 use kiln::model::gpu::{DECODE_BATCH, GpuModel};
-use kiln::tune::{AdapterKey, Entry, GemvPick, ModelOp, Profile, ProfileSource, model_bucket};
+use kiln::tune::{
+    AdapterKey, Entry, GemvOp, GemvPick, ModelOp, Profile, ProfileSource, model_bucket,
+};
 use kiln::{Gpu, GpuOptions};
 
 /// The device with `profile` (as JSON text named "test") as its only profile source.
@@ -78,10 +80,13 @@ fn a_profile_changes_the_variants_and_a_stale_one_is_ignored() {
     let load = |gpu: &Gpu| GpuModel::load(gpu, &file, &cfg, 64, &mut |_, _| {}).expect("load");
     let plain = load(&gpu);
     let default = gpu.tuning().default_gemv();
-    // A variant other than the default that this device runs.
-    let other = GemvPick::candidates(gpu.capabilities())
+    // A variant other than the default that this device runs: another split, and for
+    // gemv_q8 another workgroup size.
+    let wide = GemvOp::Q8.wg_sizes()[1];
+    let other = GemvOp::Q8
+        .candidates(gpu.capabilities())
         .into_iter()
-        .find(|p| p.split != default.split)
+        .find(|p| p.split != default.split && p.wg == wide)
         .expect("two splits run everywhere");
     let profile = forcing(&gpu, &plain, &cfg, other);
     let default_splits = splits(&gpu);
@@ -106,6 +111,13 @@ fn a_profile_changes_the_variants_and_a_stale_one_is_ignored() {
     let tuned_splits = splits(&tuned_gpu);
     eprintln!("default: {default_splits:?}\ntuned: {tuned_splits:?}");
     assert!(tuned_splits.iter().all(|id| id.contains(word(other.split))));
+    let wg = format!("WG_SIZE={wide}");
+    assert!(
+        tuned_splits
+            .iter()
+            .any(|id| id.starts_with("gemv_q8[") && id.contains(&wg)),
+        "the head's product runs gemv_q8 with {wg}"
+    );
     assert!(
         default_splits
             .iter()

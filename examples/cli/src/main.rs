@@ -8,7 +8,7 @@ mod tune;
 
 use std::io::Write as _;
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -69,8 +69,11 @@ pub(crate) fn load(args: &LoadArgs, json: bool) -> Result<(Model, f64), String> 
     if let Some(bytes) = args.max_buffer {
         opts.gpu.max_buffer_bytes = Some(bytes);
     }
-    if let Some(profile) = &args.profile {
-        opts.gpu.profiles = profile_source(profile)?;
+    match &args.profile {
+        Some(profile) => opts.gpu.profiles = profile_source(profile)?,
+        // KILN_PROFILE=off leaves the search off.
+        None if opts.gpu.profiles.tuned => opts.gpu.profiles.dirs.push(shipped_profiles()),
+        None => {}
     }
     let start = Instant::now();
     let mut last = usize::MAX;
@@ -88,6 +91,12 @@ pub(crate) fn load(args: &LoadArgs, json: bool) -> Result<(Model, f64), String> 
         eprintln!("backend: {}", model.backend_reason());
     }
     Ok((model, start.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// The verified profiles this build of the CLI ships (the repository's `profiles/`), searched
+/// after the user's own tuned ones.
+fn shipped_profiles() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles")
 }
 
 /// Where `--profile` says to look for a tuned profile: `off`, or a file.

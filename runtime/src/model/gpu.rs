@@ -1152,7 +1152,7 @@ impl GpuModel {
                 _ if m > 1 && self.prefill == Prefill::Tiled => matmul_q(rec, w, x, y, shape)?,
                 ActInput::Q8(q) => {
                     let pick = self.pick(GemvOp::Q8, mat, m);
-                    gemv_q8_with(rec, pick.split, pick.dot, w, q, y, shape)?
+                    gemv_q8_with(rec, pick, w, q, y, shape)?
                 }
                 ActInput::F32(v) => gemv(rec, self.split, w, v, y, shape)?,
             }

@@ -6,6 +6,7 @@ use crate::gpu::{DType, KernelKey, Recorder, Shifted, View, params};
 use crate::ops::need;
 use crate::ops::prep::{PrepIn, PrepOut};
 use crate::ops::reduce::Combine;
+use crate::tune::{GemvOp, GemvPick};
 
 /// A weight storage format the kernels read in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -412,10 +413,11 @@ impl IntDot {
     }
 }
 
-pub fn gemv_q8_key(wtype: WType, split: Split, dot: IntDot, accumulate: bool) -> KernelKey {
+pub fn gemv_q8_key(wtype: WType, pick: GemvPick, accumulate: bool) -> KernelKey {
+    let GemvPick { split, dot, wg } = pick;
     let mut key = KernelKey::new("gemv_q8")
         .word("WTYPE", wtype.word())
-        .uint("WG_SIZE", params::gemv_q8::WG_SIZE)
+        .uint("WG_SIZE", wg)
         .flag("ACC", accumulate)
         .flag("DOT4", dot == IntDot::Packed);
     if wtype.reads_act_sums() {
@@ -437,7 +439,8 @@ pub fn quantize(rec: &mut Recorder, x: View<'_>, q: QAct<'_>, m: u32, k: u32) ->
 }
 
 /// Records `y[j, y_offset + r] (+)= W[r, :] . x[j, :]` on activations quantized for `W`'s type,
-/// with the int8 dot product that suits the device ([`IntDot::best`]).
+/// with the int8 dot product that suits the device ([`IntDot::best`]) and the default workgroup
+/// size.
 pub fn gemv_q8(
     rec: &mut Recorder,
     split: Split,
@@ -446,16 +449,19 @@ pub fn gemv_q8(
     y: View<'_>,
     s: GemvShape,
 ) -> Result<()> {
-    let dot = IntDot::best(rec.gpu());
-    gemv_q8_with(rec, split, dot, w, x, y, s)
+    let pick = GemvPick {
+        split,
+        dot: IntDot::best(rec.gpu()),
+        wg: GemvOp::Q8.wg_sizes()[0],
+    };
+    gemv_q8_with(rec, pick, w, x, y, s)
 }
 
-/// [`gemv_q8`] with the int8 dot product chosen by the caller (`IntDot::Packed` on a device
-/// without it is [`Error::MissingFeature`]).
+/// [`gemv_q8`] with the variant chosen by the caller: split, int8 dot product (`Packed` on a
+/// device without it is [`Error::MissingFeature`]) and workgroup size.
 pub fn gemv_q8_with(
     rec: &mut Recorder,
-    split: Split,
-    dot: IntDot,
+    pick: GemvPick,
     w: View<'_>,
     x: QAct<'_>,
     y: View<'_>,
@@ -484,8 +490,8 @@ pub fn gemv_q8_with(
     )?;
     let kernel = rec
         .gpu()
-        .kernel(&gemv_q8_key(s.wtype, split, dot, s.accumulate))?;
-    let (groups, params) = gemv_launch(rec, &kernel, split, &s, row_bytes);
+        .kernel(&gemv_q8_key(s.wtype, pick, s.accumulate))?;
+    let (groups, params) = gemv_launch(rec, &kernel, pick.split, &s, row_bytes);
     if s.wtype.reads_act_sums() {
         need("gemv_q8", "xs", &x.xs, bs)?;
         rec.dispatch(&kernel, groups, &params, &[w, x.xq, x.xd, x.xs, y])

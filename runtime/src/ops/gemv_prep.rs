@@ -67,7 +67,8 @@ struct Params {
 )]
 fn record(
     rec: &mut Recorder,
-    GemvPick { split, dot }: GemvPick,
+    // The workgroup size is the kernel's one (`GemvOp::Prep.candidates` carry it).
+    GemvPick { split, dot, .. }: GemvPick,
     gated: Option<Act>,
     w: View<'_>,
     input: &PrepIn<'_>,

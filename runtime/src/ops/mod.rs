@@ -62,6 +62,7 @@ mod tests {
     use crate::ops::softmax::softmax_key;
     use crate::ops::ssm::{ssm_conv_key, ssm_scan_key};
     use crate::ops::unary::{UnaryOp, axpy_key, unary_key};
+    use crate::tune::{GemvOp, GemvPick};
 
     /// Every key an op builds on a device with `caps`: the choices `Combine::best`,
     /// `IntDot::best` and `Split::best` can make there (and their overrides), f16 storage, f16
@@ -176,7 +177,10 @@ mod tests {
                     continue;
                 }
                 for &dot in &dots {
-                    keys.extend(bools.map(|acc| gemv_q8_key(wtype, split, dot, acc)));
+                    for wg in GemvOp::Q8.wg_sizes() {
+                        let pick = GemvPick { split, dot, wg };
+                        keys.extend(bools.map(|acc| gemv_q8_key(wtype, pick, acc)));
+                    }
                     keys.extend(
                         [None, Some(Act::Silu), Some(Act::Gelu)]
                             .map(|gated| gemv_prep_key(wtype, split, dot, gated)),
