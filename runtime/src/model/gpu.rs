@@ -688,7 +688,7 @@ impl GpuModel {
         &self.gpu
     }
 
-    /// How chunks of several tokens multiply their weights (default: [`Prefill::best`]).
+    /// How chunks of several tokens multiply their weights (default: [`crate::tune::Tuning::prefill`]).
     pub fn set_prefill(&mut self, prefill: Prefill) {
         self.prefill = prefill;
     }
@@ -708,7 +708,7 @@ impl GpuModel {
 
     /// Whether a decode step prepares each product's input inside its GEMV (one dispatch per
     /// product, at most 6 per layer) or in a `prep` dispatch before it (10 per layer); the
-    /// default is [`fuse_by_default`]'s. The decode plans are built again on a change.
+    /// default is [`crate::tune::Tuning::fused`]'s. The decode plans are built again on a change.
     pub fn set_fused(&mut self, on: bool) -> Result<()> {
         if on != self.fused {
             self.fused = on;
