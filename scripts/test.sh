@@ -66,13 +66,16 @@ scripts/build-web.sh
 node web/node/check.mjs --flavor both
 
 # The demo page (examples/browser) in headless Chromium: SmolLM2 in a Web Worker on the CPU path
-# and on WebGPU (SwiftShader), greedy tokens against llama.cpp's. `.ci/run` installs Chromium;
-# elsewhere a missing one is a loud skip.
+# and on WebGPU (SwiftShader), greedy tokens against llama.cpp's; a tune on WebGPU. `.ci/run`
+# installs Chromium; elsewhere a missing one is a loud skip.
 if [ -x "${CHROMIUM:-/usr/lib/chromium/chromium}" ]; then
   node examples/browser/test.mjs cpu 2> >(grep -v -e dbus -e '^\[' >&2)
   node examples/browser/test.mjs gpu 2> >(grep -v -e dbus -e '^\[' >&2)
   # The GPU device destroyed mid-generation: kiln.js reloads the model and goes on.
   node examples/browser/test.mjs gpu-lost 2> >(grep -v -e dbus -e '^\[' >&2)
+  # A bounded tune (20 s) on WebGPU: the profile checked, kept in IndexedDB and used by the next
+  # load, whose greedy tokens stay llama.cpp's.
+  node examples/browser/test.mjs gpu-tune 2> >(grep -v -e dbus -e '^\[' >&2)
   # `auto` passes over Chromium's software WebGPU (SwiftShader) for the CPU path.
   node examples/browser/test.mjs auto 2> >(grep -v -e dbus -e '^\[' >&2)
 elif [ "${CI:-}" = true ]; then

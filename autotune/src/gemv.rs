@@ -3,6 +3,7 @@
 
 use half::f16;
 use kiln::gpu::{Gpu, Recorder, View};
+use kiln::model::gpu::GpuModel;
 use kiln::ops::activation::Act;
 use kiln::ops::gemv::{ActInput, ActQuant, GemvShape, QAct, WType, gemv_q8_with, quantize};
 use kiln::ops::gemv_gated::{GatedShape, gemv_gated};
@@ -41,6 +42,22 @@ impl GemvCase {
                 cases.push(GemvCase { op, wtype, rows, k });
             }
         }
+        cases
+    }
+
+    /// The decode products of `model`'s steps, fused and unfused, in [`GemvOp::ALL`]'s order:
+    /// what a model's tuning measures (natively and in the browser alike).
+    pub fn of_model(model: &GpuModel) -> Vec<GemvCase> {
+        let mut cases = Vec::new();
+        for fused in [false, true] {
+            for (op, wtype, rows, k) in model.gemv_cases(fused) {
+                let case = GemvCase { op, wtype, rows, k };
+                if !cases.contains(&case) {
+                    cases.push(case);
+                }
+            }
+        }
+        cases.sort_by_key(|c| GemvOp::ALL.iter().position(|&o| o == c.op));
         cases
     }
 

@@ -10,10 +10,10 @@ use kiln::model::Config;
 use kiln::model::cpu::CpuModel;
 use kiln::model::gpu::{AttnOptions, Choice, GpuModel, StepOutput};
 use kiln::ops::attention::KvType;
-use kiln::tune::{Entry, GemvOp, ModelOp, Profile, Timing, model_bucket};
+use kiln::tune::{Entry, ModelOp, Profile, Timing, model_bucket};
 use kiln::{Error, Result};
 
-use crate::{Budget, GemvCase, Settings};
+use crate::{Budget, Settings};
 
 /// The largest logit difference from the CPU path a candidate may show, as a fraction of the
 /// largest CPU logit's magnitude: the paths do the same int8 arithmetic, but WGSL lets a GPU's
@@ -31,21 +31,6 @@ const LONG_PROMPT: u32 = 520;
 
 /// The prompt the other candidates run.
 const SHORT_PROMPT: u32 = 64;
-
-/// The decode products of `model`'s steps, fused and unfused, as tuning cases.
-pub fn cases(model: &GpuModel) -> Vec<GemvCase> {
-    let mut cases = Vec::new();
-    for fused in [false, true] {
-        for (op, wtype, rows, k) in model.gemv_cases(fused) {
-            let case = GemvCase { op, wtype, rows, k };
-            if !cases.contains(&case) {
-                cases.push(case);
-            }
-        }
-    }
-    cases.sort_by_key(|c| GemvOp::ALL.iter().position(|&o| o == c.op));
-    cases
-}
 
 /// A model loaded for tuning, with its CPU twin.
 pub struct ModelBench {

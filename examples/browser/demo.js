@@ -1,8 +1,9 @@
 // The page: sends the model URL and prompts to the worker (kiln runs there, so the page stays
 // responsive while it generates) and streams the pieces it sends back into the output box.
 // `?autorun=1&prompt=...&maxTokens=N&backend=cpu|gpu|auto` loads and generates on its own (the
-// headless test uses it; `&loseAfter=N` destroys the GPU device after N tokens); the result (and the wasm memory size after the load) is kept in
-// `window.kilnDemo`.
+// headless test uses it; `&loseAfter=N` destroys the GPU device after N tokens; `&tuneMs=N`
+// tunes for N ms instead of generating); the result (and the wasm memory size after the load,
+// the tuned profile in use, a tune's profile) is kept in `window.kilnDemo`.
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
@@ -23,12 +24,29 @@ worker.onmessage = ({ data: m }) => {
       `loaded in ${m.ms.toFixed(0)} ms, wasm memory ${(m.memory / 1e6).toFixed(1)} MB`;
     demo.info = m.info;
     demo.memory = m.memory;
+    demo.profileUsed = m.profileUsed;
     $("go").disabled = false;
-    if (params.get("autorun")) generate();
+    // Tuning is for the GPU path.
+    $("tuneRow").hidden = m.info.backend !== "gpu";
+    if (m.profileUsed) $("tuneStatus").textContent = `a tuned profile is in use (${m.profileUsed})`;
+    if (params.get("autorun")) params.get("tuneMs") ? tune() : generate();
+  } else if (m.type === "tuneProgress") {
+    $("tuneProgress").value = m.total ? m.done / m.total : 0;
+    $("tuneStatus").textContent = `tuning: ${m.done}/${m.total} ${m.label}`;
+  } else if (m.type === "tuned") {
+    const entries = JSON.parse(m.profile).entries;
+    const winners = entries.filter((e) => e.winner !== null).length;
+    $("tuneProgress").value = 1;
+    $("tuneStatus").textContent =
+      `tuned: ${entries.length} entries, ${winners} with a winner; in use now, and saved for this ` +
+      "device (IndexedDB): later loads on it use the profile";
+    Object.assign(demo, { done: true, profile: m.profile, profileUsed: m.profileUsed });
+    $("go").disabled = $("tune").disabled = false;
   } else if (m.type === "recovered") {
     $("status").textContent = `the GPU device was lost (${m.reason}); reloaded on ${m.info.backend}`;
     demo.recovered.push(m.reason);
     demo.info = m.info;
+    $("tuneRow").hidden = m.info.backend !== "gpu";
   } else if (m.type === "token") {
     $("out").textContent += m.piece;
     demo.tokens.push(m.id);
@@ -38,12 +56,12 @@ worker.onmessage = ({ data: m }) => {
       `${s.generatedTokens} tokens (${m.result.stop}); time to first token ${s.ttftMs.toFixed(0)} ms, ` +
       `prefill ${s.prefillTokS.toFixed(1)} tok/s, decode ${s.decodeTokS.toFixed(1)} tok/s`;
     Object.assign(demo, { done: true, text: m.result.text, result: m.result });
-    $("go").disabled = false;
+    $("go").disabled = $("tune").disabled = false;
     $("stop").disabled = true;
   } else if (m.type === "error") {
     $("status").textContent = `error: ${m.message}`;
     Object.assign(demo, { done: true, error: m.message });
-    $("go").disabled = false;
+    $("go").disabled = $("tune").disabled = false;
     $("stop").disabled = true;
   }
 };
@@ -59,7 +77,7 @@ function generate() {
   Object.assign(demo, { done: false, error: null, tokens: [], text: "" });
   $("out").textContent = "";
   $("stats").textContent = "";
-  $("go").disabled = true;
+  $("go").disabled = $("tune").disabled = true;
   $("stop").disabled = false;
   if (cancel) Atomics.store(cancel, 0, 0);
   worker.postMessage({
@@ -71,7 +89,16 @@ function generate() {
   });
 }
 
+function tune() {
+  Object.assign(demo, { done: false, error: null });
+  $("go").disabled = $("tune").disabled = true;
+  $("tuneProgress").value = 0;
+  $("tuneStatus").textContent = "tuning...";
+  worker.postMessage({ type: "tune", budgetMs: Number(params.get("tuneMs") ?? 15000) });
+}
+
 $("load").onclick = load;
+$("tune").onclick = tune;
 $("go").onclick = generate;
 $("stop").onclick = () => cancel && Atomics.store(cancel, 0, 1);
 

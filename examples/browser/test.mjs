@@ -4,7 +4,7 @@
 // case `capital`, up to its first near-tie) and that the SIMD128 build was picked.
 // Chromium is driven over --remote-debugging-pipe (the DevTools protocol on fds 3 and 4).
 //
-//   node examples/browser/test.mjs [cpu|gpu|auto|gpu-lost]   (CHROMIUM=path overrides
+//   node examples/browser/test.mjs [cpu|gpu|auto|gpu-lost|gpu-tune]   (CHROMIUM=path overrides
 //   /usr/lib/chromium/chromium)
 //
 // `gpu` runs the demo on WebGPU (Chromium's SwiftShader adapter with --enable-unsafe-webgpu) and
@@ -12,6 +12,9 @@
 // memory after the load stays far below the file's size. `cpu` (the default) runs the CPU path,
 // whose model keeps the file in wasm memory. `gpu-lost` destroys the GPU device mid-generation
 // (`GPUDevice.destroy()`): kiln.js reloads the model and the tokens must still equal llama.cpp's.
+// `gpu-tune` first has the page tune the GPU path for a bounded time (`&tuneMs=`) and checks the
+// profile it returns, then opens the page again: the load must take that profile from IndexedDB
+// (`profileUsed()`) and generate the same tokens as `gpu`.
 //
 // Needs scripts/build-web.sh, scripts/install-models.sh smollm2 and `apt-get install chromium`.
 
@@ -28,11 +31,14 @@ const repo = fileURLToPath(new URL("../../", import.meta.url));
 const NEAR_TIE = 0.25; // as in runtime/tests/model_reference.rs
 const TIMEOUT_MS = 240_000;
 const mode = process.argv[2] ?? "cpu";
-assert.ok(["cpu", "gpu", "auto", "gpu-lost"].includes(mode), `mode ${mode}: cpu, gpu, auto or gpu-lost`);
+const MODES = ["cpu", "gpu", "auto", "gpu-lost", "gpu-tune"];
+assert.ok(MODES.includes(mode), `mode ${mode}: one of ${MODES.join(", ")}`);
 // `gpu-lost` runs on the GPU and destroys its device after the 3rd token (mid decode batch):
 // kiln.js must load the model again and finish with the same tokens.
-const backend = mode === "gpu-lost" ? "gpu" : mode;
+const backend = mode.startsWith("gpu-") ? "gpu" : mode;
 const LOSE_AFTER = 3;
+// `gpu-tune`'s budget: SwiftShader measures a few of SmolLM2's products in it.
+const TUNE_MS = 20_000;
 
 // `auto` must pass over headless Chromium's WebGPU, SwiftShader, a software renderer that is
 // far slower than the CPU path, and say why.
@@ -71,9 +77,9 @@ function devtools(child) {
 }
 
 const server = await serve(0);
+const page = `http://127.0.0.1:${server.address().port}/examples/browser/?autorun=1&backend=${backend}`;
 const url =
-  `http://127.0.0.1:${server.address().port}/examples/browser/` +
-  `?autorun=1&backend=${backend}&maxTokens=${n}&prompt=${encodeURIComponent(ref.text)}` +
+  `${page}&maxTokens=${n}&prompt=${encodeURIComponent(ref.text)}` +
   (mode === "gpu-lost" ? `&loseAfter=${LOSE_AFTER}` : "");
 const profile = mkdtempSync(join(tmpdir(), "kiln-chromium-"));
 const chromium = spawn(
@@ -90,7 +96,9 @@ let stderr = "";
 chromium.stdio[2].on("data", (d) => (stderr = (stderr + d).slice(-4000)));
 
 const send = devtools(chromium);
-try {
+
+/** Opens `url` in a new tab, waits for the page's `kilnDemo` to be done, closes the tab. */
+async function run(url) {
   const { targetId } = await send("Target.createTarget", { url });
   const { sessionId } = await send("Target.attachToTarget", { targetId, flatten: true });
   const started = Date.now();
@@ -104,7 +112,34 @@ try {
       .catch((e) => (/execution context/.test(e.message) ? null : Promise.reject(e)));
     if (reply) demo = JSON.parse(reply.result.value ?? "null");
   }
+  await send("Target.closeTarget", { targetId });
   assert.equal(demo.error, null, `the page reported an error: ${demo.error}`);
+  return demo;
+}
+
+/** Checks the profile a tune returned; `{entries, winners, ms}` for the log. */
+function checkTuned(demo, ms) {
+  const profile = JSON.parse(demo.profile);
+  assert.equal(profile.format, "kiln-profile");
+  assert.equal(demo.profileUsed, "tuned in this page", "the tuned profile applies at once");
+  const won = profile.entries.filter((e) => e.winner !== null);
+  assert.ok(won.length > 0, `no entry has a winner: ${demo.profile}`);
+  for (const e of won) {
+    const winner = e.candidates.find((c) => c.name === e.winner);
+    assert.equal(winner?.status, "ok", `${e.op} ${e.bucket}: the winner ${e.winner} did not pass`);
+  }
+  return { entries: profile.entries.length, winners: won.length, ms };
+}
+
+try {
+  let tuned = null;
+  if (mode === "gpu-tune") {
+    const t0 = Date.now();
+    tuned = checkTuned(await run(`${page}&tuneMs=${TUNE_MS}`), Date.now() - t0);
+  }
+  const demo = await run(url);
+  if (tuned) assert.equal(demo.profileUsed, "profiles[0]", "the next load takes the profile from IndexedDB");
+  else assert.equal(demo.profileUsed ?? null, null, "no tuned profile without a tune");
   assert.equal(demo.info.simd128, true, "Chromium runs SIMD128: the SIMD build should be picked");
   assert.equal(demo.info.backend, expected, `the backend for ${backend}: ${demo.info.backendReason}`);
   if (backend === "auto") assert.match(demo.info.backendReason, /software/);
@@ -130,6 +165,10 @@ try {
     `browser demo (Chromium, ${mode} -> ${demo.info.backend}: ${demo.info.isa}): ${n} greedy ` +
       "tokens equal llama.cpp's; " +
       (mode === "gpu-lost" ? `device lost after token ${LOSE_AFTER} (${demo.recovered[0]}), reloaded; ` : "") +
+      (tuned
+        ? `tuned for ${TUNE_MS} ms (page ${(tuned.ms / 1000).toFixed(1)} s): ${tuned.entries} entries, ` +
+          `${tuned.winners} with a winner, loaded again from IndexedDB; `
+        : "") +
       `ttft ${s.ttftMs.toFixed(0)} ms, decode ${s.decodeTokS.toFixed(1)} tok/s; wasm memory after the load ` +
       `${mb(demo.memory)} (file ${mb(fileBytes)}): ${JSON.stringify(demo.result.text)}`,
   );

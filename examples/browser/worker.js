@@ -1,7 +1,8 @@
 // kiln in a Web Worker: loads the model (streamed from its URL) on the backend the page asks for
 // and generates, posting each token's text back to the page as it arrives (and a note when a
 // lost GPU device was recovered from). After a load it also
-// reports the size of kiln's wasm memory (on the GPU the weights never pass through it whole).
+// reports the size of kiln's wasm memory (on the GPU the weights never pass through it whole)
+// and the tuned profile in use; on the GPU it tunes on request.
 
 import { initKiln, loadModel } from "../../web/js/kiln.js";
 
@@ -23,7 +24,12 @@ self.onmessage = async ({ data: m }) => {
       });
       const ms = performance.now() - t0;
       const memory = (await initKiln()).wasmMemoryBytes();
-      self.postMessage({ type: "loaded", info: model.info(), ms, memory });
+      self.postMessage({ type: "loaded", info: model.info(), ms, memory, profileUsed: model.profileUsed() });
+    } else if (m.type === "tune") {
+      // A bounded tune of the GPU path; kiln.js keeps the profile in IndexedDB for later loads.
+      const profile = await model.tune({ budgetMs: m.budgetMs }, (done, total, label) =>
+        self.postMessage({ type: "tuneProgress", done, total, label }));
+      self.postMessage({ type: "tuned", profile, profileUsed: model.profileUsed() });
     } else if (m.type === "generate") {
       const prompt = m.chat ? model.encodeChat([{ role: "user", content: m.prompt }]) : m.prompt;
       // generateAsync runs both backends (the GPU awaits each step's readback).

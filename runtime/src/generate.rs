@@ -875,6 +875,16 @@ impl Model {
         }
     }
 
+    /// The GPU model itself (None on the CPU path), for what the generation API does not
+    /// cover: a tuner reads its decode products ([`GpuModel::gemv_cases`]) and gives it the
+    /// tuned choices ([`GpuModel::set_tuning`]).
+    pub fn gpu_model_mut(&mut self) -> Option<&mut GpuModel> {
+        match &mut self.engine {
+            Engine::Gpu(m) => Some(m),
+            Engine::Cpu(_) => None,
+        }
+    }
+
     /// KV cache positions.
     pub fn capacity(&self) -> u32 {
         match &self.engine {

@@ -97,7 +97,8 @@ async function* iterate(chunks) {
  * `backend`: `"cpu"` (default; `model.generate` runs synchronously), `"gpu"` (WebGPU) or
  * `"auto"` (WebGPU where `navigator.gpu` gives an adapter and the model fits it, else the CPU
  * path). A GPU model generates with `model.generateAsync` (a Promise); `model.info().backend`
- * says which it got.
+ * says which it got. `profiles`: tuned profiles as JSON text, tried before those `model.tune`
+ * kept in IndexedDB; the GPU path takes the first made for its adapter.
  * The backend is chosen before the first chunk arrives: on the GPU each chunk is written into
  * the GPU's weight buffers as it arrives (wasm memory never holds the file); on the CPU path it
  * is copied once into the buffer the model keeps (the file is never held twice).
@@ -116,10 +117,12 @@ export async function loadModel(source, options = {}) {
   return new Model(inner, again ? (backend) => load(source, { ...rest, backend }) : null, onDeviceLost);
 }
 
-async function load(source, { context, simd, onProgress, gpuMemory, maxBuffer, backend = "cpu" } = {}) {
+async function load(source, { context, simd, onProgress, gpuMemory, maxBuffer, profiles = [], backend = "cpu" } = {}) {
   const kiln = await initKiln({ simd });
   const { size, chunks } = await open(source);
-  const loader = await kiln.ModelLoader.open({ backend, context, gpuMemory, maxBuffer, sizeHint: size });
+  // The GPU path takes the first profile made for its adapter: the caller's, then this origin's.
+  if (backend !== "cpu") profiles = [...profiles, ...await storedProfiles()];
+  const loader = await kiln.ModelLoader.open({ backend, context, gpuMemory, maxBuffer, profiles, sizeHint: size });
   try {
     for await (const chunk of iterate(chunks)) {
       loader.push(chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk));
@@ -132,12 +135,60 @@ async function load(source, { context, simd, onProgress, gpuMemory, maxBuffer, b
   return loader.finish(); // consumes the loader
 }
 
+// Tuned profiles (from `model.tune`) are kept in IndexedDB, database "kiln", store "profiles",
+// one per adapter: the key is the profile's `adapter` object as JSON. Where there is no
+// IndexedDB (Node) or it refuses (a private window), nothing is kept and none is read.
+const DB_NAME = "kiln";
+const PROFILES = "profiles";
+
+/** The profiles database, or null where there is none. */
+function profilesDb() {
+  if (typeof indexedDB === "undefined") return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const req = indexedDB.open(DB_NAME, 1);
+    req.onupgradeneeded = () => req.result.createObjectStore(PROFILES);
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => resolve(null);
+    req.onblocked = () => resolve(null);
+  });
+}
+
+/**
+ * Runs `f(store)` in a transaction on the profiles store; resolves with its request's result once
+ * the transaction has committed.
+ */
+async function withProfiles(mode, f) {
+  const db = await profilesDb();
+  if (!db) return undefined;
+  try {
+    return await new Promise((resolve, reject) => {
+      const tx = db.transaction(PROFILES, mode);
+      const req = f(tx.objectStore(PROFILES));
+      tx.oncomplete = () => resolve(req.result);
+      tx.onerror = tx.onabort = () => reject(tx.error ?? req.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+/** The profiles kept in this origin's IndexedDB, as JSON text (none where it is missing). */
+async function storedProfiles() {
+  return (await withProfiles("readonly", (store) => store.getAll()).catch(() => [])) ?? [];
+}
+
+/** Keeps `json` (a profile) as its adapter's profile, replacing the one before. */
+function storeProfile(json) {
+  const key = JSON.stringify(JSON.parse(json).adapter);
+  return withProfiles("readwrite", (store) => store.put(json, key));
+}
+
 /** How many times one generation recovers from a lost device before it gives up. */
 const MAX_RECOVERIES = 3;
 
 /**
  * A loaded model: kiln-web's `Model` (info, tokenize, detokenize, encodeChat, generate,
- * generateAsync, logits, free), loaded again when its GPU device is lost.
+ * generateAsync, logits, tune, profileUsed, free), loaded again when its GPU device is lost.
  */
 export class Model {
   #inner;
@@ -160,6 +211,20 @@ export class Model {
    * Float32Array of positions × vocab, row i holding position i's (CPU path; synchronous).
    */
   logits(ids, options) { return this.#inner.logits(ids, options); }
+  /**
+   * Tunes the GPU path for this device within `options.budgetMs` (default 30000) and runs with the
+   * result at once; the profile (JSON text, which it resolves to) is kept in IndexedDB, and
+   * later GPU loads on this adapter in this origin use it. `onProgress(done, total, label)` is
+   * called before each measured product. Rejects on the CPU path.
+   */
+  async tune(options, onProgress) {
+    const json = await this.#inner.tune(options, onProgress);
+    // The model runs with it either way; only later loads miss it.
+    await storeProfile(json).catch((e) => console.warn(`kiln: the tuned profile was not kept: ${e}`));
+    return json;
+  }
+  /** Where the tuned profile in use came from (`"profiles[i]"`, `"tuned in this page"`), or null. */
+  profileUsed() { return this.#inner.profileUsed() ?? null; }
   /** Destroys the GPU device, as a driver reset would (for testing recovery). */
   destroyDevice() { this.#inner.destroyDevice(); }
   free() { this.#inner.free(); }

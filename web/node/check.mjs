@@ -3,7 +3,7 @@
 // llama.cpp's (runtime/tests/fixtures/reference/smollm2.json) up to the first near-tie. Also
 // checks the streamed pieces, stop strings and cancellation, `logits` (the last prompt position's
 // against llama.cpp's), the `auto`/`gpu` backends (Node has no WebGPU: the CPU path, and a
-// refusal), and prints decode tok/s.
+// refusal; `tune`, for the GPU path, refused), and prints decode tok/s.
 //
 //   node web/node/check.mjs [--flavor simd|scalar|both] [--tokens N] [--case NAME]
 //
@@ -159,6 +159,12 @@ async function check(simd) {
   const a = await auto.generateAsync(ref.prompt_ids, { maxTokens: n, ignoreEog: true });
   assert.deepEqual([...a.tokens], ref.greedy_ids.slice(0, n), `${flavor}: generateAsync tokens`);
   assert.equal(a.stop, "max_tokens");
+  // Tuning is for the GPU path: on the CPU path `tune` rejects (after checking its options) and
+  // no tuned profile is in use. Without IndexedDB (Node) kiln.js keeps no profile.
+  assert.equal(auto.profileUsed(), null);
+  await assert.rejects(auto.tune({ budgetMs: 1000 }), /tune is for the GPU path/);
+  await assert.rejects(auto.tune({ budgetMS: 1000 }), /unknown tune option `budgetMS`/);
+  await assert.rejects(auto.tune({ budgetMs: 0 }), /`budgetMs` must be a positive number/);
   auto.free();
   await assert.rejects(
     loadModel(`${repo}models/${fixture.model}`, { simd, backend: "gpu" }),
@@ -169,6 +175,8 @@ async function check(simd) {
   await assert.rejects(kiln.ModelLoader.open({ backnd: "gpu" }), /unknown ModelLoader.open option `backnd`/);
   await assert.rejects(kiln.ModelLoader.open({ backend: "tpu" }), /"auto", "gpu" or "cpu"/);
   await assert.rejects(kiln.ModelLoader.open({ backend: "gpu" }), /no WebGPU/);
+  await assert.rejects(kiln.ModelLoader.open({ profiles: "{}" }), /`profiles` must be an array/);
+  await assert.rejects(kiln.ModelLoader.open({ profiles: [{}] }), /entry 0 is not a string/);
   const file = readFileSync(`${repo}models/${fixture.model}`);
   const opened = await kiln.ModelLoader.open({ backend: "auto", context: 64, sizeHint: file.length });
   opened.push(file);

@@ -9,7 +9,9 @@
 //!   buffers as they arrive (wasm memory never holds the file) and the CPU path copies them
 //!   once into the buffer its model keeps (`new ModelLoader()` is the CPU path);
 //! - [`Model`] tokenizes, applies the chat template and generates with a callback per token;
-//!   `logits` gives the logits at chosen positions of a token sequence (CPU path).
+//!   `logits` gives the logits at chosen positions of a token sequence (CPU path); `tune`
+//!   measures the GPU path's variants on this device within a time budget and runs with the
+//!   fastest (its profile, as JSON, goes back into `ModelLoader.open({profiles})` later).
 //!
 //! CPU generation (`generate`) runs synchronously on the calling thread: in a browser, run it in
 //! a Worker. GPU generation (`generateAsync`, which also runs the CPU path) returns a Promise:
@@ -28,8 +30,9 @@ use kiln::tokenizer::Message;
 use kiln::tokenizer::Tokenizer;
 use wasm_bindgen::prelude::*;
 
+use kiln_autotune::{Budget, GemvCase, Settings, new_profile, tune_gemv};
 pub use loader::ModelLoader;
-use options::{LogitsOptions, Options, set, uints};
+use options::{LogitsOptions, Options, TuneOptions, set, uints};
 
 /// Turns any error into a JS `Error` with its message.
 pub(crate) fn js_err(e: impl std::fmt::Display) -> JsValue {
@@ -236,7 +239,90 @@ impl Model {
             watch.finish(&mut stream, cancelled).map(JsValue::from)
         }))
     }
+
+    /// Tunes the GPU path for this device and model within `options.budgetMs` (default 30000):
+    /// each of the model's decode products (fused and unfused) runs with every variant the
+    /// device has, checked against the CPU path and timed on the host clock, and the fastest
+    /// that passes becomes the product's choice. The model runs with the result at once
+    /// (`profileUsed()` is then `"tuned in this page"`). Starts from the profile in use, so a
+    /// tune cut short by its budget continues where it stopped. Unknown option keys are an
+    /// error. `onProgress(done, total, label)` is called before each product.
+    ///
+    /// Returns a Promise of the profile as JSON text, for `ModelLoader.open({profiles})` to
+    /// load on this adapter later (kiln.js keeps it in IndexedDB). Rejects on the CPU path. The
+    /// model is busy until it settles.
+    #[allow(
+        clippy::await_holding_refcell_ref,
+        reason = "the model stays borrowed while it is tuned; other calls get a `busy` error"
+    )]
+    pub fn tune(
+        &self,
+        options: &JsValue,
+        on_progress: Option<Function>,
+    ) -> Result<Promise, JsValue> {
+        let opts = TuneOptions::parse(options)?;
+        let inner = self.inner.clone();
+        Ok(wasm_bindgen_futures::future_to_promise(async move {
+            let mut model = inner
+                .try_borrow_mut()
+                .map_err(|_| js_err("the model is busy generating"))?;
+            let gpu_model = model.gpu_model_mut().ok_or_else(|| {
+                js_err(
+                    "tune is for the GPU path, and this model runs on the CPU path \
+                     (load it with backend \"gpu\" or \"auto\" where WebGPU is available)",
+                )
+            })?;
+            let gpu = gpu_model.gpu().clone();
+            let cases = GemvCase::of_model(gpu_model);
+            let mut profile = gpu_model
+                .tuning()
+                .profile()
+                .cloned()
+                .unwrap_or_else(|| new_profile(&gpu));
+            let budget = Budget::new(opts.budget);
+            let mut thrown = None;
+            let mut progress = |done: usize, total: usize, label: &str| {
+                if let Some(f) = &on_progress
+                    && let Err(e) =
+                        f.call3(&JsValue::NULL, &done.into(), &total.into(), &label.into())
+                {
+                    thrown.get_or_insert(e);
+                }
+            };
+            tune_gemv(
+                &gpu,
+                &cases,
+                &mut profile,
+                &Settings::default(),
+                &budget,
+                &mut progress,
+            )
+            .await
+            .map_err(js_err)?;
+            if let Some(e) = thrown {
+                return Err(e);
+            }
+            profile.seconds += budget.elapsed().as_secs_f64();
+            let json = profile.to_json();
+            gpu_model
+                .set_tuning(gpu.tuning().with_profile(TUNED_HERE, profile))
+                .map_err(js_err)?;
+            Ok(json.into())
+        }))
+    }
+
+    /// Where the tuned profile this model runs with came from: `"profiles[i]"` for the i-th of
+    /// `ModelLoader.open`'s `profiles`, `"tuned in this page"` after `tune`; null when it runs
+    /// on the built-in choices (and on the CPU path).
+    #[wasm_bindgen(js_name = profileUsed)]
+    pub fn profile_used(&self) -> Result<Option<String>, JsValue> {
+        let report = self.model()?.tuning_report();
+        Ok(report["profile"].as_str().map(str::to_string))
+    }
 }
+
+/// The origin [`Model::tune`] gives the profile it applies.
+const TUNED_HERE: &str = "tuned in this page";
 
 /// The per-token side of a generation: the JS callback, cancellation and stop strings.
 struct Watch<'o> {

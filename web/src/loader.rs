@@ -79,14 +79,16 @@ impl ModelLoader {
     }
 
     /// A loader for the backend `options` ask for, opened before the file arrives so that the
-    /// GPU path can stream it to the GPU: `{backend, context, gpuMemory, maxBuffer, sizeHint}`,
-    /// `backend` `"auto"` (default: WebGPU when `navigator.gpu` gives an adapter and the model
-    /// fits it, else the CPU path), `"gpu"` or `"cpu"`; `context`: KV cache positions (default
-    /// 2048, capped at the model's training context); `gpuMemory`: the most GPU memory the
-    /// model may take (bytes or `"1GiB"`; checked from the header before anything is created);
-    /// `maxBuffer`: ask the device for buffers of at most this size (a phone's limits);
-    /// `sizeHint`: the file's length if known. wasm32 only (native builds of this
-    /// crate are for its tests and lints).
+    /// GPU path can stream it to the GPU: `{backend, context, gpuMemory, maxBuffer, profiles,
+    /// sizeHint}`, `backend` `"auto"` (default: WebGPU when `navigator.gpu` gives an adapter and
+    /// the model fits it, else the CPU path), `"gpu"` or `"cpu"`; `context`: KV cache positions
+    /// (default 2048, capped at the model's training context); `gpuMemory`: the most GPU memory
+    /// the model may take (bytes or `"1GiB"`; checked from the header before anything is
+    /// created); `maxBuffer`: ask the device for buffers of at most this size (a phone's
+    /// limits); `profiles`: tuned profiles as JSON text (from `Model.tune`), of which the GPU
+    /// path takes the first made for its adapter by this kiln build (the others are passed
+    /// over; the one taken is `profiles[i]` in `Model.profileUsed()`); `sizeHint`: the file's
+    /// length if known. wasm32 only (native builds of this crate are for its tests and lints).
     #[cfg(target_arch = "wasm32")]
     pub async fn open(options: JsValue) -> Result<ModelLoader, JsValue> {
         let mut opts = default_options(Backend::Auto);
@@ -113,6 +115,21 @@ impl ModelLoader {
                     opts.gpu.max_buffer_bytes = Some(size(key, &v)?);
                     Ok(())
                 }
+                "profiles" => {
+                    let list = v.dyn_ref::<js_sys::Array>().ok_or_else(|| {
+                        js_err("option `profiles` must be an array of profile JSON strings")
+                    })?;
+                    for (i, text) in list.iter().enumerate() {
+                        let text = text.as_string().ok_or_else(|| {
+                            js_err(format!("option `profiles`: entry {i} is not a string"))
+                        })?;
+                        opts.gpu
+                            .profiles
+                            .texts
+                            .push((format!("profiles[{i}]"), text));
+                    }
+                    Ok(())
+                }
                 "sizeHint" => {
                     size_hint = Some(
                         v.as_f64()
@@ -125,7 +142,7 @@ impl ModelLoader {
                 }
                 _ => Err(js_err(format!(
                     "unknown ModelLoader.open option `{key}` (backend, context, gpuMemory, \
-                 maxBuffer, sizeHint)"
+                 maxBuffer, profiles, sizeHint)"
                 ))),
             },
         )?;

@@ -1,5 +1,7 @@
 //! Generation options from a plain JS object, and small helpers for building JS objects.
 
+use std::time::Duration;
+
 use js_sys::{Array, Object, Reflect};
 use kiln::generate::GenerateOptions;
 use wasm_bindgen::prelude::*;
@@ -131,6 +133,41 @@ impl LogitsOptions {
     }
 }
 
+/// What [`crate::Model::tune`] reads from its options.
+#[derive(Debug, PartialEq)]
+pub(crate) struct TuneOptions {
+    /// The most time the whole run may take.
+    pub budget: Duration,
+}
+
+impl TuneOptions {
+    /// Reads `{budgetMs}` from `value` (undefined or null: 30 s); unknown keys are an error.
+    pub fn parse(value: &JsValue) -> Result<TuneOptions, JsValue> {
+        let mut o = TuneOptions {
+            budget: Duration::from_secs(30),
+        };
+        for_each_option("tune options", value, &mut |name, v| {
+            match name {
+                "budgetMs" => o.budget = budget_ms(v.as_f64()).map_err(js_err)?,
+                other => {
+                    return Err(js_err(format!(
+                        "unknown tune option `{other}` (known: budgetMs)"
+                    )));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(o)
+    }
+}
+
+/// A `budgetMs` value: milliseconds, a positive finite number.
+fn budget_ms(v: Option<f64>) -> Result<Duration, String> {
+    v.filter(|ms| ms.is_finite() && *ms > 0.0)
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+        .ok_or_else(|| "option `budgetMs` must be a positive number of milliseconds".into())
+}
+
 /// Positions must be some, in increasing order, each once (the rows come back in that order).
 fn check_positions(positions: &[usize]) -> Result<(), String> {
     if positions.is_empty() {
@@ -223,6 +260,16 @@ mod tests {
         assert!(check_positions(&[]).is_err());
         assert!(check_positions(&[3, 3]).is_err());
         assert!(check_positions(&[4, 2]).is_err());
+    }
+
+    #[test]
+    fn a_tune_budget_is_positive_milliseconds() {
+        assert_eq!(budget_ms(Some(1500.0)), Ok(Duration::from_millis(1500)));
+        assert!(budget_ms(Some(0.0)).is_err());
+        assert!(budget_ms(Some(-5.0)).is_err());
+        assert!(budget_ms(Some(f64::INFINITY)).is_err());
+        assert!(budget_ms(Some(f64::NAN)).is_err());
+        assert!(budget_ms(None).is_err());
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn run(args: &TuneArgs) -> Result<(), String> {
     };
     let (cases, products) = match &bench {
         Some(b) => (
-            model::cases(b.gpu_model()),
+            GemvCase::of_model(b.gpu_model()),
             Budget::new(total.mul_f64(PRODUCTS_SHARE)),
         ),
         None => (GemvCase::standard(), all),

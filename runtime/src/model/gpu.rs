@@ -732,6 +732,11 @@ impl GpuModel {
         v
     }
 
+    /// The variant choices this model runs with, and the profile they came from.
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
+
     /// Runs with `tuning`'s choices from now on (a tuner tries candidates this way): its
     /// decode-product variants, fusing, prefill and decode batch; the decode plans are built
     /// again. Attention's split is fixed at load ([`AttnOptions`]).
