@@ -1,13 +1,15 @@
 //! Several decode steps per submit change nothing a caller can see: with 1 or 8 steps per
 //! submit a generation streams the same tokens and text, stops at the same token (end of
 //! generation, an extra stop token, the budget, a cancel), and leaves the same KV cache for the
-//! positions it kept; the steps computed past a stop are discarded.
+//! positions it kept; the steps computed past a stop are discarded. The largest batch (16)
+//! streams the same tokens too.
 
 mod common;
 
 use std::ops::ControlFlow;
 
 use kiln::generate::{Backend, GenerateOptions, Generation, LoadOptions, Model, StopReason};
+use kiln::model::gpu::MAX_DECODE_BATCH;
 
 fn smollm2() -> Option<Model> {
     let path = common::model_file(common::MODELS[0].1, common::INSTALL_MODELS)?;
@@ -125,6 +127,14 @@ fn one_and_eight_steps_per_submit_agree() {
         ..GenerateOptions::default()
     };
     same("sampled", &mut model, &prompt, &sampled, None);
+
+    // The largest batch: its steps' parameters fit the step arena on every device's uniform
+    // alignment (lavapipe's 16 bytes once made 16 steps overflow it).
+    for opts in [&greedy, &sampled] {
+        let (a, _, _) = run(&mut model, 1, &prompt, opts, None);
+        let (b, _, _) = run(&mut model, MAX_DECODE_BATCH, &prompt, opts, None);
+        assert_eq!(a.tokens, b.tokens, "{MAX_DECODE_BATCH} steps per submit");
+    }
 
     // The context's end: both stop at the same token when the cache is full.
     let long = GenerateOptions {

@@ -118,10 +118,10 @@ impl std::fmt::Debug for StepArena {
 }
 
 impl StepArena {
-    /// Room for `slots` position-dependent dispatches per submit.
-    pub fn new(gpu: &Gpu, slots: usize) -> Result<StepArena> {
+    /// Room for `bytes` of position-dependent parameters per submit (at least one slot).
+    pub fn new(gpu: &Gpu, bytes: usize) -> Result<StepArena> {
         let align = gpu.limits().min_uniform_buffer_offset_alignment as usize;
-        let size = (slots.max(1) * align) as u64;
+        let size = bytes.next_multiple_of(align).max(align) as u64;
         let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let buffers = [
             gpu.create_buffer("kiln step parameters", size, usage)?,

@@ -151,12 +151,26 @@ impl Recorder {
         self.commands.is_empty()
     }
 
-    /// Dispatches recorded with a [`Shift`] kept for a plan (see [`Gpu::plan_recorder`]).
-    pub fn shifting(&self) -> usize {
+    /// Bytes the parameters of the dispatches recorded with a [`Shift`] (kept for a plan, see
+    /// [`Gpu::plan_recorder`]) take in a [`crate::gpu::StepArena`] per replay: each starts at
+    /// an offset aligned as uniform bindings must be.
+    pub fn shifting_bytes(&self) -> usize {
+        let align = self.gpu.limits().min_uniform_buffer_offset_alignment as usize;
         self.commands
             .iter()
-            .filter(|c| matches!(c, Command::Dispatch { shift: Some(_), .. }))
-            .count()
+            .filter_map(|c| match c {
+                Command::Dispatch {
+                    shift: Some(_),
+                    params,
+                    ..
+                } => Some(
+                    params
+                        .map_or(0, |(_, size)| size as usize)
+                        .next_multiple_of(align),
+                ),
+                _ => None,
+            })
+            .sum()
     }
 
     /// Records one dispatch of `kernel` over `groups` workgroups, with `params` as its uniform

@@ -10,7 +10,7 @@
 use crate::clock::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::gpu::{Gpu, Plan, Readback, StepArena, View};
+use crate::gpu::{BindingKind, Gpu, KernelSpec, Plan, Readback, StepArena, View};
 use crate::model::MemoryNeeds;
 use crate::model::config::{Arch, Config, LayerWeights};
 use crate::ops::activation::{Act, gated};
@@ -27,7 +27,7 @@ use crate::ops::matmul_q::{Prefill, matmul_q};
 use crate::ops::prep::{Add, PrepIn, PrepOut, prep};
 use crate::ops::reduce::Combine;
 use crate::ops::rope_kv::{RopeKv, rope_kv};
-use crate::ops::sample::{NON_FINITE_ID, SampleParams, argmax, sample};
+use crate::ops::sample::{NON_FINITE_ID, SampleParams, argmax, sample, sample_key};
 use crate::tune::{GemvOp, GemvPick, Tuning};
 
 mod load;
@@ -644,14 +644,26 @@ impl GpuModel {
         }
         let mut greedy = self.gpu.plan_recorder();
         self.record_choice(&mut greedy, &Choice::Greedy, 1)?;
-        // Room for the most position-dependent dispatches a batch replays: its steps' and the
-        // sampled choice's (one per step).
+        // Room for the parameters of the most position-dependent dispatches a batch replays:
+        // its steps' and the sampled choice's (one per step, recorded later: its kernel's
+        // parameters, at an aligned slot).
+        let align = self.gpu.limits().min_uniform_buffer_offset_alignment as usize;
+        let choice = KernelSpec::find(&sample_key())?
+            .bindings
+            .iter()
+            .filter(|b| b.kind == BindingKind::Uniform)
+            .map(|b| {
+                (b.min_size as usize)
+                    .next_multiple_of(16)
+                    .next_multiple_of(align)
+            })
+            .sum::<usize>();
         let per_step = recorded
             .iter()
-            .map(|(_, _, r)| r.shifting())
+            .map(|(_, _, r)| r.shifting_bytes())
             .max()
             .unwrap_or(0)
-            + 1;
+            + choice.max(greedy.shifting_bytes());
         let arena = StepArena::new(&self.gpu, per_step * MAX_DECODE_BATCH as usize)?;
         let mut bodies = Vec::with_capacity(recorded.len());
         for (pos, layout, rec) in recorded {
