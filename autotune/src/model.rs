@@ -9,7 +9,7 @@ use kiln::gpu::Gpu;
 use kiln::model::Config;
 use kiln::model::cpu::CpuModel;
 use kiln::model::gpu::{AttnOptions, Choice, GpuModel, StepOutput};
-use kiln::ops::attention::KvType;
+use kiln::ops::attention::{KvType, SPLIT_MIN_LEN};
 use kiln::tune::{Entry, ModelOp, Profile, Timing, model_bucket};
 use kiln::{Error, Result};
 
@@ -29,8 +29,8 @@ pub const LOGIT_TOLERANCE: f32 = 0.1;
 const CONTEXT: u32 = 600;
 
 /// The prompt a split candidate runs: long enough that its decode steps split at every
-/// candidate below 256 positions (a step splits at twice the candidate).
-const LONG_PROMPT: u32 = 520;
+/// candidate (a step splits where it sees twice the candidate's positions).
+const LONG_PROMPT: u32 = 2 * SPLIT_MIN_LEN + 8;
 
 /// The prompt the other candidates run.
 const SHORT_PROMPT: u32 = 64;
@@ -74,23 +74,15 @@ impl ModelBench {
     }
 
     /// A seeded prompt of `n` ids.
-    fn prompt(&self, n: u32) -> Vec<u32> {
+    fn prompt_ids(&self, n: u32) -> Vec<u32> {
         (0..n)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % self.cfg.vocab)
             .collect()
     }
 
-    /// Runs `op`'s candidate `value` under `profile` (the winners so far): a prompt, then
-    /// `settings.decode_tokens` greedy steps in the model's batches; returns the time of the
-    /// part `op` affects (prompt or decode, microseconds per token) and the check's error.
-    fn run(
-        &mut self,
-        op: ModelOp,
-        value: &str,
-        profile: &Profile,
-        settings: &Settings,
-    ) -> std::result::Result<(f64, f64), String> {
-        let err = |e: Error| format!("error: {e}");
+    /// Sets `op`'s candidate `value` up under `profile` (the winners so far): the model's
+    /// choices, and for an attention split a model loaded again with it.
+    fn configure(&mut self, op: ModelOp, value: &str, profile: &Profile) -> Result<()> {
         let mut trial = profile.clone();
         trial.put(Entry {
             op: op.name().into(),
@@ -113,47 +105,66 @@ impl ModelBench {
                 self.model.capacity(),
                 attn,
                 &mut |_, _| {},
-            )
-            .map_err(err)?;
+            )?;
         }
-        self.model.set_tuning(tuning).map_err(err)?;
-        let n_prompt = match op {
+        self.model.set_tuning(tuning)
+    }
+
+    /// The prompt `op`'s candidates run: long enough for an attention split to split.
+    fn prompt_len(&self, op: ModelOp) -> u32 {
+        match op {
             ModelOp::AttnSplit => LONG_PROMPT,
             _ => SHORT_PROMPT,
         }
-        .min(self.model.capacity() / 2);
-        let prompt = self.prompt(n_prompt);
+        .min(self.model.capacity() / 2)
+    }
+
+    /// Runs the prompt; returns its first greedy token and microseconds per prompt token.
+    fn prompt(&mut self, n: u32) -> Result<(u32, f64)> {
+        let prompt = self.prompt_ids(n);
         let start = Instant::now();
-        let StepOutput::Token(first) = self
-            .model
-            .step(&prompt, 0, n_prompt, &Choice::Greedy)
-            .map_err(err)?
-        else {
-            return Err("error: the prompt returned logits".into());
-        };
-        let prompt_us = start.elapsed().as_secs_f64() * 1e6 / f64::from(n_prompt);
-        let mut tokens = vec![first];
-        let mut pos = n_prompt;
-        let decode = settings
-            .decode_tokens
-            .min(self.model.capacity() - n_prompt - 2);
-        let start = Instant::now();
-        while tokens.len() < decode as usize {
-            let n = self.model.decode_batch().min(decode - tokens.len() as u32);
-            let back = self
-                .model
-                .submit_decode(pos, n, &Choice::Greedy)
-                .map_err(err)?;
-            let ids = self
-                .model
-                .tokens_from(&back.wait().map_err(err)?)
-                .map_err(err)?;
-            tokens.extend(ids);
-            pos += n;
+        match self.model.step(&prompt, 0, n, &Choice::Greedy)? {
+            StepOutput::Token(first) => {
+                Ok((first, start.elapsed().as_secs_f64() * 1e6 / f64::from(n)))
+            }
+            StepOutput::Logits(_) => Err(Error::Readback("the prompt returned logits".into())),
         }
-        let decode_us = start.elapsed().as_secs_f64() * 1e6 / f64::from(decode.max(2) - 1);
-        // The last token's logits, on both paths, after the same sequence.
-        let last = *tokens.last().expect("one token at least");
+    }
+
+    /// Decodes greedily from position `pos` (fed `first`) for `settings.decode_tokens` tokens
+    /// in the model's batches; returns the tokens and microseconds per token.
+    fn decode(&mut self, first: u32, pos: u32, settings: &Settings) -> Result<(Vec<u32>, f64)> {
+        let n = settings
+            .decode_tokens
+            .min(self.model.capacity() - pos - 2)
+            .max(2);
+        let start = Instant::now();
+        let StepOutput::Token(next) = self.model.step(&[first], pos, 1, &Choice::Greedy)? else {
+            return Err(Error::Readback("a decode step returned logits".into()));
+        };
+        let mut tokens = vec![first, next];
+        let mut at = pos + 1;
+        while (tokens.len() as u32) < n {
+            let k = self.model.decode_batch().min(n - tokens.len() as u32);
+            let back = self.model.submit_decode(at, k, &Choice::Greedy)?;
+            let ids = self.model.tokens_from(&back.wait()?)?;
+            tokens.extend(ids);
+            at += k;
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(n - 1);
+        Ok((tokens, us))
+    }
+
+    /// The candidate set up last, checked: a prompt and greedy decode steps, then the last
+    /// token's logits against the CPU path's after the same sequence. Returns the error as a
+    /// fraction of [`LOGIT_TOLERANCE`], or why it failed.
+    fn check(&mut self, op: ModelOp, settings: &Settings) -> std::result::Result<f64, String> {
+        let err = |e: Error| format!("error: {e}");
+        let n_prompt = self.prompt_len(op);
+        let (first, _) = self.prompt(n_prompt).map_err(err)?;
+        let (tokens, _) = self.decode(first, n_prompt, settings).map_err(err)?;
+        let pos = n_prompt + tokens.len() as u32 - 1;
+        let last = *tokens.last().expect("two tokens at least");
         let StepOutput::Logits(gl) = self
             .model
             .step(&[last], pos, 1, &Choice::Logits)
@@ -161,7 +172,7 @@ impl ModelBench {
         else {
             return Err("error: no logits came back".into());
         };
-        let mut sequence = prompt;
+        let mut sequence = self.prompt_ids(n_prompt);
         sequence.extend(&tokens);
         let cl = self.cpu.step(&sequence, 0).map_err(err)?.to_vec();
         let scale = cl.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
@@ -188,11 +199,19 @@ impl ModelBench {
                 cl[cb] - cl[gb]
             ));
         }
-        let time = match op {
-            ModelOp::Prefill => prompt_us,
-            _ => decode_us,
-        };
-        Ok((time, f64::from(error)))
+        Ok(f64::from(error))
+    }
+
+    /// One timed run of the checked candidate: the prompt for a prefill choice (microseconds
+    /// per prompt token), else decode steps after the checked run's prompt, whose cache is
+    /// still in place (microseconds per token).
+    fn time(&mut self, op: ModelOp, settings: &Settings) -> Result<f64> {
+        let n_prompt = self.prompt_len(op);
+        if op == ModelOp::Prefill {
+            return Ok(self.prompt(n_prompt)?.1);
+        }
+        let first = self.prompt_ids(n_prompt + 1)[n_prompt as usize];
+        Ok(self.decode(first, n_prompt, settings)?.1)
     }
 }
 
@@ -245,17 +264,21 @@ pub fn tune_model(
                 continue;
             }
             // One untimed run compiles and checks; then the timed runs.
-            match bench.run(op, &value, profile, settings) {
+            let checked = bench
+                .configure(op, &value, profile)
+                .map_err(|e| format!("error: {e}"))
+                .and_then(|()| bench.check(op, settings));
+            match checked {
                 Err(why) => t.status = why,
-                Ok((_, error)) => {
+                Ok(error) => {
                     t.error = Some(error);
                     let mut samples = Vec::new();
                     let mut status = "ok".to_string();
-                    for _ in 0..settings.runs.min(3) {
-                        match bench.run(op, &value, profile, settings) {
-                            Ok((us, _)) => samples.push(us),
-                            Err(why) => {
-                                status = why;
+                    for _ in 0..settings.runs {
+                        match bench.time(op, settings) {
+                            Ok(us) => samples.push(us),
+                            Err(e) => {
+                                status = format!("error: {e}");
                                 break;
                             }
                         }

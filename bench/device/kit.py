@@ -256,11 +256,12 @@ def check_model(kiln, model, out_dir, variants, quick):
     return results
 
 
-def bench_model(kiln, model, out_dir, quick):
+def bench_model(kiln, model, out_dir, quick, extra=()):
     path = synth(kiln, model, out_dir)
     p, g, reps = (16, 8, 1) if quick else (512, 128, 3)
     cmd = [kiln, "bench", "--model", path, "--backend", "gpu", "--prompt-tokens", str(p),
-           "--gen-tokens", str(g), "--reps", str(reps), "--context", str(p + g + 16), "--json"]
+           "--gen-tokens", str(g), "--reps", str(reps), "--context", str(p + g + 16), "--json",
+           *extra]
     try:
         out, wall = run_json(cmd)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -272,6 +273,32 @@ def bench_model(kiln, model, out_dir, quick):
     print(f"  {model}: decode {out['decode_tok_s']:.1f} tok/s, prefill {out['prefill_tok_s']:.1f}"
           f" tok/s ({p} tokens)", file=sys.stderr, flush=True)
     return out
+
+
+def tune_model(kiln, model, out_dir, quick):
+    """`kiln tune` on the model's layout, then its benchmark with the built-in choices and with
+    the tuned profile: the profile (to commit under profiles/) and the speedup."""
+    path = synth(kiln, model, out_dir)
+    profile = os.path.join(out_dir, f"{model}.profile.json")
+    budget = 20 if quick else 240
+    cmd = [kiln, "tune", "--model", path, "--budget-seconds", str(budget), "--out", profile,
+           "--again", "--json"]
+    try:
+        out, wall = run_json(cmd)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        return {"model": model, "error": str(e)[-2000:]}
+    row = {"model": model, "command": " ".join(cmd[1:]), "seconds": round(wall, 1),
+           "profile": out["profile"]}
+    for name, extra in [("defaults", ["--profile", "off"]), ("tuned", ["--profile", profile])]:
+        row[name] = bench_model(kiln, model, out_dir, quick, extra)
+    d, t = row["defaults"], row["tuned"]
+    if "decode_tok_s" in d and "decode_tok_s" in t:
+        row["decode_speedup"] = round(t["decode_tok_s"] / d["decode_tok_s"], 3)
+        row["prefill_speedup"] = round(t["prefill_tok_s"] / d["prefill_tok_s"], 3)
+        print(f"  {model} tuned: decode x{row['decode_speedup']}, prefill"
+              f" x{row['prefill_speedup']} over the built-in choices", file=sys.stderr,
+              flush=True)
+    return row
 
 
 def main():
@@ -328,6 +355,10 @@ def main():
     for m in models:
         print(f"benchmarking {m}", file=sys.stderr, flush=True)
         results["bench"].append(bench_model(a.kiln, m, work, a.quick))
+    # The tuner on this adapter (SmolLM2's layout): its profile, to commit under profiles/
+    # with the speedup in docs/autotune.md.
+    print("tuning smollm2", file=sys.stderr, flush=True)
+    results["tune"] = tune_model(a.kiln, "smollm2", work, a.quick)
     adapter = next((r.get("adapter") for rows in results["checks"].values() for r in rows
                     if r.get("adapter")), "unknown")
     results["adapter"] = adapter

@@ -31,8 +31,9 @@ pub const FORMAT: &str = "kiln-profile";
 /// Decode steps per submit a tuner tries (the runtime takes 1 to `MAX_DECODE_BATCH`).
 pub const DECODE_BATCHES: [u32; 4] = [1, 4, 8, 16];
 
-/// Fewest positions per attention split a tuner tries (0: never split).
-pub const ATTN_SPLITS: [u32; 4] = [0, 128, SPLIT_MIN_LEN, 1024];
+/// Fewest positions per attention split a tuner tries (0: never split; the default on GPUs is
+/// the largest).
+pub const ATTN_SPLITS: [u32; 4] = [0, 64, 128, SPLIT_MIN_LEN];
 
 /// The kernels whose variants a tuner chooses between: a change to any of their texts (or to
 /// the candidate names) changes [`candidate_hash`] and makes older profiles stale.
@@ -378,8 +379,8 @@ pub struct Timing {
     pub median_us: Option<f64>,
     /// Runs timed.
     pub runs: u32,
-    /// How far its output was from the CPU reference, as a fraction of the tolerance's measure
-    /// (the op's; see the tuner), when it was checked and passed.
+    /// How far its output was from the CPU reference when it was checked and passed, as a
+    /// fraction of the tolerance (1 is the limit; the tolerances are the tuner's).
     pub error: Option<f64>,
     /// `ok`, or why the candidate may not win: `wrong: ...`, `error: ...`, `over the time
     /// cap`, `not measured: ...`.
