@@ -40,16 +40,20 @@ fn forcing(gpu: &Gpu, model: &GpuModel, cfg: &Config, pick: GemvPick) -> Profile
     };
     for fused in [false, true] {
         for (op, wtype, rows, k) in model.gemv_cases(fused) {
-            let winner = if op.candidates(gpu.capabilities()).contains(&pick) {
-                pick.name()
-            } else {
-                // gemv_gated has no packed-dot variant.
-                GemvPick {
-                    dot: kiln::ops::gemv::IntDot::Unpacked,
-                    ..pick
-                }
-                .name()
-            };
+            // The op's own variant of `pick`: its split, and its dot product and workgroup
+            // size where it has them (gemv_gated has no packed dot; only gemv_q8 has several
+            // workgroup sizes).
+            let ours = op.candidates(gpu.capabilities());
+            let winner = ours
+                .iter()
+                .find(|p| **p == pick)
+                .or_else(|| {
+                    ours.iter()
+                        .find(|p| p.split == pick.split && p.dot == pick.dot)
+                })
+                .or_else(|| ours.iter().find(|p| p.split == pick.split))
+                .expect("every op has every split")
+                .name();
             let bucket = kiln::tune::gemv_bucket(wtype, rows, k);
             p.put(entry(op.name(), bucket, winner));
         }
@@ -109,6 +113,7 @@ fn a_profile_changes_the_variants_and_a_stale_one_is_ignored() {
         kiln::ops::gemv::Split::Group(_) => "SPLIT=group",
     };
     let tuned_splits = splits(&tuned_gpu);
+
     eprintln!("default: {default_splits:?}\ntuned: {tuned_splits:?}");
     assert!(tuned_splits.iter().all(|id| id.contains(word(other.split))));
     let wg = format!("WG_SIZE={wide}");
