@@ -18,15 +18,15 @@ use crate::error::{Error, Result, mib};
 use crate::gguf::{GgufFile, GgufHeader};
 use crate::gpu::context::{GPU_ENV, bad_env, env, parse_bytes};
 use crate::gpu::{Gpu, GpuOptions, Readback};
-use crate::model::MemoryNeeds;
 use crate::model::config::{Config, check_weights};
 use crate::model::cpu::CpuModel;
 use crate::model::gpu::{AttnOptions, Choice, GpuLoader, GpuModel, check_decode_batch};
+use crate::model::{MemoryNeeds, Traced};
 use crate::ops::attention::KvType;
 use crate::ops::sample::{NON_FINITE_ID, SampleParams};
 use crate::tokenizer::{Message, StreamDecoder, Tokenizer};
 
-/// Why `prompt_logits` and `logits_at` refuse a GPU model in a browser.
+/// Why `prompt_logits`, `logits_at` and `prompt_trace` refuse a GPU model in a browser.
 #[cfg(target_arch = "wasm32")]
 const GPU_LOGITS_IN_BROWSER: &str =
     "logits from the GPU in a browser (its readbacks are asynchronous; use the CPU backend)";
@@ -930,6 +930,29 @@ impl Model {
             #[cfg(target_arch = "wasm32")]
             Engine::Gpu(_) => Err(Error::Unsupported(GPU_LOGITS_IN_BROWSER.into())),
             Engine::Cpu(m) => Ok(m.step(prompt, 0)?.to_vec()),
+        }
+    }
+
+    /// The intermediate activations of `prompt` run as one prompt from a fresh context, named
+    /// as llama.cpp names them, for per-layer comparisons (`kiln logits --trace`): the CPU
+    /// engine's every op ([`crate::model::cpu::CpuModel::take_trace`]), the GPU engine's
+    /// residual stream, attention and FFN outputs
+    /// ([`crate::model::gpu::GpuModel::trace_prompt`]). In a browser only the CPU engine
+    /// gives them.
+    pub fn prompt_trace(&mut self, prompt: &[u32]) -> Result<Vec<Traced>> {
+        self.check_prompt(prompt)?;
+        match &mut self.engine {
+            #[cfg(not(target_arch = "wasm32"))]
+            Engine::Gpu(m) => pollster::block_on(m.trace_prompt(prompt)),
+            #[cfg(target_arch = "wasm32")]
+            Engine::Gpu(_) => Err(Error::Unsupported(GPU_LOGITS_IN_BROWSER.into())),
+            Engine::Cpu(m) => {
+                m.set_trace(true);
+                let ran = m.step(prompt, 0).map(|_| ());
+                let trace = m.take_trace();
+                m.set_trace(false);
+                ran.map(|()| trace)
+            }
         }
     }
 

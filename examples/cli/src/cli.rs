@@ -179,6 +179,11 @@ pub struct LogitsArgs {
     #[arg(long, value_name = "N,N,...", value_delimiter = ',', value_parser = token_id,
           allow_negative_numbers = true)]
     pub pick: Vec<u32>,
+    /// Also run all the ids as one prompt and write each layer's intermediate activations to
+    /// FILE, as JSON {name: {"shape": [tokens, width], "data": [row-major floats]}} with
+    /// llama.cpp's names (l_out-3, ffn_out-3, ...; see scripts/layer_compare.py)
+    #[arg(long, value_name = "FILE", conflicts_with = "steps")]
+    pub trace: Option<PathBuf>,
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,

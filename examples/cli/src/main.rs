@@ -225,7 +225,8 @@ fn generate(args: &GenerateArgs) -> Result<(), String> {
 }
 
 /// `kiln logits`: the logits after each prefix of a token-id sequence, as full vectors or as the
-/// top `K` (id, logit) pairs plus the logits of picked ids.
+/// top `K` (id, logit) pairs plus the logits of picked ids; with `--trace`, also the sequence's
+/// intermediate activations as one prompt, to a JSON file.
 fn logits(args: &LogitsArgs) -> Result<(), String> {
     let ids = &args.ids;
     let positions: Vec<usize> = args
@@ -237,6 +238,18 @@ fn logits(args: &LogitsArgs) -> Result<(), String> {
     let all = model
         .logits_at(ids, &positions, steps)
         .map_err(|e| e.to_string())?;
+    if let Some(path) = &args.trace {
+        let trace = model.prompt_trace(ids).map_err(|e| e.to_string())?;
+        let tensors: serde_json::Map<String, serde_json::Value> = trace
+            .into_iter()
+            .map(|t| {
+                let v = serde_json::json!({ "shape": [t.n_tok, t.width], "data": t.data });
+                (t.name, v)
+            })
+            .collect();
+        let text = serde_json::Value::Object(tensors).to_string();
+        std::fs::write(path, text).map_err(|e| format!("--trace {}: {e}", path.display()))?;
+    }
     let best = |l: &[f32], k: usize| -> Vec<(u32, f32)> {
         let mut order: Vec<u32> = (0..l.len() as u32).collect();
         order.sort_by(|&a, &b| l[b as usize].total_cmp(&l[a as usize]).then(a.cmp(&b)));

@@ -194,6 +194,7 @@ fn help_for_every_command_names_its_options() {
                 "--steps",
                 "--top",
                 "--pick",
+                "--trace",
                 "--json",
             ],
         ),
@@ -326,6 +327,11 @@ fn values_are_checked_when_parsed() {
         "0,y",
     ]);
     assert!(err.contains("`y`"), "{err}");
+    // A trace is of the ids run as one prompt, not of decode steps.
+    let err = usage_error(&[
+        "logits", "--model", "x", "--ids", "1", "--steps", "--trace", "t.json",
+    ]);
+    assert!(err.contains("--trace"), "{err}");
     let err = usage_error(&["synth", "--header", "h", "--out", "o", "--gain", "0"]);
     assert!(err.contains("--gain"), "{err}");
     usage_error(&["synth", "--header", "h", "--layout", "l", "--out", "o"]);

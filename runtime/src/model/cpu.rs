@@ -10,6 +10,7 @@ use kiln_cpu::{ActBuffer, QMatrix, QType, ThreadPool};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::config::{Arch, Config, LayerWeights, matrix, vector};
+use crate::model::{Traced, append};
 use crate::ops::rope::RopeLayout;
 
 /// Prompt tokens processed per batched matmul.
@@ -95,6 +96,8 @@ pub struct CpuModel {
     layers: Vec<Layer>,
     s: Scratch,
     capacity: u32,
+    /// The activations recorded while tracing ([`CpuModel::set_trace`]); `None`: off.
+    trace: Option<Vec<Traced>>,
 }
 
 impl std::fmt::Debug for CpuModel {
@@ -175,6 +178,7 @@ impl CpuModel {
             layers,
             s,
             capacity,
+            trace: None,
         })
     }
 
@@ -214,6 +218,20 @@ impl CpuModel {
             }
         }
         bytes
+    }
+
+    /// Turns tracing on (recording every op's output of the steps that follow, see
+    /// [`CpuModel::take_trace`]) or off; off by default, and then nothing is recorded or copied.
+    pub fn set_trace(&mut self, on: bool) {
+        self.trace = on.then(Vec::new);
+    }
+
+    /// The activations recorded since tracing was turned on or last taken, in the order first
+    /// recorded, each op's rows over every position the steps ran: per layer `attn_norm`,
+    /// `kqv_out`, `attn_post_norm` (Gemma 3), `sa_out`, `ffn_norm`, `ffn_out`, `ffn_post_norm`
+    /// (Gemma 3) and `l_out`, then `result_norm`, named as llama.cpp's graph names them.
+    pub fn take_trace(&mut self) -> Vec<Traced> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The logits of the last step.
@@ -305,6 +323,7 @@ impl CpuModel {
             cfg.d_ff as usize,
         );
         let s = &mut self.s;
+        let trace = &mut self.trace;
         let file = &self.file;
         let pool = &self.pool;
         let embd = self.embd.view(file);
@@ -324,6 +343,7 @@ impl CpuModel {
         for (il, l) in self.layers.iter_mut().enumerate() {
             let local = cfg.is_local(il as u32);
             norm_rows(&s.x, &l.w.attn_norm, eps, &mut s.xn, n, d)?;
+            keep(trace, "attn_norm", Some(il), &s.xn, n, d);
             Self::matmuls(
                 file,
                 pool,
@@ -391,6 +411,7 @@ impl CpuModel {
                 )
                 .map_err(cpu_err)?;
             }
+            keep(trace, "kqv_out", Some(il), &s.att, n, qd);
             Self::matmul(file, pool, &mut s.act, &l.w.o, &s.att, n, &mut s.tmp)?;
             residual_add(
                 &mut s.x,
@@ -401,7 +422,12 @@ impl CpuModel {
                 d,
                 eps,
             )?;
+            if l.w.post_attn_norm.is_some() {
+                keep(trace, "attn_post_norm", Some(il), &s.tmp2, n, d);
+            }
+            keep(trace, "sa_out", Some(il), &s.x, n, d);
             norm_rows(&s.x, &l.w.ffn_norm, eps, &mut s.xn, n, d)?;
+            keep(trace, "ffn_norm", Some(il), &s.xn, n, d);
             Self::matmuls(
                 file,
                 pool,
@@ -417,6 +443,7 @@ impl CpuModel {
                 kiln_cpu::ops::swiglu(g, u, h).map_err(cpu_err)?;
             }
             Self::matmul(file, pool, &mut s.act, &l.w.down, &s.hidden, n, &mut s.tmp)?;
+            keep(trace, "ffn_out", Some(il), &s.tmp, n, d);
             residual_add(
                 &mut s.x,
                 &s.tmp,
@@ -426,8 +453,33 @@ impl CpuModel {
                 d,
                 eps,
             )?;
+            if l.w.post_ffn_norm.is_some() {
+                keep(trace, "ffn_post_norm", Some(il), &s.tmp2, n, d);
+            }
+            keep(trace, "l_out", Some(il), &s.x, n, d);
+        }
+        if trace.is_some() {
+            // Every row's final norm (a step norms only the last row, for the logits).
+            norm_rows(&s.x, &self.output_norm, eps, &mut s.xn, n, d)?;
+            keep(trace, "result_norm", None, &s.xn, n, d);
         }
         Ok(())
+    }
+}
+
+/// Records the first `n` rows of `width` of `x` as op `op` of layer `il` (or of the model) while
+/// tracing; nothing when not.
+fn keep(
+    trace: &mut Option<Vec<Traced>>,
+    op: &str,
+    il: Option<usize>,
+    x: &[f32],
+    n: usize,
+    width: usize,
+) {
+    if let Some(t) = trace {
+        let name = il.map_or_else(|| op.to_string(), |il| format!("{op}-{il}"));
+        append(t, name, width, &x[..n * width]);
     }
 }
 

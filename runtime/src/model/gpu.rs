@@ -11,8 +11,8 @@ use crate::clock::Instant;
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::gpu::{BindingKind, Gpu, KernelSpec, Plan, Readback, StepArena, View};
-use crate::model::MemoryNeeds;
 use crate::model::config::{Arch, Config, LayerWeights};
+use crate::model::{MemoryNeeds, Traced, append};
 use crate::ops::activation::{Act, gated};
 use crate::ops::attention::{
     Attention, KvType, SPLIT_MIN_LEN, SplitRule, Splits, attention, attention_split,
@@ -638,7 +638,7 @@ impl GpuModel {
         let mut recorded = Vec::with_capacity(layouts.len());
         for &(pos, layout) in &layouts {
             let mut rec = self.gpu.plan_recorder();
-            let st = self.record_chunk(&mut rec, pos, 1)?;
+            let st = self.record_chunk(&mut rec, pos, 1, None)?;
             self.record_head(&mut rec, st, 0)?;
             recorded.push((pos, layout, rec));
         }
@@ -885,7 +885,7 @@ impl GpuModel {
         let mut done = 0;
         loop {
             let n = self.chunk.min(n_new - done);
-            let st = self.record_chunk(&mut rec, pos0 + done, n)?;
+            let st = self.record_chunk(&mut rec, pos0 + done, n, None)?;
             done += n;
             in_submit += n;
             if done == n_new {
@@ -916,6 +916,54 @@ impl GpuModel {
                 in_submit = 0;
             }
         }
+    }
+
+    /// Runs `tokens` as a prompt from position 0, chunk by chunk as [`GpuModel::step`] does,
+    /// and reads back, per layer, attention's output (`kqv_out`), the residual stream after the
+    /// attention block (`sa_out`), the FFN's down projection before its post-norm (`ffn_out`)
+    /// and the residual stream after the layer (`l_out`), then the final norm of every position
+    /// (`result_norm`), named as llama.cpp's graph names them. The other ops' inputs exist on
+    /// the GPU only as int8 units. One submit per chunk; for debugging, not generation.
+    pub async fn trace_prompt(&mut self, tokens: &[u32]) -> Result<Vec<Traced>> {
+        let n_new = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        if n_new == 0 || n_new > self.capacity {
+            return Err(Error::ContextFull {
+                capacity: self.capacity,
+            });
+        }
+        self.cfg.check_tokens("trace", tokens)?;
+        self.gpu
+            .write(&self.s.tokens, 0, bytemuck::cast_slice(tokens));
+        let d = self.cfg.d_model;
+        let mut trace = Vec::new();
+        let mut done = 0;
+        while done < n_new {
+            let n = self.chunk.min(n_new - done);
+            let mut rec = self.gpu.recorder();
+            let mut reads = Vec::new();
+            let st = self.record_chunk(&mut rec, done, n, Some(&mut reads))?;
+            // The last layer's residual add, stored, and the final norm as f32 rows (a step
+            // prepares only its last row, as int8 units for the output matrix).
+            let s = &self.s;
+            let input = self.block_input(&st, self.output_norm);
+            prep(&mut rec, &input, PrepOut::F32((&s.xn).into()), n)?;
+            let last = format!("l_out-{}", self.cfg.n_layer - 1);
+            reads.push((last, d, rec.read(rows(&s.x[st.cur ^ 1], n, d))?));
+            reads.push(("result_norm".into(), d, rec.read(rows(&s.xn, n, d))?));
+            rec.submit()?;
+            for (name, width, back) in reads {
+                let bytes = back.bytes().await?;
+                append(
+                    &mut trace,
+                    name,
+                    width as usize,
+                    &bytemuck::pod_collect_to_vec::<u8, f32>(&bytes),
+                );
+            }
+            done += n;
+        }
+        self.save_pipelines();
+        Ok(trace)
     }
 
     /// Whole chunks per submit for about [`SUBMIT_SECONDS`] of GPU time, at least one.
@@ -1335,8 +1383,16 @@ impl GpuModel {
     }
 
     /// Records the layers for `n` tokens at positions `pos0..` (their ids in the token
-    /// buffer); returns where the residual stream ends.
-    fn record_chunk(&self, rec: &mut crate::gpu::Recorder, pos0: u32, n: u32) -> Result<Stream> {
+    /// buffer); returns where the residual stream ends. With `trace`, also the readbacks of the
+    /// activations [`GpuModel::trace_prompt`] names, each with its row width (all but the last
+    /// layer's `l_out`, which the next layer stores).
+    fn record_chunk(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        pos0: u32,
+        n: u32,
+        mut trace: Option<&mut Vec<(String, u32, Readback)>>,
+    ) -> Result<Stream> {
         let cfg = &self.cfg;
         let s = &self.s;
         let (qd, kvd, ff) = (cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
@@ -1381,6 +1437,10 @@ impl GpuModel {
             }
             if st.pending.is_some() {
                 st.cur ^= 1;
+                if let Some(t) = trace.as_deref_mut() {
+                    let back = rec.read(rows(&s.x[st.cur], n, cfg.d_model))?;
+                    t.push((format!("l_out-{}", il - 1), cfg.d_model, back));
+                }
             }
             let [kc, vc] = &self.caches[il];
             let r = RopeKv {
@@ -1405,6 +1465,9 @@ impl GpuModel {
             };
             rope_kv(rec, qkv, Some(vecs), (&s.q).into(), kc.into(), vc.into(), r)?;
             self.attend(rec, il, self.attention(l.local, pos0, n))?;
+            if let Some(t) = trace.as_deref_mut() {
+                t.push((format!("kqv_out-{il}"), qd, rec.read(rows(&s.att, n, qd))?));
+            }
             self.project(
                 rec,
                 &l.o,
@@ -1418,6 +1481,10 @@ impl GpuModel {
             let input = self.block_input(&st, l.ffn_norm);
             self.ffn(rec, l, act, &input, n)?;
             st.cur ^= 1;
+            if let Some(t) = trace.as_deref_mut() {
+                let back = rec.read(rows(&s.x[st.cur], n, cfg.d_model))?;
+                t.push((format!("sa_out-{il}"), cfg.d_model, back));
+            }
             self.project(
                 rec,
                 &l.down,
@@ -1426,6 +1493,10 @@ impl GpuModel {
                 (cfg.d_model, 0),
                 n,
             )?;
+            if let Some(t) = trace.as_deref_mut() {
+                let back = rec.read(rows(&s.t, n, cfg.d_model))?;
+                t.push((format!("ffn_out-{il}"), cfg.d_model, back));
+            }
             st.pending = Some(l.post_ffn_norm);
         }
         Ok(st)
@@ -1483,4 +1554,9 @@ impl GpuModel {
             ),
         }
     }
+}
+
+/// The first `n` rows of `width` floats of `buffer`.
+fn rows(buffer: &wgpu::Buffer, n: u32, width: u32) -> View<'_> {
+    View::new(buffer, 0, u64::from(n) * u64::from(width) * 4)
 }

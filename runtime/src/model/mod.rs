@@ -9,6 +9,35 @@ pub mod gpu;
 
 pub use config::{Arch, Config};
 
+/// One intermediate activation of a traced prompt, named as llama.cpp's graph names the same
+/// op (`attn_norm-3`, `kqv_out-3`, `ffn_out-3`, `l_out-3`, `result_norm`, ...): `n_tok` rows
+/// of `width` floats, one per prompt position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Traced {
+    pub name: String,
+    pub n_tok: usize,
+    pub width: usize,
+    pub data: Vec<f32>,
+}
+
+/// Appends `rows` (whole rows of `width`) to the entry `name` of `trace`, or starts it: a
+/// prompt traced in chunks gives each op's rows chunk by chunk.
+fn append(trace: &mut Vec<Traced>, name: String, width: usize, rows: &[f32]) {
+    let n_tok = rows.len() / width;
+    match trace.iter_mut().find(|t| t.name == name) {
+        Some(t) => {
+            t.data.extend_from_slice(rows);
+            t.n_tok += n_tok;
+        }
+        None => trace.push(Traced {
+            name,
+            n_tok,
+            width,
+            data: rows.to_vec(),
+        }),
+    }
+}
+
 /// What a model needs on the GPU, computed from the file's header before anything is created
 /// (see [`gpu::GpuLoader::memory_needs`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
