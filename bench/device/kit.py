@@ -359,6 +359,9 @@ def main():
     # with the speedup in docs/autotune.md.
     print("tuning smollm2", file=sys.stderr, flush=True)
     results["tune"] = tune_model(a.kiln, "smollm2", work, a.quick)
+    if "error" in results["tune"]:
+        print(f"kit.py: kiln tune failed: {results['tune']['error']}", file=sys.stderr)
+        ok = False
     adapter = next((r.get("adapter") for rows in results["checks"].values() for r in rows
                     if r.get("adapter")), "unknown")
     results["adapter"] = adapter
