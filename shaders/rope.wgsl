@@ -31,7 +31,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     let head = id / half_rot;               // token * n_head + head
     let t = head / p.n_head;
     let pos = f32(p.pos0 + t) * p.freq_scale;
-    let cs = rope_cos_sin(pos, p.base, i, p.rot_dims);
+    let cs = rope_cos_sin(pos, p.base, i, p.rot_dims, 1.0);
     let c = cs.x;
     let s = cs.y;
     let base = head * p.head_dim;

@@ -1,9 +1,10 @@
 // The step between the q/k/v projection and attention, in one dispatch: for each token t and
 // each head of the projection's output `qkv` (n_tok, q heads | k heads | v heads, head_dim each):
 //   + bias (BIAS: Qwen2; the q, k and v biases lie one after another in `vecs` at `bias`),
-//   q and k heads RMS-normed with their per-head weights (QK_NORM: Gemma 3),
+//   q and k heads RMS-normed with their per-head weights (QK_NORM: Gemma 3, Qwen3),
 //   q and k heads rotated (RoPE, the arithmetic of rope.wgsl: LAYOUT=norm pairs (2i, 2i + 1),
-//   LAYOUT=neox pairs (i, i + rot_dims / 2)),
+//   LAYOUT=neox pairs (i, i + rot_dims / 2); FREQ_FACTORS: pair i's frequency divided by
+//   vecs[freq_factors + i], Llama 3's rope_freqs),
 // then q heads go to `q` (n_tok, n_head, head_dim) f32 and k and v heads are appended to the
 // caches at position pos0 + t (as kv_store.wgsl: f16 pairs with KV=f16, f32 with KV=f32).
 // Replaces add_inplace x3, rms_norm x2, rope x2 and kv_store x2. One workgroup per (token, head).
@@ -20,23 +21,24 @@ struct Params {
     n_tok: u32,
     pos0: u32,
     capacity: u32,     // cache positions per kv head
-    flags: u32,        // FLAG_BIAS | FLAG_QK_NORM
+    flags: u32,        // FLAG_BIAS | FLAG_QK_NORM | FLAG_FREQ_FACTORS
     base: f32,         // RoPE base
     freq_scale: f32,
     eps: f32,          // q/k norm epsilon
     bias: u32,         // float offset of the q, k, v biases in `vecs` (FLAG_BIAS)
     q_norm: u32,       // float offset of the q-norm weight in `vecs` (FLAG_QK_NORM)
     k_norm: u32,       // float offset of the k-norm weight in `vecs` (FLAG_QK_NORM)
-    pad0: u32,
+    freq_factors: u32, // float offset of rot_dims / 2 frequency divisors in `vecs` (FLAG_FREQ_FACTORS)
     pad1: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;
 const FLAG_QK_NORM: u32 = 2u;
+const FLAG_FREQ_FACTORS: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;          // (n_tok, (n_head + 2 n_kv_head) * head_dim)
-@group(0) @binding(2) var<storage, read> vecs: array<f32>;         // biases, q/k norm weights
+@group(0) @binding(2) var<storage, read> vecs: array<f32>;         // biases, q/k norm weights, frequency divisors
 @group(0) @binding(3) var<storage, read_write> q: array<f32>;      // (n_tok, n_head, head_dim)
 @group(0) @binding(4) var<storage, read_write> kc: array<KvPair>;  // (n_kv_head, capacity, head_dim / 2)
 @group(0) @binding(5) var<storage, read_write> vc: array<KvPair>;  // (n_kv_head, capacity, head_dim / 2)
@@ -80,7 +82,11 @@ fn main(l: Lanes, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let half_rot = p.rot_dims / 2u;
         let pos = f32(p.pos0 + tok) * p.freq_scale;
         for (var i = l.index; i < half_rot; i += WG_SIZE) {
-            let cs = rope_cos_sin(pos, p.base, i, p.rot_dims);
+            var factor = 1.0;
+            if (p.flags & FLAG_FREQ_FACTORS) != 0u {
+                factor = vecs[p.freq_factors + i];
+            }
+            let cs = rope_cos_sin(pos, p.base, i, p.rot_dims, factor);
 #ifdef LAYOUT_NEOX
             let a = i;
             let b = i + half_rot;

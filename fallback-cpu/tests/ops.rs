@@ -182,32 +182,53 @@ fn rope_matches_reference() {
     let mut rng = Rng::new(9);
     let (hd, heads, n_rot, base, pos) = (10, 3, 8, 10000.0f32, 37);
     let x = rng.vec(hd * heads, 1.0);
+    let factors = [1.0f32, 1.5, 4.0, 8.0];
+    let plain = RopeFreqs::base(base);
+    let scaled = RopeFreqs {
+        base,
+        scale: 0.25,
+        factors: Some(&factors),
+    };
     for layout in [RopeLayout::Normal, RopeLayout::NeoX] {
-        let mut want = x.clone();
-        for h in 0..heads {
-            for i in 0..n_rot / 2 {
-                let th = pos as f64 / (base as f64).powf(2.0 * i as f64 / n_rot as f64);
-                let (a, b) = if layout == RopeLayout::Normal {
-                    (2 * i, 2 * i + 1)
-                } else {
-                    (i, i + n_rot / 2)
-                };
-                let (x0, x1) = (x[h * hd + a] as f64, x[h * hd + b] as f64);
-                want[h * hd + a] = (x0 * th.cos() - x1 * th.sin()) as f32;
-                want[h * hd + b] = (x0 * th.sin() + x1 * th.cos()) as f32;
+        for f in [plain, scaled] {
+            let mut want = x.clone();
+            for h in 0..heads {
+                for i in 0..n_rot / 2 {
+                    let factor = f.factors.map_or(1.0, |v| v[i] as f64);
+                    let th = pos as f64 * f.scale as f64
+                        / (base as f64).powf(2.0 * i as f64 / n_rot as f64)
+                        / factor;
+                    let (a, b) = if layout == RopeLayout::Normal {
+                        (2 * i, 2 * i + 1)
+                    } else {
+                        (i, i + n_rot / 2)
+                    };
+                    let (x0, x1) = (x[h * hd + a] as f64, x[h * hd + b] as f64);
+                    want[h * hd + a] = (x0 * th.cos() - x1 * th.sin()) as f32;
+                    want[h * hd + b] = (x0 * th.sin() + x1 * th.cos()) as f32;
+                }
             }
+            let mut y = x.clone();
+            rope(&mut y, hd, n_rot, pos, &f, layout).expect("rope");
+            assert_close(&format!("rope {layout:?} {f:?}"), &y, &want, 1e-6, 1e-6);
+            assert_eq!(y[8..10], x[8..10], "unrotated tail untouched");
+            let mut z = x.clone();
+            rope(&mut z, hd, n_rot, 0, &f, layout).expect("rope");
+            assert_eq!(z, x, "position 0 is the identity");
         }
-        let mut y = x.clone();
-        rope(&mut y, hd, n_rot, pos, base, layout).expect("rope");
-        assert_close(&format!("rope {layout:?}"), &y, &want, 1e-6, 1e-6);
-        assert_eq!(y[8..10], x[8..10], "unrotated tail untouched");
-        let mut z = x.clone();
-        rope(&mut z, hd, n_rot, 0, base, layout).expect("rope");
-        assert_eq!(z, x, "position 0 is the identity");
     }
-    assert!(rope(&mut [0.0; 10], 4, 4, 1, 1e4, RopeLayout::Normal).is_err());
-    assert!(rope(&mut [0.0; 8], 4, 3, 1, 1e4, RopeLayout::Normal).is_err());
-    assert!(rope(&mut [0.0; 8], 4, 6, 1, 1e4, RopeLayout::NeoX).is_err());
+    let f = RopeFreqs::base(1e4);
+    assert!(rope(&mut [0.0; 10], 4, 4, 1, &f, RopeLayout::Normal).is_err());
+    assert!(rope(&mut [0.0; 8], 4, 3, 1, &f, RopeLayout::Normal).is_err());
+    assert!(rope(&mut [0.0; 8], 4, 6, 1, &f, RopeLayout::NeoX).is_err());
+    let short = RopeFreqs {
+        factors: Some(&factors[..3]),
+        ..scaled
+    };
+    assert!(
+        rope(&mut [0.0; 10], 10, 8, 1, &short, RopeLayout::Normal).is_err(),
+        "n_rot / 2 factors"
+    );
 }
 
 struct Cache {

@@ -484,6 +484,8 @@ struct RopeCase {
     bias: bool,
     qk_norm: bool,
     freq_scale: f32,
+    /// Divide the rotation frequencies by `RopeData::factors` (Llama 3's `rope_freqs`).
+    freq_factors: bool,
 }
 
 const N_HEAD: usize = 4;
@@ -512,33 +514,39 @@ fn cache_values(kv: KvType, words: &[u32]) -> Vec<f32> {
     }
 }
 
-/// The projection rows, the vector buffer (biases from 2, q-norm and k-norm weights after), and
-/// its offsets.
+/// The projection rows, the vector buffer (biases from 2, q-norm and k-norm weights and the
+/// frequency divisors after), and its offsets.
 struct RopeData {
     qkv: Vec<f32>,
     bias: Vec<f32>,
     qn: Vec<f32>,
     kn: Vec<f32>,
+    factors: Vec<f32>,
     vecs: Vec<f32>,
-    offsets: (u32, u32, u32),
+    offsets: (u32, u32, u32, u32),
 }
 
 fn rope_data(rng: &mut Rng) -> RopeData {
     let row = (N_HEAD + 2 * N_KV) * HD;
     let qkv: Vec<f32> = rng.vec(N_TOK * row).iter().map(|v| v * 2.0).collect();
     let (bias, qn, kn) = (rng.vec(row), rng.vec(HD), rng.vec(HD));
+    // Divisors from 1 to 8, as Llama 3's between its high- and low-frequency bands.
+    let factors: Vec<f32> = (0..ROT / 2).map(|_| 4.5 + 3.5 * rng.f32()).collect();
     let (b0, q0, k0) = (2u32, 2 + row as u32 + 1, 2 + row as u32 + 1 + HD as u32 + 3);
-    let mut vecs = vec![0f32; k0 as usize + HD];
+    let f0 = k0 + HD as u32 + 1;
+    let mut vecs = vec![0f32; f0 as usize + ROT / 2];
     vecs[b0 as usize..b0 as usize + row].copy_from_slice(&bias);
     vecs[q0 as usize..q0 as usize + HD].copy_from_slice(&qn);
     vecs[k0 as usize..k0 as usize + HD].copy_from_slice(&kn);
+    vecs[f0 as usize..].copy_from_slice(&factors);
     RopeData {
         qkv,
         bias,
         qn,
         kn,
+        factors,
         vecs,
-        offsets: (b0, q0, k0),
+        offsets: (b0, q0, k0, f0),
     }
 }
 
@@ -564,6 +572,7 @@ fn run_rope_kv(gpu: &Gpu, c: &RopeCase, d: &RopeData) -> RopeOut {
         eps: EPS,
         bias: c.bias.then_some(d.offsets.0),
         qk_norm: c.qk_norm.then_some([d.offsets.1, d.offsets.2]),
+        freq_factors: c.freq_factors.then_some(d.offsets.3),
     };
     let mut rec = gpu.recorder();
     let cv = |b, o| View::new(b, o, (cache_words * 4) as u64);
@@ -586,9 +595,9 @@ fn run_rope_kv(gpu: &Gpu, c: &RopeCase, d: &RopeData) -> RopeOut {
 }
 
 /// rope_kv against its CPU twin (bias add, kiln-cpu's RMSNorm per head and RoPE, the cache
-/// written at positions pos0..): q within 2e-5 (the GPU forms angles in f32, the CPU in f64, as
-/// rope_both_layouts_match_cpu), the f16 cache within one f16 rounding of that, every other
-/// cache position untouched.
+/// written at positions pos0..), plain and with linear scaling and Llama 3's frequency divisors:
+/// q within 2e-5 (the GPU forms angles in f32, the CPU in f64, as rope_both_layouts_match_cpu),
+/// the f16 cache within one f16 rounding of that, every other cache position untouched.
 #[test]
 fn rope_kv_matches_its_cpu_twin() {
     let Some(gpu) = gpu() else { return };
@@ -596,15 +605,24 @@ fn rope_kv_matches_its_cpu_twin() {
     let row = (N_HEAD + 2 * N_KV) * HD;
     for layout in [RopeLayout::Norm, RopeLayout::Neox] {
         for kv in [KvType::F16, KvType::F32] {
-            for (bias, qk_norm) in [(false, false), (true, false), (false, true)] {
+            for (bias, qk_norm, scaled) in [
+                (false, false, false),
+                (true, false, false),
+                (false, true, false),
+                (false, false, true),
+                (false, true, true),
+            ] {
                 let c = RopeCase {
                     layout,
                     kv,
                     bias,
                     qk_norm,
-                    freq_scale: 1.0,
+                    freq_scale: if scaled { 0.25 } else { 1.0 },
+                    freq_factors: scaled,
                 };
-                let what = format!("rope_kv {layout:?} {kv:?} bias={bias} qk_norm={qk_norm}");
+                let what = format!(
+                    "rope_kv {layout:?} {kv:?} bias={bias} qk_norm={qk_norm} scaled={scaled}"
+                );
                 let d = rope_data(&mut rng);
                 let got = run_rope_kv(&gpu, &c, &d);
                 let cpu_layout = match layout {
@@ -615,6 +633,11 @@ fn rope_kv_matches_its_cpu_twin() {
                 let mut k_want = vec![0f32; N_KV * CAP * HD];
                 let mut v_want = vec![0f32; N_KV * CAP * HD];
                 let mut written = vec![false; N_KV * CAP * HD];
+                let freqs = kiln_cpu::ops::RopeFreqs {
+                    base: BASE,
+                    scale: c.freq_scale,
+                    factors: scaled.then_some(&d.factors[..]),
+                };
                 for t in 0..N_TOK {
                     for hi in 0..N_HEAD + 2 * N_KV {
                         let src = t * row + hi * HD;
@@ -630,7 +653,7 @@ fn rope_kv_matches_its_cpu_twin() {
                                 h = o;
                             }
                             let pos = POS0 as usize + t;
-                            kiln_cpu::ops::rope(&mut h, HD, ROT, pos, BASE, cpu_layout).unwrap();
+                            kiln_cpu::ops::rope(&mut h, HD, ROT, pos, &freqs, cpu_layout).unwrap();
                         }
                         if hi < N_HEAD {
                             q_want[(t * N_HEAD + hi) * HD..][..HD].copy_from_slice(&h);
@@ -670,9 +693,8 @@ fn rope_kv_matches_its_cpu_twin() {
 }
 
 /// rope_kv equals the unfused kernels it replaces (add_inplace for the biases, rms_norm per
-/// head, rope, kv_store) on the same adapter, with RoPE frequency scaling (which the CPU path
-/// does not take): within 1e-6 (the norms' means of squares are summed by differently sized
-/// workgroups).
+/// head, rope, kv_store) on the same adapter, with linear RoPE scaling: within 1e-6 (the norms'
+/// means of squares are summed by differently sized workgroups).
 #[test]
 fn rope_kv_equals_the_unfused_kernels() {
     let Some(gpu) = gpu() else { return };
@@ -687,6 +709,7 @@ fn rope_kv_equals_the_unfused_kernels() {
                 bias: true,
                 qk_norm: true,
                 freq_scale: 0.25,
+                freq_factors: false,
             };
             let d = rope_data(&mut rng);
             let got = run_rope_kv(&gpu, &c, &d);

@@ -516,7 +516,7 @@ fn rope_both_layouts_match_cpu() {
                 head_dim,
                 rot_dims,
                 pos0 + t,
-                base,
+                &kiln_cpu::ops::RopeFreqs::base(base),
                 cpu_layout,
             )
             .unwrap();

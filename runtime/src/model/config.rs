@@ -8,10 +8,12 @@ use crate::ops::rope::RopeLayout;
 /// The architectures kiln runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
-    /// SmolLM2, TinyLlama, Llama 3.x.
+    /// SmolLM2, TinyLlama, Llama 3.x (with `rope_freqs.weight`).
     Llama,
     /// Qwen2 / Qwen2.5: q/k/v biases, NeoX RoPE.
     Qwen2,
+    /// Qwen3: per-head q/k RMSNorm and no biases, NeoX RoPE, head size from `key_length`.
+    Qwen3,
     /// Gemma 3: q/k norms, post-norms, GeGLU, sliding-window and global layers, scaled embeddings.
     Gemma3,
 }
@@ -33,7 +35,11 @@ pub struct Config {
     pub rope_base: f32,
     /// RoPE base of sliding-window layers (Gemma 3 uses 10 000 there).
     pub rope_base_local: f32,
+    /// Positions are multiplied by this (linear RoPE scaling: 1 / `rope.scaling.factor`).
     pub rope_freq_scale: f32,
+    /// The model has `rope_freqs.weight`: `rope_dims / 2` divisors of the rotation frequencies
+    /// (Llama 3.x's RoPE scaling, as llama.cpp's converter writes it).
+    pub rope_freqs: bool,
     /// Sliding window of local layers (0 = none).
     pub window: u32,
     /// Every `swa_pattern`-th layer is global; the others use the window (Gemma 3: 6).
@@ -59,10 +65,11 @@ impl Config {
         let arch = match arch_name.as_str() {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
             "gemma3" => Arch::Gemma3,
             other => {
                 return Err(Error::Unsupported(format!(
-                    "architecture `{other}`; kiln runs llama, qwen2 and gemma3 models"
+                    "architecture `{other}`; kiln runs llama, qwen2, qwen3 and gemma3 models"
                 )));
             }
         };
@@ -105,6 +112,7 @@ impl Config {
                 .ok()
                 .filter(|f| *f > 0.0)
                 .map_or(1.0, |f| 1.0 / f),
+            rope_freqs: file.tensor(ROPE_FREQS).is_some(),
             window: if gemma {
                 u("attention.sliding_window").unwrap_or(0)
             } else {
@@ -205,6 +213,9 @@ impl Config {
         if header.tensor("output.weight").is_some() {
             check("output.weight", table)?;
         }
+        if self.rope_freqs {
+            vector_info(header, ROPE_FREQS, self.rope_dims / 2)?;
+        }
         for il in 0..self.n_layer {
             LayerWeights::load(self, il, check, |_, _| Ok(()))?;
         }
@@ -230,6 +241,9 @@ impl Config {
         self.n_kv_head * self.head_dim
     }
 }
+
+/// The tensor of Llama 3.x's per-pair RoPE frequency divisors.
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
 
 fn missing(name: &str) -> Error {
     Error::Unsupported(format!("the model has no tensor `{name}`"))
@@ -295,6 +309,9 @@ pub fn check_weights(file: &GgufFile, cfg: &Config) -> Result<()> {
     };
     check("token_embd.weight")?;
     check("output_norm.weight")?;
+    if cfg.rope_freqs {
+        check(ROPE_FREQS)?;
+    }
     if file.tensor("output.weight").is_some() {
         check("output.weight")?;
     }
@@ -344,7 +361,7 @@ pub struct LayerWeights<M, V> {
     pub o: M,
     /// q, k, v biases (Qwen2).
     pub bias: Option<[V; 3]>,
-    /// Per-head q and k RMSNorm weights (Gemma 3).
+    /// Per-head q and k RMSNorm weights (Gemma 3, Qwen3).
     pub qk_norm: Option<[V; 2]>,
     /// Norms of the attention and FFN outputs (Gemma 3).
     pub post_attn_norm: Option<V>,
@@ -375,6 +392,7 @@ impl<M, V> LayerWeights<M, V> {
         let n = |s: &str| format!("blk.{il}.{s}");
         let qwen = cfg.arch == Arch::Qwen2;
         let gemma = cfg.arch == Arch::Gemma3;
+        let qk_norm = gemma || cfg.arch == Arch::Qwen3;
         let (d, q, kv, ff) = (
             u64::from(cfg.d_model),
             u64::from(cfg.q_dim()),
@@ -405,7 +423,7 @@ impl<M, V> LayerWeights<M, V> {
             } else {
                 None
             },
-            qk_norm: if gemma {
+            qk_norm: if qk_norm {
                 Some([
                     vec(&n("attn_q_norm.weight"), cfg.head_dim)?,
                     vec(&n("attn_k_norm.weight"), cfg.head_dim)?,
@@ -438,6 +456,7 @@ impl<M, V> LayerWeights<M, V> {
         match arch {
             Arch::Llama => 9,
             Arch::Qwen2 => 12,
+            Arch::Qwen3 => 11,
             Arch::Gemma3 => 15,
         }
     }

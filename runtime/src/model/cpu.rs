@@ -4,12 +4,12 @@
 //! load: the per-token loop allocates nothing.
 
 use half::f16;
-use kiln_cpu::ops::{AttnParams, RopeLayout as CpuRope, attention_decode, rope};
+use kiln_cpu::ops::{AttnParams, RopeFreqs, RopeLayout as CpuRope, attention_decode, rope};
 use kiln_cpu::{ActBuffer, QMatrix, QType, ThreadPool};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
-use crate::model::config::{Arch, Config, LayerWeights, matrix, vector};
+use crate::model::config::{Arch, Config, LayerWeights, ROPE_FREQS, matrix, vector};
 use crate::model::{Traced, append};
 use crate::ops::rope::RopeLayout;
 
@@ -93,6 +93,8 @@ pub struct CpuModel {
     embd: Mat,
     output: Mat,
     output_norm: Vec<f32>,
+    /// Llama 3.x's RoPE frequency divisors, where the model has them.
+    rope_freqs: Option<Vec<f32>>,
     layers: Vec<Layer>,
     s: Scratch,
     capacity: u32,
@@ -118,9 +120,9 @@ impl CpuModel {
         threads: usize,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<CpuModel> {
-        if cfg.rope_freq_scale != 1.0 || cfg.final_softcap != 0.0 {
+        if cfg.final_softcap != 0.0 {
             return Err(Error::Unsupported(
-                "RoPE scaling and final soft-capping are not implemented on the CPU path".into(),
+                "final soft-capping is not implemented on the CPU path".into(),
             ));
         }
         let n_layer = cfg.n_layer as usize;
@@ -141,6 +143,11 @@ impl CpuModel {
             None => embd.clone(),
         };
         let output_norm = vec("output_norm.weight", cfg.d_model)?;
+        let rope_freqs = if cfg.rope_freqs {
+            Some(vec(ROPE_FREQS, cfg.rope_dims / 2)?)
+        } else {
+            None
+        };
         let c = CHUNK;
         let (d, qd, kvd, ff) = (
             cfg.d_model as usize,
@@ -175,6 +182,7 @@ impl CpuModel {
             embd,
             output,
             output_norm,
+            rope_freqs,
             layers,
             s,
             capacity,
@@ -365,10 +373,15 @@ impl CpuModel {
                 s.tmp[..n * kvd].copy_from_slice(&s.k[..n * kvd]);
                 norm_rows(&s.tmp, nk, eps, &mut s.k, n * cfg.n_kv_head as usize, hd)?;
             }
-            let base = if local {
-                cfg.rope_base_local
-            } else {
-                cfg.rope_base
+            // Sliding-window layers rotate unscaled, at their own base (Gemma 3), as on the GPU.
+            let freqs = RopeFreqs {
+                base: if local {
+                    cfg.rope_base_local
+                } else {
+                    cfg.rope_base
+                },
+                scale: if local { 1.0 } else { cfg.rope_freq_scale },
+                factors: self.rope_freqs.as_deref(),
             };
             let params = AttnParams {
                 n_head: cfg.n_head as usize,
@@ -384,12 +397,12 @@ impl CpuModel {
                 let q = &mut s.q[t * qd..(t + 1) * qd];
                 let k = &mut s.k[t * kvd..(t + 1) * kvd];
                 let rot = cfg.rope_dims as usize;
-                rope(q, hd, rot, pos, base, layout).map_err(cpu_err)?;
+                rope(q, hd, rot, pos, &freqs, layout).map_err(cpu_err)?;
                 // q meets the f16 cache rounded to f16, as in llama.cpp's f16 KV path.
                 for x in q.iter_mut() {
                     *x = f16::from_f32(*x).to_f32();
                 }
-                rope(k, hd, rot, pos, base, layout).map_err(cpu_err)?;
+                rope(k, hd, rot, pos, &freqs, layout).map_err(cpu_err)?;
                 let v = &s.v[t * kvd..(t + 1) * kvd];
                 for h in 0..cfg.n_kv_head as usize {
                     let at = (h * self.capacity as usize + pos) * hd;

@@ -187,7 +187,7 @@ struct Layer {
     o: GpuMatrix,
     /// The q, k and v biases, back to back from this offset (Qwen2).
     bias: Option<u32>,
-    /// Per-head q and k norm weights (Gemma 3).
+    /// Per-head q and k norm weights (Gemma 3, Qwen3).
     qk_norm: Option<[u32; 2]>,
     post_attn_norm: Option<u32>,
     ffn_norm: u32,
@@ -265,6 +265,8 @@ struct Weights {
     embd: GpuMatrix,
     output: Option<GpuMatrix>,
     output_norm: u32,
+    /// Llama 3.x's RoPE frequency divisors, where the model has them.
+    rope_freqs: Option<u32>,
     layers: Vec<Layer>,
     /// What the model needs on the GPU, as planned.
     needs: MemoryNeeds,
@@ -470,10 +472,12 @@ pub struct GpuModel {
     embd: GpuMatrix,
     output: Option<GpuMatrix>,
     output_norm: u32,
+    /// Llama 3.x's RoPE frequency divisors (float offset in `vecs`), where the model has them.
+    rope_freqs: Option<u32>,
     layers: Vec<Layer>,
     /// Per layer: the key and value caches (n_kv_head, capacity, head_dim).
     caches: Vec<[wgpu::Buffer; 2]>,
-    /// Every norm weight and bias (f32), at the layers' offsets.
+    /// Every norm weight, bias and RoPE frequency divisor (f32), at their offsets.
     vecs: wgpu::Buffer,
     s: Scratch,
     capacity: u32,
@@ -563,6 +567,7 @@ impl GpuModel {
             embd,
             output,
             output_norm,
+            rope_freqs,
             layers,
             needs,
         } = w;
@@ -597,6 +602,7 @@ impl GpuModel {
             embd,
             output,
             output_norm,
+            rope_freqs,
             layers,
             caches,
             vecs,
@@ -1462,6 +1468,7 @@ impl GpuModel {
                 eps: cfg.eps,
                 bias: l.bias,
                 qk_norm: l.qk_norm,
+                freq_factors: self.rope_freqs,
             };
             rope_kv(rec, qkv, Some(vecs), (&s.q).into(), kc.into(), vc.into(), r)?;
             self.attend(rec, il, self.attention(l.local, pos0, n))?;

@@ -1,4 +1,4 @@
-//! Rotary position embedding, in place, NORM (llama) and NEOX (qwen2, gemma3) layouts.
+//! Rotary position embedding, in place, NORM (llama) and NEOX (qwen2, qwen3, gemma3) layouts.
 
 use crate::error::{Error, Result};
 use crate::gpu::{KernelKey, Recorder, View, params};

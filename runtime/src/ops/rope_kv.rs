@@ -1,7 +1,8 @@
 //! The step between the q/k/v projection and attention in one dispatch (shaders/rope_kv.wgsl):
-//! biases, per-head q/k RMSNorm, RoPE on q and k, q out for attention and k, v appended to the
-//! KV cache. It replaces up to nine dispatches of the unfused path (three bias adds, two norms,
-//! two rotations, two cache stores) with the same arithmetic.
+//! biases, per-head q/k RMSNorm, RoPE on q and k (with per-pair frequency divisors where the
+//! model has them), q out for attention and k, v appended to the KV cache. It replaces up to
+//! nine dispatches of the unfused path (three bias adds, two norms, two rotations, two cache
+//! stores) with the same arithmetic.
 
 use crate::error::{Error, Result};
 use crate::gpu::{KernelKey, Recorder, Shifted, View, grid_of, params};
@@ -34,8 +35,11 @@ pub struct RopeKv {
     pub eps: f32,
     /// Float offset in `vecs` of the biases: q's, then k's, then v's, back to back (Qwen2).
     pub bias: Option<u32>,
-    /// Float offsets in `vecs` of the q-norm and k-norm weights (Gemma 3).
+    /// Float offsets in `vecs` of the q-norm and k-norm weights (Gemma 3, Qwen3).
     pub qk_norm: Option<[u32; 2]>,
+    /// Float offset in `vecs` of `rot_dims / 2` divisors of the rotation frequencies (Llama 3's
+    /// `rope_freqs.weight`).
+    pub freq_factors: Option<u32>,
 }
 
 impl RopeKv {
@@ -80,7 +84,8 @@ struct Params {
     bias: u32,
     q_norm: u32,
     k_norm: u32,
-    pad: [u32; 2],
+    freq_factors: u32,
+    pad: u32,
 }
 
 /// Records the step for `s.n_tok` tokens: `qkv` (n_tok, s.row()) f32 in, `q` (n_tok, n_head,
@@ -155,6 +160,21 @@ pub fn rope_kv(
         };
         need("rope_kv", "vecs", v, (u64::from(nq.max(nk)) + hd) * 4)?;
     }
+    if let Some(at) = s.freq_factors {
+        flags |= 4;
+        let Some(v) = &vecs else {
+            return Err(Error::Shape {
+                op: "rope_kv",
+                detail: "frequency factors named but no vector buffer given".into(),
+            });
+        };
+        need(
+            "rope_kv",
+            "vecs",
+            v,
+            (u64::from(at) + u64::from(s.rot_dims / 2)) * 4,
+        )?;
+    }
     let kernel = rec.gpu().kernel(&rope_kv_key(s.layout, s.kv))?;
     let params = Params {
         n_head: s.n_head,
@@ -171,7 +191,8 @@ pub fn rope_kv(
         bias: s.bias.unwrap_or(0),
         q_norm: s.qk_norm.map_or(0, |n| n[0]),
         k_norm: s.qk_norm.map_or(0, |n| n[1]),
-        pad: [0; 2],
+        freq_factors: s.freq_factors.unwrap_or(0),
+        pad: 0,
     };
     let groups = grid_of(
         s.n_tok * s.heads(),

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufError, GgufHeader};
 use crate::gpu::Gpu;
 use crate::model::MemoryNeeds;
-use crate::model::config::{Config, LayerWeights, matrix, vector_info, vector_values};
+use crate::model::config::{Config, LayerWeights, ROPE_FREQS, matrix, vector_info, vector_values};
 use crate::ops::gemv::WType;
 use kiln_cpu::QType;
 
@@ -451,7 +451,8 @@ pub struct GpuLoader {
 /// when `dry` only measured.
 #[allow(
     clippy::type_complexity,
-    reason = "the planner and the weights it laid out"
+    reason = "the planner and the weights it laid out: embeddings, output matrix, output norm \
+              and RoPE frequency divisors, layers"
 )]
 fn plan<'h>(
     gpu: &'h Gpu,
@@ -459,7 +460,13 @@ fn plan<'h>(
     cfg: &Config,
     max_part_bytes: u64,
     dry: bool,
-) -> Result<(Planner<'h>, GpuMatrix, Option<GpuMatrix>, u32, Vec<Layer>)> {
+) -> Result<(
+    Planner<'h>,
+    GpuMatrix,
+    Option<GpuMatrix>,
+    (u32, Option<u32>),
+    Vec<Layer>,
+)> {
     if cfg.final_softcap != 0.0 {
         return Err(Error::Unsupported(
             "final logit soft-capping (Gemma 2) is not implemented".into(),
@@ -487,6 +494,11 @@ fn plan<'h>(
         None => None,
     };
     let output_norm = p.vector("output_norm.weight", cfg.d_model)?;
+    let rope_freqs = if cfg.rope_freqs {
+        Some(p.vector(ROPE_FREQS, cfg.rope_dims / 2)?)
+    } else {
+        None
+    };
     let mut layers = Vec::with_capacity(cfg.n_layer as usize);
     for il in 0..cfg.n_layer {
         // q, k and v go into one matrix where their formats allow, and the FFN's gate and
@@ -542,7 +554,7 @@ fn plan<'h>(
         let w = LayerWeights::load(cfg, il, mat, vec)?;
         layers.push(Layer::new(cfg, il, w)?);
     }
-    Ok((p, embd, output, output_norm, layers))
+    Ok((p, embd, output, (output_norm, rope_freqs), layers))
 }
 
 impl GpuLoader {
@@ -584,7 +596,7 @@ impl GpuLoader {
                 why: format!("but the device ran out of memory creating the weights ({e})"),
             });
         }
-        let (p, embd, output, output_norm, layers) = planned?;
+        let (p, embd, output, (output_norm, rope_freqs), layers) = planned?;
         let Planner {
             mut dests,
             tensors,
@@ -604,6 +616,7 @@ impl GpuLoader {
                 embd,
                 output,
                 output_norm,
+                rope_freqs,
                 layers,
                 needs,
             },
