@@ -273,6 +273,16 @@ fn linear_rope_scaling_matches_llama_cpp_on_gpu() {
     gpu_matches("llama_linear");
 }
 
+/// RoPE scaling kiln does not implement (YaRN) is refused, not run as linear scaling.
+#[test]
+fn yarn_rope_scaling_is_refused() {
+    let mut s = synth("llama_linear");
+    s.spec["rope_scaling"]["type"] = "yarn".into();
+    let (file, _) = build(&s);
+    let err = Config::from_gguf(&file).unwrap_err().to_string();
+    assert!(err.contains("`yarn`"), "{err}");
+}
+
 /// The synthesized files have what they are meant to test.
 #[test]
 fn the_synthesized_models_have_their_features() {

@@ -75,6 +75,18 @@ impl Config {
         };
         let key = |k: &str| format!("{arch_name}.{k}");
         let u = |k: &str| file.get_u32(&key(k));
+        // llama.cpp applies `rope.scaling.factor` as linear scaling under every type; YaRN and
+        // LongRoPE change the frequencies further, which kiln does not.
+        match file.get_str(&key("rope.scaling.type")) {
+            Err(_) | Ok("none" | "linear") => {}
+            Ok(other) => {
+                return Err(Error::Unsupported(format!(
+                    "RoPE scaling `{other}` (metadata `{}`); kiln implements linear scaling \
+                     and Llama 3's `rope_freqs.weight`",
+                    key("rope.scaling.type")
+                )));
+            }
+        }
         let n_head = u("attention.head_count")?;
         let d_model = u("embedding_length")?;
         if n_head == 0 || d_model == 0 {
