@@ -12,6 +12,7 @@ use kiln::ops::prep::PrepIn;
 use kiln::tune::{Entry, GemvOp, GemvPick, Timing, gemv_bucket};
 use kiln::{Error, Result};
 use kiln_cpu::ActBuffer;
+use kiln_cpu::rng::SplitMix64;
 
 use crate::{Budget, Settings, Timer};
 
@@ -66,27 +67,14 @@ impl GemvCase {
     }
 }
 
-/// A tiny deterministic generator (splitmix64) for weights and inputs.
-struct Rng(u64);
+/// Uniform in [lo, hi).
+fn range(rng: &mut SplitMix64, lo: f32, hi: f32) -> f32 {
+    lo + (hi - lo) * rng.unit()
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    /// Uniform in [lo, hi).
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.unit() * 0.5 + 0.5)
-    }
+/// Uniform in [-1, 1).
+fn signed(rng: &mut SplitMix64) -> f32 {
+    2.0 * rng.unit() - 1.0
 }
 
 fn put_f16(b: &mut [u8], at: usize, v: f32) {
@@ -95,25 +83,25 @@ fn put_f16(b: &mut [u8], at: usize, v: f32) {
 
 /// `rows` rows of `k` weights of `wtype` as random valid blocks: random quant bits, finite
 /// scales of a sane size (smaller super-scales for K-quants, whose sub-scales multiply them).
-fn random_blocks(rng: &mut Rng, wtype: WType, rows: u32, k: u32) -> Result<Vec<u8>> {
+fn random_blocks(rng: &mut SplitMix64, wtype: WType, rows: u32, k: u32) -> Result<Vec<u8>> {
     let bytes = wtype.row_bytes(k)? as usize * rows as usize;
     let bb = wtype.block_bytes() as usize;
     let mut out = vec![0u8; bytes];
     for b in out.chunks_exact_mut(bb) {
         for byte in b.iter_mut() {
-            *byte = rng.next() as u8;
+            *byte = rng.next_u64() as u8;
         }
         match wtype {
-            WType::Q4_0 | WType::Q5_0 | WType::Q8_0 => put_f16(b, 0, rng.range(0.01, 0.1)),
+            WType::Q4_0 | WType::Q5_0 | WType::Q8_0 => put_f16(b, 0, range(rng, 0.01, 0.1)),
             WType::Q4_1 => {
-                put_f16(b, 0, rng.range(0.01, 0.1));
-                put_f16(b, 2, rng.unit() * 0.1);
+                put_f16(b, 0, range(rng, 0.01, 0.1));
+                put_f16(b, 2, signed(rng) * 0.1);
             }
             WType::Q4K => {
-                put_f16(b, 0, rng.range(0.001, 0.01));
-                put_f16(b, 2, rng.range(0.001, 0.01));
+                put_f16(b, 0, range(rng, 0.001, 0.01));
+                put_f16(b, 2, range(rng, 0.001, 0.01));
             }
-            WType::Q6K => put_f16(b, 208, rng.range(0.001, 0.01)),
+            WType::Q6K => put_f16(b, 208, range(rng, 0.001, 0.01)),
             WType::F16 | WType::F32 => {
                 return Err(Error::Unsupported(format!(
                     "tuning {wtype:?} products (they have no variants to choose)"
@@ -159,7 +147,7 @@ impl GemvBench {
             Error::Unsupported(format!("tuning {wtype:?} products (f32 activations)"))
         })?;
         let gated = matches!(op, GemvOp::Gated | GemvOp::PrepGated);
-        let mut rng = Rng(seed ^ u64::from(rows) << 32 ^ u64::from(k));
+        let mut rng = SplitMix64::new(seed ^ u64::from(rows) << 32 ^ u64::from(k));
         let gate = random_blocks(&mut rng, wtype, rows, k)?;
         let up = if gated {
             random_blocks(&mut rng, wtype, rows, k)?
@@ -172,7 +160,7 @@ impl GemvBench {
             wbytes.resize(up_offset, 0);
             wbytes.extend_from_slice(&up);
         }
-        let x: Vec<f32> = (0..k).map(|_| rng.unit() * 2.0).collect();
+        let x: Vec<f32> = (0..k).map(|_| signed(&mut rng) * 2.0).collect();
 
         // The CPU twin: the activations quantized by kiln-cpu's rules, the same block dot
         // products.
@@ -337,21 +325,17 @@ pub async fn measure(
     budget: &Budget,
 ) -> Entry {
     let gpu = &bench.gpu;
+    // The default first, so that a budget running out never leaves it unmeasured while others
+    // were timed.
+    let mut order: Vec<&&dyn Candidate> = candidates.iter().collect();
+    order.sort_by_key(|c| c.name() != default);
     let mut timings = Vec::new();
-    for c in candidates {
-        let name = c.name();
-        let mut t = Timing {
-            name: name.clone(),
-            median_us: None,
-            runs: 0,
-            error: None,
-            status: String::new(),
-        };
+    for c in order {
         if budget.spent() {
-            t.status = "not measured: the time budget ran out".into();
-            timings.push(t);
+            timings.push(Timing::out_of_time(c.name()));
             continue;
         }
+        let mut t = Timing::new(c.name());
         match bench.check(*c).await {
             Err(why) => t.status = why,
             Ok(err) => {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use kiln::Result;
 use kiln::clock::Instant;
 use kiln::gpu::{Gpu, Recorder};
-use kiln::tune::{AdapterKey, Entry, Profile};
+use kiln::tune::{AdapterKey, Entry, OUT_OF_TIME, Profile};
 
 pub use gemv::{Candidate, GemvBench, GemvCase};
 
@@ -131,11 +131,7 @@ pub fn new_profile(gpu: &Gpu) -> Profile {
 /// Whether `entry` was measured completely (every candidate timed or disqualified), so that a
 /// later run may keep it instead of measuring again.
 pub fn complete(entry: &Entry) -> bool {
-    !entry.candidates.is_empty()
-        && entry
-            .candidates
-            .iter()
-            .all(|t| !t.status.starts_with("not measured"))
+    !entry.candidates.is_empty() && entry.candidates.iter().all(|t| t.status != OUT_OF_TIME)
 }
 
 /// Tunes the decode products `cases` on `gpu` into `profile`: for each case the candidates

@@ -8,7 +8,7 @@ use kiln::gguf::GgufFile;
 use kiln::gpu::Gpu;
 use kiln::model::Config;
 use kiln::model::cpu::CpuModel;
-use kiln::model::gpu::{AttnOptions, Choice, GpuModel, StepOutput};
+use kiln::model::gpu::{AttnOptions, Choice, DECODE_BATCH, GpuModel, StepOutput};
 use kiln::ops::attention::{KvType, SPLIT_MIN_LEN};
 use kiln::tune::{Entry, ModelOp, Profile, Timing, model_bucket};
 use kiln::{Error, Result};
@@ -235,34 +235,20 @@ pub fn tune_model(
         {
             continue;
         }
-        let tuning = bench.gpu.tuning();
-        let default = match op {
-            ModelOp::Fuse => if tuning.fused(&bench.cfg) {
-                "fused"
-            } else {
-                "unfused"
-            }
-            .to_string(),
-            ModelOp::DecodeBatch => tuning
-                .decode_batch(&bench.cfg, kiln::model::gpu::DECODE_BATCH)
-                .to_string(),
-            ModelOp::Prefill => format!("{:?}", tuning.prefill(&bench.cfg)).to_lowercase(),
-            ModelOp::AttnSplit => tuning.attn_split(&bench.cfg).to_string(),
-        };
+        let default = bench
+            .gpu
+            .tuning()
+            .model_choice(op, &bench.cfg, DECODE_BATCH);
         let mut timings = Vec::new();
-        for value in op.candidates() {
-            let mut t = Timing {
-                name: value.clone(),
-                median_us: None,
-                runs: 0,
-                error: None,
-                status: String::new(),
-            };
+        // The default first, as for the products.
+        let mut values = op.candidates();
+        values.sort_by_key(|v| *v != default);
+        for value in values {
             if budget.spent() {
-                t.status = "not measured: the time budget ran out".into();
-                timings.push(t);
+                timings.push(Timing::out_of_time(value));
                 continue;
             }
+            let mut t = Timing::new(value.clone());
             // One untimed run compiles and checks; then the timed runs.
             let checked = bench
                 .configure(op, &value, profile)

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use kiln::gpu::Recorder;
-use kiln::ops::gemv::WType;
+use kiln::ops::gemv::{ActQuant, WType};
 use kiln::tune::{GemvOp, GemvPick};
 use kiln_autotune::gemv::measure;
 use kiln_autotune::{Budget, Candidate, GemvBench, GemvCase, Settings};
@@ -25,16 +25,12 @@ fn settings() -> Settings {
 #[test]
 fn every_variant_passes_its_check_in_every_format() {
     let Some(gpu) = common::gpu() else { return };
-    let formats = [
-        WType::Q4_0,
-        WType::Q4_1,
-        WType::Q5_0,
-        WType::Q8_0,
-        WType::Q4K,
-        WType::Q6K,
-    ];
+    // Every format with int8 activations (f16/f32 weights have no variants to tune).
+    let formats = WType::ALL
+        .into_iter()
+        .filter(|&w| ActQuant::for_weights(w).is_some());
     for op in GemvOp::ALL {
-        for wtype in formats {
+        for wtype in formats.clone() {
             let case = GemvCase {
                 op,
                 wtype,
@@ -79,7 +75,7 @@ fn a_fast_wrong_candidate_is_never_chosen() {
         k: 1024,
     };
     let bench = pollster::block_on(GemvBench::new(&gpu, case, 11)).expect("bench");
-    let default = gpu.tuning().default_gemv();
+    let default = gpu.tuning().default_gemv(GemvOp::Q8);
     let wrong = HalfRows(default);
     let candidates: [&dyn Candidate; 2] = [&default, &wrong];
     let budget = Budget::new(Duration::from_secs(600));

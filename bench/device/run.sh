@@ -31,7 +31,8 @@ chmod 700 "$XDG_RUNTIME_DIR"
 # A lent NVIDIA machine: its Vulkan driver's manifest where the loader does not look by itself.
 nv=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nv" ]; then export VK_DRIVER_FILES="$nv"; fi
-if ! ldconfig -p | grep -q libvulkan.so.1; then
+# Not `grep -q`: it stops reading early, ldconfig dies of SIGPIPE and pipefail fails the test.
+if ! ldconfig -p | grep libvulkan.so.1 >/dev/null; then
   echo "run.sh: no Vulkan loader (libvulkan.so.1): install libvulkan1 (on a lent machine, carry" \
        "its .deb)" >&2
   [ "${KILN_REQUIRE_GPU:-}" = 1 ] && exit 1

@@ -17,6 +17,7 @@ mod error;
 pub mod matmul;
 pub mod ops;
 pub mod quant;
+pub mod rng;
 pub mod sample;
 pub mod simd;
 pub mod threads;

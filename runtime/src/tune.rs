@@ -238,9 +238,11 @@ impl ModelOp {
     /// The candidates' names, in the order a tuner tries them.
     pub fn candidates(self) -> Vec<String> {
         match self {
-            ModelOp::Fuse => vec!["fused".into(), "unfused".into()],
+            ModelOp::Fuse => [true, false].map(|f| fuse_word(f).into()).to_vec(),
             ModelOp::DecodeBatch => DECODE_BATCHES.iter().map(u32::to_string).collect(),
-            ModelOp::Prefill => vec!["tiled".into(), "gemv".into()],
+            ModelOp::Prefill => [Prefill::Tiled, Prefill::Gemv]
+                .map(|p| prefill_word(p).into())
+                .to_vec(),
             ModelOp::AttnSplit => ATTN_SPLITS.iter().map(u32::to_string).collect(),
         }
     }
@@ -387,7 +389,29 @@ pub struct Timing {
     pub status: String,
 }
 
+/// The status of a candidate a tuner's time budget left unmeasured.
+pub const OUT_OF_TIME: &str = "not measured: the time budget ran out";
+
 impl Timing {
+    /// Candidate `name`, left unmeasured because the budget ran out.
+    pub fn out_of_time(name: String) -> Timing {
+        Timing {
+            status: OUT_OF_TIME.into(),
+            ..Timing::new(name)
+        }
+    }
+
+    /// Candidate `name`, not measured yet.
+    pub fn new(name: String) -> Timing {
+        Timing {
+            name,
+            median_us: None,
+            runs: 0,
+            error: None,
+            status: String::new(),
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.status == "ok" && self.median_us.is_some()
     }
@@ -415,8 +439,15 @@ pub const WIN_MARGIN: f64 = 1.03;
 
 impl Entry {
     /// The winner among `candidates`: the fastest that is `ok`, unless `default` is `ok` and
-    /// within [`WIN_MARGIN`] of it (then the default stays).
+    /// within [`WIN_MARGIN`] of it (then the default stays). None while the default is among
+    /// them unmeasured: nothing is known to beat it.
     pub fn choose(candidates: &[Timing], default: &str) -> Option<String> {
+        if candidates
+            .iter()
+            .any(|t| t.name == default && t.status == OUT_OF_TIME)
+        {
+            return None;
+        }
         let fastest = candidates
             .iter()
             .filter(|t| t.ok())
@@ -697,7 +728,9 @@ pub enum SplitKind {
 pub struct Tuning {
     caps: Capabilities,
     software: bool,
-    apple: bool,
+    /// The default variant of each decode product, in [`GemvOp::ALL`] order (worked out once:
+    /// ops record from it per matrix).
+    defaults: [GemvPick; 4],
     overrides: Overrides,
     profile: Option<(String, Profile)>,
     notes: Vec<String>,
@@ -713,12 +746,15 @@ impl Tuning {
         profile: Option<(String, Profile)>,
         notes: Vec<String>,
     ) -> Tuning {
+        let software = info.device_type == wgpu::DeviceType::Cpu;
+        // Apple's GPUs run the packed int8 dot product slower than unpacking (llama.cpp's
+        // WebGPU backend turns it off there for the same reason).
+        let apple = info.vendor == 0x106b;
+        let pick = default_pick(caps, software, apple, overrides.gemv_split);
         Tuning {
             caps,
-            software: info.device_type == wgpu::DeviceType::Cpu,
-            // Apple's GPUs run the packed int8 dot product slower than unpacking (llama.cpp's
-            // WebGPU backend turns it off there for the same reason).
-            apple: info.vendor == 0x106b,
+            software,
+            defaults: GemvOp::ALL.map(|op| op.default_of(pick)),
             overrides,
             profile,
             notes,
@@ -752,45 +788,24 @@ impl Tuning {
         self.overrides
     }
 
-    /// The default decode-product variant: per-row threads on software adapters (lavapipe,
-    /// SwiftShader), one workgroup per row on GPUs, reduced with subgroups where the device has
-    /// them no wider than the kernels' workgroups (64 invocations) (Adreno's can be 128 wide) and
-    /// in shared memory elsewhere; the packed int8 dot product where the device has it, except
-    /// on Apple's GPUs.
-    pub fn default_gemv(&self) -> GemvPick {
-        let narrowest = GemvOp::ALL
-            .iter()
-            .flat_map(|op| op.wg_sizes())
-            .min()
-            .unwrap_or(0);
-        let combine = if self.caps.subgroup && self.caps.subgroup_sizes.1 <= narrowest {
-            Combine::Subgroup
-        } else {
-            Combine::SharedMemory
-        };
-        let split = match self.overrides.gemv_split {
-            Some(SplitKind::Thread) => Split::Thread,
-            Some(SplitKind::Group) => Split::Group(combine),
-            None if self.software => Split::Thread,
-            None => Split::Group(combine),
-        };
-        let dot = if self.caps.dot4 && !self.apple {
-            IntDot::Packed
-        } else {
-            IntDot::Unpacked
-        };
-        GemvOp::Q8.default_of(GemvPick { split, dot, wg: 0 })
+    /// The default variant of `op` ([`default_pick`] with the op's workgroup size and dot
+    /// product).
+    pub fn default_gemv(&self, op: GemvOp) -> GemvPick {
+        self.defaults[op as usize]
     }
 
     /// The variant of `op` for a product of `rows` rows of `k` in `wtype`: the profile's winner
     /// for its bucket where there is one the device runs, else [`Tuning::default_gemv`]. A
     /// split override wins over the profile.
     pub fn gemv(&self, op: GemvOp, wtype: WType, rows: u32, k: u32) -> GemvPick {
-        let default = op.default_of(self.default_gemv());
-        if self.overrides.gemv_split.is_some() {
+        let default = self.default_gemv(op);
+        let Some(profile) = self
+            .profile()
+            .filter(|_| self.overrides.gemv_split.is_none())
+        else {
             return default;
-        }
-        self.profile()
+        };
+        Some(profile)
             .and_then(|p| p.winner(op.name(), &gemv_bucket(wtype, rows, k)))
             .and_then(GemvPick::parse)
             .filter(|p| op.candidates(self.caps).contains(p))
@@ -831,10 +846,8 @@ impl Tuning {
         self.overrides
             .fused
             .or_else(|| {
-                self.model_winner(ModelOp::Fuse, cfg, |w| match w {
-                    "fused" => Some(true),
-                    "unfused" => Some(false),
-                    _ => None,
+                self.model_winner(ModelOp::Fuse, cfg, |w| {
+                    [true, false].into_iter().find(|&f| fuse_word(f) == w)
                 })
             })
             .unwrap_or(!self.software)
@@ -857,11 +870,22 @@ impl Tuning {
             .unwrap_or(default)
     }
 
+    /// The candidate name of what these choices take for the model-wide `op` on `cfg`, with
+    /// `batch` decode steps per submit where neither the caller nor the profile says.
+    pub fn model_choice(&self, op: ModelOp, cfg: &Config, batch: u32) -> String {
+        match op {
+            ModelOp::Fuse => fuse_word(self.fused(cfg)).to_string(),
+            ModelOp::DecodeBatch => self.decode_batch(cfg, batch).to_string(),
+            ModelOp::Prefill => prefill_word(self.prefill(cfg)).to_string(),
+            ModelOp::AttnSplit => self.attn_split(cfg).to_string(),
+        }
+    }
+
     /// The choices for `cfg` as JSON (for `--json` reports).
     pub fn report(&self, cfg: &Config, decode_batch: u32) -> Value {
         let gemv: BTreeMap<&str, String> = GemvOp::ALL
             .iter()
-            .map(|&op| (op.name(), op.default_of(self.default_gemv()).name()))
+            .map(|&op| (op.name(), self.default_gemv(op).name()))
             .collect();
         json!({
             "profile": self.profile_origin(),
@@ -870,7 +894,7 @@ impl Tuning {
             "gemv_from_profile": self.profile().map_or(0, |p| p.entries.iter()
                 .filter(|e| GemvOp::ALL.iter().any(|op| op.name() == e.op) && e.winner.is_some())
                 .count()),
-            "prefill": format!("{:?}", self.prefill(cfg)).to_lowercase(),
+            "prefill": prefill_word(self.prefill(cfg)),
             "fused": self.fused(cfg),
             "attn_split": self.attn_split(cfg),
             "decode_batch": decode_batch,
@@ -878,13 +902,59 @@ impl Tuning {
     }
 }
 
+/// The default decode-product variant: per-row threads on software adapters (lavapipe,
+/// SwiftShader), one workgroup per row on GPUs (or as `split` says), reduced with subgroups
+/// where the device has them no wider than the kernels' narrowest workgroups (Adreno's can be
+/// 128 wide) and in shared memory elsewhere; the packed int8 dot product where the device has
+/// it, except on Apple's GPUs; `gemv_q8`'s default workgroup size.
+fn default_pick(
+    caps: Capabilities,
+    software: bool,
+    apple: bool,
+    split: Option<SplitKind>,
+) -> GemvPick {
+    let narrowest = GemvOp::ALL
+        .iter()
+        .flat_map(|op| op.wg_sizes())
+        .min()
+        .unwrap_or(0);
+    let combine = if caps.subgroup && caps.subgroup_sizes.1 <= narrowest {
+        Combine::Subgroup
+    } else {
+        Combine::SharedMemory
+    };
+    let split = match split {
+        Some(SplitKind::Thread) => Split::Thread,
+        Some(SplitKind::Group) => Split::Group(combine),
+        None if software => Split::Thread,
+        None => Split::Group(combine),
+    };
+    let dot = if caps.dot4 && !apple {
+        IntDot::Packed
+    } else {
+        IntDot::Unpacked
+    };
+    GemvOp::Q8.default_of(GemvPick { split, dot, wg: 0 })
+}
+
+/// A [`Prefill`]'s candidate name.
+pub fn prefill_word(prefill: Prefill) -> &'static str {
+    match prefill {
+        Prefill::Tiled => "tiled",
+        Prefill::Gemv => "gemv",
+    }
+}
+
+/// Fusing's candidate name.
+pub fn fuse_word(fused: bool) -> &'static str {
+    if fused { "fused" } else { "unfused" }
+}
+
 /// A [`Prefill`] from its candidate name.
 pub fn parse_prefill(name: &str) -> Option<Prefill> {
-    match name {
-        "tiled" => Some(Prefill::Tiled),
-        "gemv" => Some(Prefill::Gemv),
-        _ => None,
-    }
+    [Prefill::Tiled, Prefill::Gemv]
+        .into_iter()
+        .find(|&p| prefill_word(p) == name)
 }
 
 /// The profiles in `source`'s folders (and the tuner's, where it is searched), as (path,
@@ -1082,5 +1152,9 @@ mod tests {
         // Within the margin, the default stays.
         let d = [t("a", 1.02, "ok"), t("c", 1.0, "ok")];
         assert_eq!(Entry::choose(&d, "a").as_deref(), Some("a"));
+        // An unmeasured default is not beaten by what was measured.
+        let e = [Timing::out_of_time("a".into()), t("c", 1.0, "ok")];
+        assert_eq!(Entry::choose(&e, "a"), None);
+        assert_eq!(Entry::choose(&e, "b").as_deref(), Some("c"));
     }
 }

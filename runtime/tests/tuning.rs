@@ -83,7 +83,7 @@ fn a_profile_changes_the_variants_and_a_stale_one_is_ignored() {
     let cfg = Config::from_gguf(&file).expect("config");
     let load = |gpu: &Gpu| GpuModel::load(gpu, &file, &cfg, 64, &mut |_, _| {}).expect("load");
     let plain = load(&gpu);
-    let default = gpu.tuning().default_gemv();
+    let default = gpu.tuning().default_gemv(GemvOp::Q8);
     // A variant other than the default that this device runs: another split, and for
     // gemv_q8 another workgroup size.
     let wide = GemvOp::Q8.wg_sizes()[1];

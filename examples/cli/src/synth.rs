@@ -21,25 +21,12 @@ use half::f16;
 use kiln::gguf::{Array, GgmlType, GgufHeader, GgufWriter, Parsed, Value};
 use serde_json::{Value as Json, json};
 
+use kiln_cpu::rng::SplitMix64;
+
 use crate::cli::SynthArgs;
 
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// Overwrites the f16 field at `o` with a small positive scale.
-fn scale(buf: &mut [u8], o: usize, rng: &mut SplitMix, size: f32) {
+fn scale(buf: &mut [u8], o: usize, rng: &mut SplitMix64, size: f32) {
     let v = f16::from_f32(size * (0.5 + rng.unit()));
     buf[o..o + 2].copy_from_slice(&v.to_le_bytes());
 }
@@ -53,11 +40,11 @@ fn fill(
     name: &str,
     ty: GgmlType,
     data: &mut [u8],
-    rng: &mut SplitMix,
+    rng: &mut SplitMix64,
     gain: f32,
 ) -> Result<(), String> {
     for b in data.iter_mut() {
-        *b = rng.next() as u8;
+        *b = rng.next_u64() as u8;
     }
     let block = ty.type_size() as usize;
     let set = |b: &mut [u8], o: usize, v: f32| {
@@ -94,7 +81,7 @@ fn fill(
                 set(b, 2, 7.5 * d);
                 // Twelve equal bytes with equal nibbles give each sub-block equal 6-bit scale
                 // and min, so that d * sc * q - dmin * m = d * sc * (q - 7.5).
-                let v = 0x11 * (1 + (rng.next() % 15) as u8);
+                let v = 0x11 * (1 + (rng.next_u64() % 15) as u8);
                 b[4..16].fill(v);
             }
         }
@@ -344,7 +331,7 @@ pub fn run(args: &SynthArgs) -> Result<(), String> {
     let Some(out_path) = &args.out else {
         return Err("`--out OUT.gguf` is required".into());
     };
-    let mut rng = SplitMix(args.seed);
+    let mut rng = SplitMix64::new(args.seed);
     let gain = args.gain;
     let data_start = header.data_offset() as usize;
     let end = header

@@ -28,7 +28,7 @@ use crate::ops::prep::{Add, PrepIn, PrepOut, prep};
 use crate::ops::reduce::Combine;
 use crate::ops::rope_kv::{RopeKv, rope_kv};
 use crate::ops::sample::{NON_FINITE_ID, SampleParams, argmax, sample, sample_key};
-use crate::tune::{GemvOp, GemvPick, Tuning};
+use crate::tune::{GemvOp, GemvPick, Tuning, prefill_word};
 
 mod load;
 
@@ -745,7 +745,7 @@ impl GpuModel {
     pub fn tuning_report(&self) -> serde_json::Value {
         let mut v = self.tuning.report(&self.cfg, self.batch);
         v["fused"] = self.fused.into();
-        v["prefill"] = format!("{:?}", self.prefill).to_lowercase().into();
+        v["prefill"] = prefill_word(self.prefill).into();
         v["attn_split"] = self.attn.split_min_len.into();
         v
     }
@@ -1237,7 +1237,7 @@ impl GpuModel {
         if m == 1 {
             self.tuning.gemv(op, mat.wtype, mat.rows, mat.k)
         } else {
-            self.tuning.default_gemv()
+            self.tuning.default_gemv(op)
         }
     }
 

@@ -120,7 +120,7 @@ impl Split {
     /// The device's default ([`crate::tune::Tuning::default_gemv`]): per-thread rows on
     /// software adapters, workgroup rows on GPUs, unless the options override it.
     pub fn best(gpu: &crate::gpu::Gpu) -> Split {
-        gpu.tuning().default_gemv().split
+        gpu.tuning().default_gemv(GemvOp::Q8).split
     }
 
     /// `key` with this split's parameters (`SPLIT`, and `SUBGROUP` for the group split).
@@ -409,7 +409,7 @@ impl IntDot {
     /// has it ([`crate::gpu::Capabilities::dot4`]) and it is not an Apple GPU, unpacked
     /// elsewhere.
     pub fn best(gpu: &crate::gpu::Gpu) -> IntDot {
-        gpu.tuning().default_gemv().dot
+        gpu.tuning().default_gemv(GemvOp::Q8).dot
     }
 }
 
@@ -451,8 +451,7 @@ pub fn gemv_q8(
 ) -> Result<()> {
     let pick = GemvPick {
         split,
-        dot: IntDot::best(rec.gpu()),
-        wg: GemvOp::Q8.wg_sizes()[0],
+        ..rec.gpu().tuning().default_gemv(GemvOp::Q8)
     };
     gemv_q8_with(rec, pick, w, x, y, s)
 }
